@@ -1,0 +1,85 @@
+"""Connections: one :class:`Database` per process, for SQLite or PostgreSQL.
+
+SQLite is opened in WAL mode with a busy timeout, and write transactions begin with
+``BEGIN IMMEDIATE``: a deferred transaction that reads first and writes later can find its snapshot
+stale once another process has committed, and then fails at once instead of waiting. Reads keep
+deferred transactions so they never wait for a writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+__all__ = ["Database"]
+
+
+class Database:
+    """The process's database engines: :meth:`write` and :meth:`read` open transactions."""
+
+    def __init__(self, url: str, *, busy_timeout_ms: int = 30_000, echo: bool = False) -> None:
+        self.url = make_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            _ensure_sqlite_folder(self.url.database)
+            self._writer = _sqlite_engine(url, busy_timeout_ms, immediate=True, echo=echo)
+            self._reader = _sqlite_engine(url, busy_timeout_ms, immediate=False, echo=echo)
+        else:
+            self._writer = create_async_engine(url, echo=echo, pool_pre_ping=True)
+            self._reader = self._writer
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine write transactions run on (also what migrations use)."""
+        return self._writer
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction that will write: committed on success, rolled back on error."""
+        async with self._writer.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction that never waits for writers."""
+        async with self._reader.connect() as conn:
+            yield conn
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self._writer.dispose()
+        if self._reader is not self._writer:
+            await self._reader.dispose()
+
+
+def _ensure_sqlite_folder(database: str | None) -> None:
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_engine(url: str, busy_timeout_ms: int, *, immediate: bool, echo: bool) -> AsyncEngine:
+    engine = create_async_engine(url, echo=echo, connect_args={"timeout": busy_timeout_ms / 1000})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let us issue BEGIN ourselves (the driver's implicit BEGIN is always DEFERRED).
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # FULL: a commit survives power loss, which "ack only after the row is durable" needs.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine

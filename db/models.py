@@ -1,0 +1,149 @@
+"""Tables: batches, the files a batch declared, image versions and the per-batch event log.
+
+The schema is owned by the Alembic migrations in ``db/migrations``; these classes describe it for
+queries and must match the latest revision (a test compares them).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = ["Base", "Batch", "BatchFile", "Event", "Image", "UTCDateTime", "utcnow"]
+
+#: A 64-bit id on PostgreSQL; SQLite only auto-increments a column declared INTEGER.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; pass a timezone-aware value")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+
+class Batch(Base):
+    """A group of uploads under one key prefix, with its counters and event sequence."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    #: ``api`` (created by the ingest API) or ``direct`` (first seen in a bucket notification).
+    source: Mapped[str] = mapped_column(String(16))
+    input_bucket: Mapped[str] = mapped_column(String(63))
+    options: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: How many images the batch will hold, when known (API batches, manifests).
+    expected_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: SHA-256 of the batch token handed to the creator; the token itself is never stored.
+    token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: Distinct keys registered (a re-upload of a key counts once).
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    completed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    #: Sequence number of the batch's latest event; the next event gets ``last_seq + 1``.
+    last_seq: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_upload_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class BatchFile(Base):
+    """A file the ingest API promised an upload slot for (name, size and type as declared)."""
+
+    __tablename__ = "batch_files"
+
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True)
+    #: The safe name inside the batch prefix that the upload was presigned for.
+    name: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    #: What the client called the file, for display.
+    original_name: Mapped[str] = mapped_column(Text)
+    declared_size: Mapped[int] = mapped_column(BigInteger)
+    content_type: Mapped[str] = mapped_column(String(255))
+
+
+class Image(Base):
+    """One version (bucket, key, etag) of an uploaded image and where its processing stands."""
+
+    __tablename__ = "images"
+    __table_args__ = (
+        UniqueConstraint("bucket", "key", "etag", name="uq_images_version"),
+        Index("ix_images_batch_state", "batch_id", "state"),
+        Index("ix_images_bucket_key", "bucket", "key"),
+        Index("ix_images_state_lease", "state", "lease_expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    bucket: Mapped[str] = mapped_column(String(63))
+    key: Mapped[str] = mapped_column(String(1024))
+    #: The key without its batch prefix.
+    name: Mapped[str] = mapped_column(String(1024))
+    etag: Mapped[str] = mapped_column(String(128))
+    size: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16))
+    #: How many times a worker has claimed this version.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    output_key: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    #: When the object store accepted the upload (from the notification or a listing).
+    uploaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Event(Base):
+    """A batch's progress event log; ``seq`` runs 1, 2, 3... without gaps within a batch."""
+
+    __tablename__ = "events"
+    __table_args__ = (UniqueConstraint("batch_id", "seq", name="uq_events_batch_seq"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(32))
+    image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id", ondelete="SET NULL"), nullable=True)
+    #: The event as the contract's ``ProgressEvent.to_dict`` writes it.
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,108 @@
+"""Plain records the repository returns, so callers never hold live ORM objects or rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from photoenhance.contracts.progress import BatchCounts, ImageProgress
+from photoenhance.contracts.states import BatchState, ImageState
+
+__all__ = ["BatchRecord", "BatchSnapshot", "ImageRecord", "ImageVersion", "Registration"]
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """A batch as stored."""
+
+    id: str
+    state: BatchState
+    source: str
+    input_bucket: str
+    options: dict[str, Any]
+    expected_count: int | None
+    token_hash: str | None
+    total: int
+    completed: int
+    failed: int
+    last_seq: int
+    created_at: datetime
+    updated_at: datetime
+    last_upload_at: datetime | None
+    completed_at: datetime | None
+
+    @property
+    def counts(self) -> BatchCounts:
+        """The counters as a progress event carries them."""
+        return BatchCounts(
+            total=self.total, completed=self.completed, failed=self.failed, expected=self.expected_count
+        )
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One version of an uploaded image as stored."""
+
+    id: int
+    batch_id: str
+    bucket: str
+    key: str
+    name: str
+    etag: str
+    size: int
+    state: ImageState
+    attempts: int
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    reason: str | None
+    code: str | None
+    output_key: str | None
+    report: dict[str, Any] | None
+    uploaded_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    def progress(self) -> ImageProgress:
+        """The image as a progress event describes it."""
+        return ImageProgress(
+            name=self.name,
+            state=self.state.value,
+            output_key=self.output_key,
+            reason=self.reason,
+            code=self.code,
+            report=dict(self.report or {}),
+        )
+
+
+@dataclass(frozen=True)
+class ImageVersion:
+    """What is known of an uploaded object when it is registered."""
+
+    bucket: str
+    batch_id: str
+    key: str
+    name: str
+    etag: str
+    size: int
+    uploaded_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The outcome of registering an image version."""
+
+    image: ImageRecord
+    #: False when this (bucket, key, etag) was already known: a duplicate notification.
+    created: bool
+    #: Older versions of the same key this one replaced.
+    superseded: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class BatchSnapshot:
+    """A batch with the current version of each of its images."""
+
+    batch: BatchRecord
+    images: list[ImageRecord] = field(default_factory=list)

@@ -1,0 +1,36 @@
+"""The life cycles of an image and of a batch."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+__all__ = ["BatchState", "ImageState"]
+
+
+class ImageState(str, Enum):
+    """Where one version (bucket, key, etag) of an uploaded image stands."""
+
+    #: Announced (by a notification, the reconciler or the ingest API) and waiting for a worker.
+    PENDING = "pending"
+    #: Claimed by a worker whose lease has not expired.
+    PROCESSING = "processing"
+    #: The result object is written and recorded. Final.
+    COMPLETED = "completed"
+    #: Refused or failed for good, with a reason. Final until someone asks for a retry.
+    FAILED = "failed"
+    #: A newer version of the same key arrived; this one no longer counts. Final.
+    SUPERSEDED = "superseded"
+
+    @property
+    def is_final(self) -> bool:
+        """Whether no worker will touch the image again without being asked to."""
+        return self in {ImageState.COMPLETED, ImageState.FAILED, ImageState.SUPERSEDED}
+
+
+class BatchState(str, Enum):
+    """Where a batch stands."""
+
+    #: Uploads may still arrive or images are still being processed.
+    OPEN = "open"
+    #: Every image the batch expects is final (some may have failed). A new upload reopens it.
+    COMPLETED = "completed"

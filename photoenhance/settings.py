@@ -1,0 +1,217 @@
+"""Every setting of every service, read from environment variables in this one place.
+
+Defaults point at services on localhost, so a developer machine needs no configuration at all. Each
+field names its environment variable and says what it means; ``settings_table()`` renders the table
+the README carries (a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = ["Settings", "SettingsError", "settings_table"]
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value its setting cannot take."""
+
+
+def _env(name: str, default: Any, help: str) -> Any:
+    """Declare a setting: its environment variable, default and meaning."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("mutable defaults are not allowed in settings")
+    return field(default=default, metadata={"env": name, "help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration shared by ingest, processor, notifier and the tools.
+
+    Build one with :meth:`from_env` at start-up and pass it down; no module reads the environment
+    on its own.
+    """
+
+    # -- object store ------------------------------------------------------------------------
+    s3_endpoint: str = _env("S3_ENDPOINT", "http://127.0.0.1:9000", "S3 API endpoint the services use.")
+    s3_public_endpoint: str = _env(
+        "S3_PUBLIC_ENDPOINT", "", "Endpoint written into presigned URLs for browsers; empty means S3_ENDPOINT."
+    )
+    s3_region: str = _env("S3_REGION", "us-east-1", "Region used to sign S3 requests.")
+    s3_access_key: str = _env("S3_ACCESS_KEY", "PHOTOENHANCEDEV00001", "S3 access key of the services.")
+    s3_secret_key: str = _env(
+        "S3_SECRET_KEY", "photoenhance-dev-secret-key-000000000001", "S3 secret key of the services."
+    )
+    s3_input_bucket: str = _env("S3_INPUT_BUCKET", "photoenhance-input", "Bucket clients upload into.")
+    s3_output_bucket: str = _env("S3_OUTPUT_BUCKET", "photoenhance-output", "Bucket results are written to.")
+    s3_provider: str = _env(
+        "S3_PROVIDER", "minio", "Object store flavour for `photoenhance init`: `minio` or `ceph`."
+    )
+    s3_lifecycle_days: int = _env(
+        "S3_LIFECYCLE_DAYS", 7, "Days after which inputs and results expire; 0 keeps them forever."
+    )
+
+    # -- message broker ----------------------------------------------------------------------
+    amqp_url: str = _env("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ connection URL.")
+    amqp_events_exchange: str = _env(
+        "AMQP_EVENTS_EXCHANGE",
+        "photoenhance.s3-events",
+        "Durable topic exchange the object store publishes bucket notifications to.",
+    )
+    amqp_events_routing_key: str = _env(
+        "AMQP_EVENTS_ROUTING_KEY",
+        "photoenhance-uploads",
+        "Routing key of the notifications (the RGW topic name; MinIO's ROUTING_KEY).",
+    )
+    amqp_work_queue: str = _env(
+        "AMQP_WORK_QUEUE", "photoenhance.work", "Durable quorum queue the processors consume."
+    )
+    amqp_dead_letter_exchange: str = _env(
+        "AMQP_DEAD_LETTER_EXCHANGE",
+        "photoenhance.dead-letter",
+        "Exchange receiving messages past the delivery limit; bound to a queue of the same name.",
+    )
+    amqp_delivery_limit: int = _env(
+        "AMQP_DELIVERY_LIMIT", 5, "Deliveries of one message before it is dead-lettered."
+    )
+    amqp_progress_exchange: str = _env(
+        "AMQP_PROGRESS_EXCHANGE",
+        "photoenhance.progress",
+        "Topic exchange for progress events; routing key `batch.<batch_id>`.",
+    )
+
+    # -- database ----------------------------------------------------------------------------
+    database_url: str = _env(
+        "DATABASE_URL",
+        "sqlite+aiosqlite:///var/photoenhance.db",
+        "SQLAlchemy async URL: SQLite (embedded default) or postgresql+asyncpg://...",
+    )
+    database_busy_timeout_ms: int = _env(
+        "DATABASE_BUSY_TIMEOUT_MS", 30_000, "SQLite: how long a writer waits for the lock."
+    )
+
+    # -- enhancement engine ------------------------------------------------------------------
+    weights_dir: Path = _env("WEIGHTS_DIR", Path("weights"), "Folder holding the model weight files.")
+    allow_custom_weights: bool = _env(
+        "ALLOW_CUSTOM_WEIGHTS", False, "Accept weight files whose checksums differ from the official ones."
+    )
+    device: str = _env("DEVICE", "auto", "`auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`.")
+    max_input_pixels: int = _env(
+        "MAX_INPUT_PIXELS", 50_000_000, "Largest input accepted, in pixels, checked before decoding."
+    )
+
+    # -- processor ---------------------------------------------------------------------------
+    prefetch: int = _env("PREFETCH", 4, "Unacknowledged messages one worker holds (its in-flight window).")
+    microbatch_max_images: int = _env(
+        "MICROBATCH_MAX_IMAGES", 4, "Most images handed to the engine together."
+    )
+    microbatch_window_ms: int = _env(
+        "MICROBATCH_WINDOW_MS", 50, "How long a micro-batch waits for more images before it runs."
+    )
+    lease_seconds: int = _env(
+        "LEASE_SECONDS", 600, "How long a claim on an image lasts before another worker may take it."
+    )
+    reconcile_interval_s: int = _env(
+        "RECONCILE_INTERVAL_S", 30, "Seconds between reconciler passes inside the worker; 0 disables."
+    )
+    batch_idle_seconds: int = _env(
+        "BATCH_IDLE_SECONDS",
+        60,
+        "A batch without an expected count completes this long after its last upload, once all are final.",
+    )
+    shutdown_grace_s: int = _env(
+        "SHUTDOWN_GRACE_S", 30, "On SIGTERM, how long in-flight work may run before it is left for redelivery."
+    )
+    processor_port: int = _env("PROCESSOR_PORT", 8082, "Port of the processor's /healthz and /metrics.")
+
+    # -- ingest API --------------------------------------------------------------------------
+    ingest_host: str = _env("INGEST_HOST", "127.0.0.1", "Interface the ingest API listens on.")
+    ingest_port: int = _env("INGEST_PORT", 8080, "Port of the ingest API and the web page.")
+    api_keys: tuple[str, ...] = _env(
+        "API_KEYS", (), "Comma-separated API keys for server-to-server clients (read any batch)."
+    )
+    max_files_per_batch: int = _env("MAX_FILES_PER_BATCH", 1000, "Most files one batch may declare.")
+    max_file_bytes: int = _env("MAX_FILE_BYTES", 50 * 1024 * 1024, "Largest upload accepted, in bytes.")
+    presign_expiry_s: int = _env("PRESIGN_EXPIRY_S", 900, "Lifetime of presigned upload and result URLs.")
+
+    # -- notifier ----------------------------------------------------------------------------
+    notifier_host: str = _env("NOTIFIER_HOST", "127.0.0.1", "Interface the notifier listens on.")
+    notifier_port: int = _env("NOTIFIER_PORT", 8081, "Port of the WebSocket / SSE notifier.")
+    notifier_public_url: str = _env(
+        "NOTIFIER_PUBLIC_URL", "", "Base URL clients use to reach the notifier; empty means host:port."
+    )
+    ws_heartbeat_s: float = _env("WS_HEARTBEAT_S", 20.0, "Seconds between WebSocket pings.")
+    ws_send_queue_max: int = _env(
+        "WS_SEND_QUEUE_MAX", 1000, "Events buffered per client before a slow client is disconnected."
+    )
+
+    # -----------------------------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every setting from ``environ`` (default: ``os.environ``); ``overrides`` win."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f.metadata["env"]
+            if name in environ:
+                values[f.name] = _parse(name, environ[name], f.default)
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some settings changed (tests and tools use this)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def s3_secure(self) -> bool:
+        """Whether the S3 endpoint uses TLS."""
+        return urlsplit(self.s3_endpoint).scheme == "https"
+
+    @property
+    def s3_host(self) -> str:
+        """``host:port`` of the S3 endpoint, as the minio client wants it."""
+        return urlsplit(self.s3_endpoint).netloc
+
+    @property
+    def presign_endpoint(self) -> str:
+        """Endpoint written into presigned URLs."""
+        return self.s3_public_endpoint or self.s3_endpoint
+
+
+def _parse(name: str, raw: str, default: Any) -> Any:
+    """Convert one environment value to the type of its default, or say which variable is wrong."""
+    try:
+        if isinstance(default, bool):
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError("expected true/false")
+        if isinstance(default, int):
+            return int(raw.replace("_", ""))
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, Path):
+            return Path(raw).expanduser()
+        if isinstance(default, tuple):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        return raw
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r}: {exc}") from exc
+
+
+def settings_table() -> str:
+    """The README's table of environment variables, as Markdown."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for f in fields(Settings):
+        default = f.default
+        shown = ",".join(default) if isinstance(default, tuple) else str(default)
+        shown = f"`{shown}`" if shown else "(empty)"
+        rows.append(f"| `{f.metadata['env']}` | {shown} | {f.metadata['help']} |")
+    return "\n".join(rows)

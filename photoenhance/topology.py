@@ -1,0 +1,70 @@
+"""The AMQP topology every service agrees on, declared from one place.
+
+- ``AMQP_EVENTS_EXCHANGE`` (durable topic): the object store publishes bucket notifications here
+  with routing key ``AMQP_EVENTS_ROUTING_KEY``.
+- ``AMQP_WORK_QUEUE`` (durable quorum queue, bound to the events exchange): the processors consume
+  it. Past ``AMQP_DELIVERY_LIMIT`` deliveries a message is dead-lettered to
+  ``AMQP_DEAD_LETTER_EXCHANGE`` (fanout) and kept in the queue of the same name.
+- ``AMQP_PROGRESS_EXCHANGE`` (durable topic): progress events, routing key ``batch.<batch_id>``.
+
+Declarations are idempotent; a mismatch with what exists raises, which is what we want.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+
+from photoenhance.settings import Settings
+
+__all__ = ["Topology", "declare_topology", "work_queue_arguments"]
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Handles on the declared exchanges and queues."""
+
+    events_exchange: AbstractExchange
+    work_queue: AbstractQueue
+    dead_letter_exchange: AbstractExchange
+    dead_letter_queue: AbstractQueue
+    progress_exchange: AbstractExchange
+
+
+def work_queue_arguments(settings: Settings) -> dict[str, object]:
+    """Arguments of the work queue: quorum type, delivery limit, dead-lettering."""
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": settings.amqp_delivery_limit,
+        "x-dead-letter-exchange": settings.amqp_dead_letter_exchange,
+    }
+
+
+async def declare_topology(channel: AbstractChannel, settings: Settings) -> Topology:
+    """Declare every exchange and queue the pipeline uses, and their bindings."""
+    events = await channel.declare_exchange(
+        settings.amqp_events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    dead = await channel.declare_exchange(
+        settings.amqp_dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    dead_queue = await channel.declare_queue(
+        settings.amqp_dead_letter_exchange, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await dead_queue.bind(dead)
+    work = await channel.declare_queue(
+        settings.amqp_work_queue, durable=True, arguments=work_queue_arguments(settings)
+    )
+    await work.bind(events, routing_key=settings.amqp_events_routing_key)
+    progress = await channel.declare_exchange(
+        settings.amqp_progress_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    return Topology(
+        events_exchange=events,
+        work_queue=work,
+        dead_letter_exchange=dead,
+        dead_letter_queue=dead_queue,
+        progress_exchange=progress,
+    )
