@@ -1,0 +1,34 @@
+"""The engine's input and output records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from photoenhance.contracts.options import EnhanceOptions
+from processor.engine.imageio import DecodedImage
+
+__all__ = ["EnhanceRequest", "EnhanceResult"]
+
+
+@dataclass(frozen=True)
+class EnhanceRequest:
+    """One decoded image and what to do with it."""
+
+    image: DecodedImage
+    options: EnhanceOptions = field(default_factory=EnhanceOptions)
+
+
+@dataclass(frozen=True)
+class EnhanceResult:
+    """The enhanced pixels (same layout and dtype as the input) and a JSON-ready report.
+
+    The report holds: ``quality``, ``input`` and ``output`` sizes, ``faces_found``, ``faces`` (box,
+    eye distance and size of each restored face), ``timings_ms`` per step, ``device`` and
+    ``engine_version``.
+    """
+
+    pixels: np.ndarray
+    report: dict[str, Any]

@@ -1,0 +1,121 @@
+"""The ``fast`` level end to end: no weight files, Lanczos resize, one slot per request."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from photoenhance.contracts.options import EnhanceOptions, Quality
+from photoenhance.settings import Settings
+from processor.engine import ENGINE_VERSION, Engine, EnhanceRequest, EnhanceResult
+from processor.engine.errors import EngineClosed, ImageError
+from processor.engine.imageio import DecodedImage, decode_image
+from processor.engine.resize import lanczos_resize, output_size
+
+FAST = EnhanceOptions(quality=Quality.FAST, upscale=2.0)
+
+
+def _image(height: int = 20, width: int = 30, channels: int = 3, dtype: type = np.uint8) -> DecodedImage:
+    top = 65535 if dtype == np.uint16 else 255
+    pixels = np.random.default_rng(height * width + channels).integers(0, top + 1, (height, width, channels)).astype(dtype)
+    return DecodedImage(pixels, "png", width, height, channels == 4, 16 if dtype == np.uint16 else 8)
+
+
+@pytest.fixture
+def engine(tmp_path) -> Engine:
+    # An empty weights folder: ``fast`` must start without any weight file.
+    loaded = Engine.load(Settings(weights_dir=tmp_path, device="cpu"), qualities=[Quality.FAST])
+    yield loaded
+    loaded.close()
+
+
+def test_output_size_truncates_like_the_reference() -> None:
+    assert output_size(30, 20, 2.0) == (60, 40)
+    assert output_size(33, 21, 1.5) == (49, 31)
+    assert output_size(1, 1, 1.0) == (1, 1)
+
+
+@pytest.mark.parametrize(("channels", "dtype"), [(1, np.uint8), (3, np.uint8), (4, np.uint8), (3, np.uint16)])
+def test_lanczos_keeps_layout_and_dtype(channels: int, dtype: type) -> None:
+    pixels = _image(channels=channels, dtype=dtype).pixels
+    out = lanczos_resize(pixels, (45, 30))
+    assert out.shape == (30, 45, channels) and out.dtype == dtype
+
+
+def test_fast_engine_starts_without_weights_and_resizes(engine: Engine) -> None:
+    image = _image()
+    [result] = engine.enhance_batch([EnhanceRequest(image, FAST)])
+    assert isinstance(result, EnhanceResult)
+    assert result.pixels.shape == (40, 60, 3)
+    np.testing.assert_array_equal(result.pixels, lanczos_resize(image.pixels, (60, 40)))
+    report = result.report
+    assert report["quality"] == "fast" and report["faces_found"] == 0
+    assert report["output"] == {"width": 60, "height": 40}
+    assert report["engine_version"] == ENGINE_VERSION and report["device"] == "cpu"
+    assert set(report["timings_ms"]) == {"resize"}
+
+
+def test_upscale_one_returns_the_input_pixels(engine: Engine) -> None:
+    image = _image()
+    [result] = engine.enhance_batch([EnhanceRequest(image, EnhanceOptions(quality=Quality.FAST, upscale=1))])
+    np.testing.assert_array_equal(result.pixels, image.pixels)
+
+
+def test_a_quality_not_loaded_fails_only_its_own_slot(engine: Engine) -> None:
+    best = EnhanceOptions(quality=Quality.BEST)
+    results = engine.enhance_batch([EnhanceRequest(_image(), FAST), EnhanceRequest(_image(), best),
+                                    EnhanceRequest(_image(), FAST)])
+    assert isinstance(results[0], EnhanceResult) and isinstance(results[2], EnhanceResult)
+    assert isinstance(results[1], ImageError) and results[1].code == "quality_not_loaded"
+    assert "best" in results[1].reason
+
+
+def test_bad_pixels_fail_their_slot_and_the_engine_stays_usable(engine: Engine) -> None:
+    broken = DecodedImage(np.zeros((0, 5, 3), np.uint8), "png", 5, 0, False, 8)
+    results = engine.enhance_batch([EnhanceRequest(broken, FAST), EnhanceRequest(_image(), FAST)])
+    assert isinstance(results[0], ImageError) and results[0].code == "processing_failed"
+    assert isinstance(results[1], EnhanceResult)
+    [again] = engine.enhance_batch([EnhanceRequest(_image(), FAST)])
+    assert isinstance(again, EnhanceResult)
+
+
+def test_async_runs_on_the_dedicated_thread_and_matches_blocking(engine: Engine) -> None:
+    image = _image()
+    seen: list[str] = []
+    original = engine._pipeline.run
+
+    def spy(requests):
+        seen.append(threading.current_thread().name)
+        return original(requests)
+
+    engine._pipeline.run = spy
+
+    async def main() -> list:
+        return await engine.enhance_batch_async([EnhanceRequest(image, FAST)])
+
+    [async_result] = asyncio.run(main())
+    [blocking] = engine.enhance_batch([EnhanceRequest(image, FAST)])
+    np.testing.assert_array_equal(async_result.pixels, blocking.pixels)
+    assert seen and all(name.startswith("photoenhance-inference") for name in seen)
+    assert threading.current_thread().name not in seen
+
+
+def test_closed_engine_refuses_work(tmp_path) -> None:
+    engine = Engine.load(Settings(weights_dir=tmp_path, device="cpu"), qualities=[Quality.FAST])
+    engine.close()
+    engine.close()  # idempotent
+    with pytest.raises(EngineClosed):
+        engine.enhance_batch([EnhanceRequest(_image(), FAST)])
+
+
+def test_decoded_file_goes_end_to_end(engine: Engine) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(_image(channels=4).pixels, "RGBA").save(buffer, "PNG")
+    decoded = decode_image(buffer.getvalue(), max_pixels=10**6)
+    [result] = engine.enhance_batch([EnhanceRequest(decoded, FAST)])
+    assert result.pixels.shape == (40, 60, 4)
