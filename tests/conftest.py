@@ -1,0 +1,5 @@
+"""Shared fixtures: every piece of test machinery lives in tests/support and is registered here."""
+
+pytest_plugins = [
+    "tests.support.services",
+]

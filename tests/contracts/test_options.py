@@ -1,0 +1,51 @@
+"""Enhancement options: one validation for the API, manifests and object metadata."""
+
+from __future__ import annotations
+
+import pytest
+
+from photoenhance.contracts.options import EnhanceOptions, OptionsError, OutputFormat, Quality
+
+
+def test_defaults_and_round_trip() -> None:
+    options = EnhanceOptions.from_dict({"quality": "fast", "upscale": 3, "output_format": "jpg"})
+    assert options.quality is Quality.FAST and options.upscale == 3.0
+    assert options.output_format is OutputFormat.JPEG
+    assert EnhanceOptions.from_dict(options.to_dict()) == options
+    assert EnhanceOptions.from_dict(None) == EnhanceOptions()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"colour": "red"}, "unknown option"),
+        ({"quality": "ultra"}, "quality"),
+        ({"upscale": 0.5}, "upscale"),
+        ({"upscale": 5}, "upscale"),
+        ({"upscale": "nan"}, "upscale"),
+        ({"upscale": True}, "upscale"),
+        ({"fidelity": 1.5}, "fidelity"),
+        ({"output_quality": 0}, "output_quality"),
+        ({"output_quality": 80.5}, "output_quality"),
+        ({"output_format": "gif"}, "output_format"),
+        ({"tile": 8}, "tile"),
+        ({"only_center_face": "maybe"}, "only_center_face"),
+    ],
+)
+def test_bad_options_name_the_field(data: dict, message: str) -> None:
+    with pytest.raises(OptionsError, match=message):
+        EnhanceOptions.from_dict(data)
+
+
+def test_options_must_be_an_object() -> None:
+    with pytest.raises(OptionsError, match="JSON object"):
+        EnhanceOptions.from_dict(["fast"])  # type: ignore[arg-type]
+
+
+def test_metadata_overrides_base_options() -> None:
+    base = EnhanceOptions(quality=Quality.BALANCED, upscale=2)
+    meta = {"photoenhance-quality": "fast", "photoenhance-output-format": "png", "batch-id": "x"}
+    options = EnhanceOptions.from_metadata(meta, base)
+    assert (options.quality, options.output_format, options.upscale) == (Quality.FAST, OutputFormat.PNG, 2.0)
+    with pytest.raises(OptionsError):
+        EnhanceOptions.from_metadata({"photoenhance-upscale": "nine"})

@@ -1,0 +1,225 @@
+"""The repository's operations, against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from db.records import ImageVersion
+from db.repository import BatchExists, DeclaredFile, Repository, UnknownBatch
+from photoenhance.contracts.progress import EventType
+from photoenhance.contracts.states import BatchState, ImageState
+
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+
+
+def version(batch: str, name: str, etag: str = "e1", at: datetime = T0, bucket: str = "in") -> ImageVersion:
+    return ImageVersion(
+        bucket=bucket, batch_id=batch, key=f"{batch}/{name}", name=name, etag=etag, size=10, uploaded_at=at
+    )
+
+
+async def new_batch(repo: Repository, batch_id: str = "b1", expected: int | None = None) -> None:
+    await repo.create_batch(batch_id, input_bucket="in", options={"quality": "fast"}, expected_count=expected)
+
+
+async def finish(repo: Repository, image_id: int, owner: str = "w1") -> list:
+    claimed = await repo.claim_image(image_id, owner, lease_seconds=60)
+    assert claimed is not None
+    return await repo.complete_image(image_id, owner, output_key=f"out/{image_id}.jpg", report={"faces": 0})
+
+
+async def test_create_batch_refuses_a_taken_id(repository: Repository) -> None:
+    await new_batch(repository)
+    with pytest.raises(BatchExists):
+        await new_batch(repository)
+    batch = await repository.get_batch("b1")
+    assert batch is not None and batch.state is BatchState.OPEN and batch.last_seq == 0
+
+
+async def test_create_batch_stores_declared_files(repository: Repository) -> None:
+    files = [DeclaredFile("a.jpg", "A.JPG", 100, "image/jpeg"), DeclaredFile("b.png", "b.png", 5, "image/png")]
+    await repository.create_batch("b1", input_bucket="in", options={}, expected_count=2, files=files)
+    assert await repository.declared_files("b1") == files
+
+
+async def test_ensure_batch_creates_once(repository: Repository) -> None:
+    first, created = await repository.ensure_batch("d1", input_bucket="in", options={})
+    again, created_again = await repository.ensure_batch("d1", input_bucket="in", options={"x": 1})
+    assert created and not created_again
+    assert first.source == "direct" and again.options == {}
+
+
+async def test_register_is_idempotent_by_version(repository: Repository) -> None:
+    await new_batch(repository)
+    first = await repository.register_image(version("b1", "a.jpg"))
+    second = await repository.register_image(version("b1", "a.jpg"))
+    assert first.created and not second.created
+    assert first.image.id == second.image.id
+    batch = await repository.get_batch("b1")
+    assert batch is not None and batch.total == 1
+
+
+async def test_register_into_unknown_batch_fails(repository: Repository) -> None:
+    with pytest.raises(UnknownBatch):
+        await repository.register_image(version("nope", "a.jpg"))
+
+
+async def test_new_etag_supersedes_and_takes_back_counters(repository: Repository) -> None:
+    await new_batch(repository)
+    old = (await repository.register_image(version("b1", "a.jpg", "e1"))).image
+    await finish(repository, old.id)
+    newer = await repository.register_image(version("b1", "a.jpg", "e2", at=T0 + timedelta(seconds=5)))
+    assert newer.created and newer.superseded == (old.id,)
+    batch = await repository.get_batch("b1")
+    assert batch is not None
+    assert (batch.total, batch.completed, batch.failed) == (1, 0, 0)
+    snapshot = await repository.batch_snapshot("b1")
+    assert snapshot is not None and [i.etag for i in snapshot.images] == ["e2"]
+    assert (await repository.get_image(old.id)).state is ImageState.SUPERSEDED
+
+
+async def test_a_late_older_version_is_recorded_as_superseded(repository: Repository) -> None:
+    await new_batch(repository)
+    await repository.register_image(version("b1", "a.jpg", "new", at=T0 + timedelta(seconds=5)))
+    late = await repository.register_image(version("b1", "a.jpg", "old", at=T0))
+    assert late.created and late.image.state is ImageState.SUPERSEDED
+    batch = await repository.get_batch("b1")
+    assert batch is not None and batch.total == 1
+
+
+async def test_a_superseded_claim_cannot_complete(repository: Repository) -> None:
+    await new_batch(repository)
+    old = (await repository.register_image(version("b1", "a.jpg", "e1"))).image
+    assert await repository.claim_image(old.id, "w1", 60) is not None
+    await repository.register_image(version("b1", "a.jpg", "e2", at=T0 + timedelta(seconds=1)))
+    assert await repository.complete_image(old.id, "w1", output_key="x") == []
+    batch = await repository.get_batch("b1")
+    assert batch is not None and batch.completed == 0
+
+
+async def test_claim_is_exclusive_until_the_lease_expires(database, repository: Repository) -> None:
+    await new_batch(repository)
+    image = (await repository.register_image(version("b1", "a.jpg"))).image
+    assert await repository.claim_image(image.id, "w1", lease_seconds=60) is not None
+    assert await repository.claim_image(image.id, "w2", lease_seconds=60) is None
+    later = Repository(database, clock=lambda: datetime.now(timezone.utc) + timedelta(seconds=120))
+    assert [i.id for i in await later.expired_leases()] == [image.id]
+    taken = await later.claim_image(image.id, "w2", lease_seconds=60)
+    assert taken is not None and taken.lease_owner == "w2" and taken.attempts == 2
+    # The first worker lost its claim: its completion does not count.
+    assert await repository.complete_image(image.id, "w1", output_key="x") == []
+    assert len(await later.complete_image(image.id, "w2", output_key="x")) == 1
+
+
+async def test_completion_counts_once_and_logs_events(repository: Repository) -> None:
+    await new_batch(repository, expected=2)
+    a = (await repository.register_image(version("b1", "a.jpg"))).image
+    b = (await repository.register_image(version("b1", "b.jpg"))).image
+    events = await finish(repository, a.id)
+    assert [(e.seq, e.type) for e in events] == [(1, EventType.IMAGE_COMPLETED)]
+    assert events[0].image is not None and events[0].image.name == "a.jpg"
+    assert events[0].counts.completed == 1 and events[0].counts.expected == 2
+    assert await repository.complete_image(a.id, "w1", output_key="again") == []
+    assert await repository.claim_image(a.id, "w1", 60) is None
+    events = await finish(repository, b.id)
+    assert [(e.seq, e.type) for e in events] == [(2, EventType.IMAGE_COMPLETED), (3, EventType.BATCH_COMPLETED)]
+    batch = await repository.get_batch("b1")
+    assert batch is not None and batch.state is BatchState.COMPLETED
+    assert (batch.total, batch.completed, batch.failed, batch.last_seq) == (2, 2, 0, 3)
+
+
+async def test_failure_is_recorded_with_reason(repository: Repository) -> None:
+    await new_batch(repository, expected=1)
+    image = (await repository.register_image(version("b1", "notes.jpg"))).image
+    events = await repository.fail_image(image.id, reason="the file is text, not an image", code="not_an_image")
+    assert [e.type for e in events] == [EventType.IMAGE_FAILED, EventType.BATCH_COMPLETED]
+    assert events[0].image is not None and events[0].image.code == "not_an_image"
+    stored = await repository.get_image(image.id)
+    assert stored is not None and stored.state is ImageState.FAILED and stored.reason.startswith("the file")
+    # A final image is left alone.
+    assert await repository.fail_image(image.id, reason="again", code="x") == []
+
+
+async def test_fail_with_owner_needs_the_claim(repository: Repository) -> None:
+    await new_batch(repository)
+    image = (await repository.register_image(version("b1", "a.jpg"))).image
+    await repository.claim_image(image.id, "w1", 60)
+    assert await repository.fail_image(image.id, reason="r", code="c", owner="w2") == []
+    assert len(await repository.fail_image(image.id, reason="r", code="c", owner="w1")) == 1
+
+
+async def test_events_since_returns_exactly_the_missed_ones(repository: Repository) -> None:
+    await new_batch(repository)
+    ids = [(await repository.register_image(version("b1", f"{n}.jpg"))).image.id for n in range(5)]
+    for image_id in ids:
+        await finish(repository, image_id)
+    assert [e.seq for e in await repository.events_since("b1")] == [1, 2, 3, 4, 5]
+    assert [e.seq for e in await repository.events_since("b1", since=3)] == [4, 5]
+    assert [e.seq for e in await repository.events_since("b1", since=1, limit=2)] == [2, 3]
+    assert await repository.events_since("b1", since=5) == []
+    latest = await repository.latest_event_for(ids[2])
+    assert latest is not None and latest.seq == 3
+
+
+async def test_batch_without_expected_count_completes_when_idle(database, repository: Repository) -> None:
+    await repository.ensure_batch("d1", input_bucket="in", options={})
+    image = (await repository.register_image(version("d1", "a.jpg", at=datetime.now(timezone.utc)))).image
+    assert [e.type for e in await finish(repository, image.id)] == [EventType.IMAGE_COMPLETED]
+    assert await repository.complete_if_idle("d1", idle_seconds=3600) == []
+    events = await repository.complete_if_idle("d1", idle_seconds=0)
+    assert [e.type for e in events] == [EventType.BATCH_COMPLETED]
+    assert await repository.complete_if_idle("d1", idle_seconds=0) == []
+
+
+async def test_a_new_upload_reopens_a_completed_batch(repository: Repository) -> None:
+    await new_batch(repository, expected=1)
+    a = (await repository.register_image(version("b1", "a.jpg"))).image
+    await finish(repository, a.id)
+    await repository.register_image(version("b1", "b.jpg"))
+    batch = await repository.get_batch("b1")
+    assert batch is not None and batch.state is BatchState.OPEN and batch.total == 2
+
+
+async def test_retry_failed_reopens_and_resets(repository: Repository) -> None:
+    await new_batch(repository, expected=1)
+    image = (await repository.register_image(version("b1", "a.jpg"))).image
+    await repository.fail_image(image.id, reason="storage down", code="storage")
+    retried = await repository.retry_failed("b1")
+    assert [i.id for i in retried] == [image.id] and retried[0].state is ImageState.PENDING
+    batch = await repository.get_batch("b1")
+    assert batch is not None and batch.state is BatchState.OPEN and batch.failed == 0
+    events = await finish(repository, image.id)
+    assert [e.type for e in events] == [EventType.IMAGE_COMPLETED, EventType.BATCH_COMPLETED]
+
+
+async def test_manifest_count_can_complete_a_batch(repository: Repository) -> None:
+    await repository.ensure_batch("d1", input_bucket="in", options={})
+    image = (await repository.register_image(version("d1", "a.jpg"))).image
+    await finish(repository, image.id)
+    updated = await repository.update_batch_plan("d1", options={"quality": "fast"}, expected_count=1)
+    assert updated.state is BatchState.COMPLETED and updated.options == {"quality": "fast"}
+    assert [e.type for e in await repository.events_since("d1")][-1] is EventType.BATCH_COMPLETED
+
+
+async def test_release_hands_an_image_back(repository: Repository) -> None:
+    await new_batch(repository)
+    image = (await repository.register_image(version("b1", "a.jpg"))).image
+    await repository.claim_image(image.id, "w1", 60)
+    assert not await repository.release_image(image.id, "w2")
+    assert await repository.release_image(image.id, "w1")
+    assert await repository.claim_image(image.id, "w2", 60) is not None
+    assert await repository.extend_lease(image.id, "w2", 120)
+    assert not await repository.extend_lease(image.id, "w1", 120)
+
+
+async def test_known_versions_lists_every_registered_version(repository: Repository) -> None:
+    await new_batch(repository)
+    await repository.register_image(version("b1", "a.jpg", "e1"))
+    await repository.register_image(version("b1", "a.jpg", "e2", at=T0 + timedelta(seconds=1)))
+    await repository.register_image(version("b1", "b.jpg", "e1"))
+    assert await repository.known_versions("in", "b1") == {("b1/a.jpg", "e1"), ("b1/a.jpg", "e2"), ("b1/b.jpg", "e1")}
+    assert [i.name for i in await repository.unfinished_images("b1")] == ["a.jpg", "b.jpg"]
