@@ -167,6 +167,20 @@ class Settings:
         """A copy with some settings changed (tests and tools use this)."""
         return dataclasses.replace(self, **changes)
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as environment variables (for starting another process with them)."""
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, tuple):
+                text = ",".join(value)
+            else:
+                text = str(value)
+            env[f.metadata["env"]] = text
+        return env
+
     @property
     def s3_secure(self) -> bool:
         """Whether the S3 endpoint uses TLS."""

@@ -52,3 +52,8 @@ def test_every_variable_is_unique_and_in_the_readme_table() -> None:
     documented = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", readme, flags=re.M))
     assert documented == set(names), "regenerate the README table with `photoenhance settings --markdown`"
     assert settings_table() in readme
+
+
+def test_to_env_round_trips() -> None:
+    settings = Settings.from_env(environ={}, api_keys=("a", "b"), allow_custom_weights=True, prefetch=9)
+    assert Settings.from_env(environ=settings.to_env()) == settings
