@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,9 @@ class EnhanceRequest:
 
     image: DecodedImage
     options: EnhanceOptions = field(default_factory=EnhanceOptions)
+    #: Five-point landmarks ((5, 2) arrays, input pixels) of faces the caller already knows; when
+    #: given, detection is skipped for this image. Tests and benchmarks use it with random weights.
+    faces: Sequence[np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
