@@ -135,6 +135,9 @@ class Settings:
     api_keys: tuple[str, ...] = _env(
         "API_KEYS", (), "Comma-separated API keys for server-to-server clients (read any batch)."
     )
+    ingest_require_api_key: bool = _env(
+        "INGEST_REQUIRE_API_KEY", False, "Creating a batch needs an API key (closes the public web page)."
+    )
     max_files_per_batch: int = _env("MAX_FILES_PER_BATCH", 1000, "Most files one batch may declare.")
     max_file_bytes: int = _env("MAX_FILE_BYTES", 50 * 1024 * 1024, "Largest upload accepted, in bytes.")
     presign_expiry_s: int = _env("PRESIGN_EXPIRY_S", 900, "Lifetime of presigned upload and result URLs.")

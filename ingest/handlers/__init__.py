@@ -1,0 +1,1 @@
+"""HTTP handlers of the ingest API, one module per resource."""

@@ -1,0 +1,199 @@
+"""Batches: create one (with presigned uploads), read its status, retry its failed images."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from aiohttp import web
+
+from db.records import ImageRecord
+from db.repository import DeclaredFile
+from ingest.auth import readable_batch, require_creator
+from ingest.context import CONTEXT, IngestContext
+from ingest.errors import ApiError
+from ingest.ids import new_ulid
+from ingest.presign import Upload
+from ingest.publisher import BrokerUnavailable
+from ingest.validation import DeclaredUpload, parse_create_request
+from photoenhance.contracts.events import notification_body
+from photoenhance.contracts.states import ImageState
+from photoenhance.contracts.tokens import new_batch_token
+from photoenhance.settings import Settings
+
+__all__ = ["create_batch", "get_batch", "retry_batch"]
+
+log = logging.getLogger(__name__)
+
+#: ``state`` of a declared file whose upload the store has not announced yet.
+AWAITING_UPLOAD = "awaiting_upload"
+
+
+async def create_batch(request: web.Request) -> web.Response:
+    """``POST /api/v1/batches``: check the request, sign one upload per file, store the batch."""
+    ctx = request.app[CONTEXT]
+    require_creator(request, ctx.settings)
+    req = parse_create_request(await request.read(), ctx.settings)
+    batch_id = new_ulid()
+    token, token_hash = new_batch_token()
+    # Signing is local computation; do it before the batch exists so a failure leaves nothing.
+    uploads = [_sign(ctx, batch_id, f, req.upload) for f in req.files]
+    expires_at = ctx.presigner.expires_at()
+    await ctx.repository.create_batch(
+        batch_id,
+        input_bucket=ctx.settings.s3_input_bucket,
+        options=req.options.to_dict(),
+        source="api",
+        expected_count=len(req.files),
+        token_hash=token_hash,
+        files=[DeclaredFile(f.name, f.original_name, f.size, f.content_type) for f in req.files],
+    )
+    log.info("batch %s created with %d files (%s uploads)", batch_id, len(req.files), req.upload)
+    body = {
+        "batch_id": batch_id,
+        "token": token,
+        "state": "open",
+        "expected_count": len(req.files),
+        "options": req.options.to_dict(),
+        "expires_at": expires_at.isoformat().replace("+00:00", "Z"),
+        "uploads": [
+            {
+                "name": f.name,
+                "original_name": f.original_name,
+                "size": f.size,
+                "content_type": f.content_type,
+                **upload.to_dict(),
+            }
+            for f, upload in zip(req.files, uploads, strict=True)
+        ],
+        "progress": progress_urls(ctx.settings, batch_id),
+        "links": _links(batch_id),
+    }
+    return web.json_response(body, status=201, headers={"Location": f"/api/v1/batches/{batch_id}"})
+
+
+async def get_batch(request: web.Request) -> web.Response:
+    """``GET /api/v1/batches/{id}``: counts, state, every image's state and its result link."""
+    ctx = request.app[CONTEXT]
+    batch = await readable_batch(request, ctx.repository, ctx.settings)
+    snapshot = await ctx.repository.batch_snapshot(batch.id)
+    declared = await ctx.repository.declared_files(batch.id)
+    images = snapshot.images if snapshot is not None else []
+    batch = snapshot.batch if snapshot is not None else batch
+    by_name = {image.name: image for image in images}
+    entries = []
+    for f in declared:
+        image = by_name.pop(f.name, None)
+        entries.append(_image_entry(ctx, f.name, f.original_name, image, declared_size=f.declared_size))
+    for image in by_name.values():  # uploaded without being declared (direct S3 uploads)
+        entries.append(_image_entry(ctx, image.name, image.name, image))
+    awaiting = sum(1 for e in entries if e["state"] == AWAITING_UPLOAD)
+    body = {
+        "batch_id": batch.id,
+        "state": batch.state.value,
+        "source": batch.source,
+        "options": batch.options,
+        "counts": {
+            "expected": batch.expected_count,
+            "uploaded": batch.total,
+            "awaiting_upload": awaiting,
+            "pending": batch.total - batch.completed - batch.failed,
+            "completed": batch.completed,
+            "failed": batch.failed,
+        },
+        "created_at": _iso(batch.created_at),
+        "completed_at": _iso(batch.completed_at),
+        "last_seq": batch.last_seq,
+        "images": entries,
+        "progress": progress_urls(ctx.settings, batch.id),
+        "links": _links(batch.id),
+    }
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+
+async def retry_batch(request: web.Request) -> web.Response:
+    """``POST /api/v1/batches/{id}/retry``: failed images back to pending, and announced again.
+
+    Every image left pending is announced, not only the ones failed a moment ago: if an earlier
+    retry committed but could not publish (broker down), calling retry again still gets those
+    images processed. A duplicate announcement is harmless, since processing is idempotent.
+    """
+    ctx = request.app[CONTEXT]
+    batch = await readable_batch(request, ctx.repository, ctx.settings)
+    retried = await ctx.repository.retry_failed(batch.id)
+    pending = [i for i in await ctx.repository.unfinished_images(batch.id) if i.state is ImageState.PENDING]
+    bodies = [_announcement(image) for image in pending]
+    try:
+        await ctx.publisher.announce(bodies)
+    except BrokerUnavailable as exc:
+        log.warning("retry of batch %s: %s", batch.id, exc)
+        raise ApiError(
+            503, "broker_unavailable", "the images are queued for retry but could not be announced; try again"
+        ) from exc
+    log.info("batch %s: %d failed images retried, %d announced", batch.id, len(retried), len(bodies))
+    return web.json_response({"batch_id": batch.id, "retried": len(retried), "announced": len(bodies)}, status=202)
+
+
+def progress_urls(settings: Settings, batch_id: str) -> dict[str, str]:
+    """The notifier's WebSocket and SSE URLs for a batch (the client adds ``?token=``)."""
+    base = settings.notifier_public_url.rstrip("/") or f"http://{settings.notifier_host}:{settings.notifier_port}"
+    parts = urlsplit(base)
+    ws_scheme = "wss" if parts.scheme == "https" else "ws"
+    path = parts.path.rstrip("/")
+    quoted = quote(batch_id, safe="")
+    return {
+        "websocket": urlunsplit((ws_scheme, parts.netloc, f"{path}/ws/batches/{quoted}", "", "")),
+        "events": urlunsplit((parts.scheme, parts.netloc, f"{path}/events/batches/{quoted}", "", "")),
+    }
+
+
+def _sign(ctx: IngestContext, batch_id: str, f: DeclaredUpload, method: str) -> Upload:
+    key = f"{batch_id}/{f.name}"
+    if method == "put":
+        return ctx.presigner.upload_put(key, content_type=f.content_type)
+    return ctx.presigner.upload_post(key, size=f.size, content_type=f.content_type)
+
+
+def _image_entry(
+    ctx: IngestContext, name: str, original_name: str, image: ImageRecord | None, *, declared_size: int | None = None
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": name,
+        "original_name": original_name,
+        "state": AWAITING_UPLOAD if image is None else image.state.value,
+        "size": declared_size if image is None else image.size,
+    }
+    if image is None:
+        return entry
+    if image.state is ImageState.FAILED:
+        entry["reason"] = image.reason
+        entry["code"] = image.code
+    if image.state is ImageState.COMPLETED and image.output_key:
+        result_name = image.output_key.rsplit("/", 1)[-1]
+        entry["result"] = {
+            "key": image.output_key,
+            "url": ctx.presigner.download_url(ctx.settings.s3_output_bucket, image.output_key, result_name),
+        }
+    return entry
+
+
+def _announcement(image: ImageRecord) -> bytes:
+    return notification_body(
+        image.bucket,
+        image.key,
+        image.etag,
+        image.size,
+        image.uploaded_at or image.created_at,
+        source="photoenhance:retry",
+    )
+
+
+def _links(batch_id: str) -> dict[str, str]:
+    base = f"/api/v1/batches/{batch_id}"
+    return {"self": base, "archive": f"{base}/archive", "retry": f"{base}/retry"}
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+

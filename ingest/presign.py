@@ -1,0 +1,127 @@
+"""Presigned requests: browser uploads (POST policy or PUT), result downloads, and ingest's own reads.
+
+Everything here is local computation (HMAC signatures); no request reaches the store.
+
+Upload URLs are signed for ``S3_PUBLIC_ENDPOINT`` when it is set, because that is the address a
+browser reaches the store at (the services may use an internal name); a signature covers the host,
+so signing for one name and sending to another fails.
+
+A POST policy binds, and the store enforces (tests/ingest/test_upload_policy.py shows which on the
+live store): the bucket, the exact key, the exact content type, the size range 1..declared size,
+and the expiry. A presigned PUT binds only the method, bucket, key and expiry: it cannot bound
+the size or type, which is why POST is the default and PUT is only given when asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from minio import Minio
+from minio.datatypes import PostPolicy
+
+from ingest.names import content_disposition
+from ingest.notifications import minio_client
+from photoenhance.settings import Settings
+
+__all__ = ["Presigner", "Upload"]
+
+#: Lifetime of the URLs ingest signs for its own reads (the archive streams one object per URL).
+INTERNAL_URL_LIFETIME = timedelta(minutes=10)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """How a client uploads one file: an HTML-form POST with ``fields``, or a PUT with ``headers``."""
+
+    method: str
+    url: str
+    key: str
+    fields: dict[str, str] | None = None
+    headers: dict[str, str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form, leaving out what does not apply to the method."""
+        out: dict[str, Any] = {"method": self.method, "url": self.url, "key": self.key}
+        if self.fields is not None:
+            out["fields"] = self.fields
+        if self.headers is not None:
+            out["headers"] = self.headers
+        return out
+
+
+class Presigner:
+    """Signs upload, download and internal read requests for one set of settings."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = _utcnow) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._public = _client(settings, settings.presign_endpoint)
+        self._internal = _client(settings, settings.s3_endpoint)
+        self._post_url = f"{settings.presign_endpoint.rstrip('/')}/{settings.s3_input_bucket}"
+
+    @property
+    def expiry(self) -> timedelta:
+        """Lifetime of upload and result URLs."""
+        return timedelta(seconds=self._settings.presign_expiry_s)
+
+    def expires_at(self) -> datetime:
+        """When URLs signed now stop working."""
+        return self._clock() + self.expiry
+
+    def upload_post(self, key: str, *, size: int, content_type: str) -> Upload:
+        """An HTML-form POST upload of exactly ``key``, 1..``size`` bytes, of ``content_type``.
+
+        The client sends ``fields`` as form fields, in any order, followed by the file as the
+        last field, named ``file``.
+        """
+        policy = PostPolicy(self._settings.s3_input_bucket, self.expires_at())
+        policy.add_equals_condition("key", key)
+        policy.add_equals_condition("Content-Type", content_type)
+        policy.add_content_length_range_condition(1, size)
+        fields = self._public.presigned_post_policy(policy)
+        return Upload(
+            method="POST",
+            url=self._post_url,
+            key=key,
+            fields={"key": key, "Content-Type": content_type, **fields},
+        )
+
+    def upload_put(self, key: str, *, content_type: str) -> Upload:
+        """A presigned PUT of ``key``; the store checks neither size nor type (see module docstring)."""
+        url = self._public.get_presigned_url(
+            "PUT", self._settings.s3_input_bucket, key, expires=self.expiry, request_date=self._now_naive()
+        )
+        return Upload(method="PUT", url=url, key=key, headers={"Content-Type": content_type})
+
+    def download_url(self, bucket: str, key: str, filename: str) -> str:
+        """A browser link to an object that downloads under ``filename``."""
+        return self._public.get_presigned_url(
+            "GET",
+            bucket,
+            key,
+            expires=self.expiry,
+            request_date=self._now_naive(),
+            response_headers={"response-content-disposition": content_disposition(filename)},
+        )
+
+    def internal_get_url(self, bucket: str, key: str) -> str:
+        """A URL ingest itself reads an object from (the services' endpoint, short-lived)."""
+        return self._internal.get_presigned_url(
+            "GET", bucket, key, expires=INTERNAL_URL_LIFETIME, request_date=self._now_naive()
+        )
+
+    def _now_naive(self) -> datetime:
+        # minio formats the signing date without converting it, so hand it naive UTC.
+        return self._clock().astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def _client(settings: Settings, endpoint: str) -> Minio:
+    """A signing client for ``endpoint``; the region is given, so minio never asks the store for it."""
+    return minio_client(settings.replace(s3_endpoint=endpoint))

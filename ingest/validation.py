@@ -1,0 +1,133 @@
+"""The create-batch request, checked at the edge: every refusal is an :class:`ApiError` with a code.
+
+Nothing is created before the whole request has passed, so a refused request leaves no batch, no
+declared file and no presigned URL behind.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ingest.errors import ApiError
+from ingest.names import NameRefused, assign_names
+from photoenhance.contracts.options import EnhanceOptions, OptionsError
+from photoenhance.settings import Settings
+
+__all__ = ["ACCEPTED_CONTENT_TYPES", "CreateBatch", "DeclaredUpload", "UPLOAD_METHODS", "parse_create_request"]
+
+#: Content types an upload may declare: the formats the engine decodes. SVG and other types a
+#: browser would execute or render as a page are never signed for.
+ACCEPTED_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp")
+
+#: Common spellings normalised to the registered type.
+_CONTENT_TYPE_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}
+
+#: How clients may upload: an HTML-form POST policy (default) or a presigned PUT.
+UPLOAD_METHODS = ("post", "put")
+
+_TOP_LEVEL_FIELDS = frozenset({"files", "options", "upload"})
+_FILE_FIELDS = frozenset({"name", "size", "content_type"})
+
+
+@dataclass(frozen=True)
+class DeclaredUpload:
+    """One file of the request, with the safe name it will be stored under."""
+
+    original_name: str
+    name: str
+    size: int
+    content_type: str
+
+
+@dataclass(frozen=True)
+class CreateBatch:
+    """A create-batch request that passed every check."""
+
+    files: list[DeclaredUpload]
+    options: EnhanceOptions
+    upload: str
+
+
+def parse_create_request(body: bytes, settings: Settings) -> CreateBatch:
+    """Parse and check a create-batch body, or raise :class:`ApiError` naming the field."""
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, "malformed_json", f"the request body is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ApiError(400, "invalid_request", "the request body must be a JSON object")
+    unknown = sorted(set(doc) - _TOP_LEVEL_FIELDS)
+    if unknown:
+        raise ApiError(400, "unknown_field", f"unknown field(s): {', '.join(unknown)}", field=unknown[0])
+
+    try:
+        options = EnhanceOptions.from_dict(doc.get("options"))
+    except OptionsError as exc:
+        raise ApiError(400, "invalid_options", str(exc), field="options") from exc
+
+    upload = doc.get("upload", "post")
+    if upload not in UPLOAD_METHODS:
+        raise ApiError(400, "invalid_upload_method", f"upload must be one of {', '.join(UPLOAD_METHODS)}", field="upload")
+
+    files = doc.get("files")
+    if not isinstance(files, list):
+        raise ApiError(400, "invalid_request", "files must be a list of {name, size, content_type}", field="files")
+    if not files:
+        raise ApiError(400, "no_files", "a batch needs at least one file", field="files")
+    if len(files) > settings.max_files_per_batch:
+        raise ApiError(
+            413,
+            "too_many_files",
+            f"{len(files)} files declared; at most {settings.max_files_per_batch} per batch",
+            field="files",
+        )
+    checked = [_check_file(i, f, settings) for i, f in enumerate(files)]
+    try:
+        names = assign_names([name for name, _, _ in checked])
+    except NameRefused as exc:
+        raise ApiError(400, "invalid_name", exc.reason, field=f"files[{exc.index}].name") from exc
+    declared = [
+        DeclaredUpload(original_name=original, name=safe, size=size, content_type=ctype)
+        for (original, size, ctype), safe in zip(checked, names, strict=True)
+    ]
+    return CreateBatch(files=declared, options=options, upload=upload)
+
+
+def _check_file(index: int, entry: Any, settings: Settings) -> tuple[str, int, str]:
+    where = f"files[{index}]"
+    if not isinstance(entry, dict):
+        raise ApiError(400, "invalid_request", f"{where} must be an object {{name, size, content_type}}", field=where)
+    unknown = sorted(set(entry) - _FILE_FIELDS)
+    if unknown:
+        raise ApiError(400, "unknown_field", f"{where} has unknown field(s): {', '.join(unknown)}", field=f"{where}.{unknown[0]}")
+    name = entry.get("name")
+    if not isinstance(name, str):
+        raise ApiError(400, "invalid_name", f"{where}.name must be a string", field=f"{where}.name")
+    size = entry.get("size")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ApiError(400, "invalid_size", f"{where}.size must be a whole number of bytes, at least 1", field=f"{where}.size")
+    if size > settings.max_file_bytes:
+        raise ApiError(
+            413,
+            "file_too_large",
+            f"{where} declares {size} bytes; the most a file may have is {settings.max_file_bytes}",
+            field=f"{where}.size",
+        )
+    return name, size, _content_type(entry.get("content_type"), f"{where}.content_type")
+
+
+def _content_type(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ApiError(400, "unsupported_content_type", f"{where} must be one of {', '.join(ACCEPTED_CONTENT_TYPES)}", field=where)
+    normal = value.split(";", 1)[0].strip().lower()
+    normal = _CONTENT_TYPE_ALIASES.get(normal, normal)
+    if normal not in ACCEPTED_CONTENT_TYPES:
+        raise ApiError(
+            415,
+            "unsupported_content_type",
+            f"{where} is {value[:100]!r}; accepted: {', '.join(ACCEPTED_CONTENT_TYPES)}",
+            field=where,
+        )
+    return normal
