@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
 from photoenhance.settings import Settings
 
-__all__ = ["Topology", "declare_topology", "work_queue_arguments"]
+__all__ = ["Topology", "declare_progress_exchange", "declare_topology", "work_queue_arguments"]
 
 
 @dataclass(frozen=True)
@@ -58,13 +58,18 @@ async def declare_topology(channel: AbstractChannel, settings: Settings) -> Topo
         settings.amqp_work_queue, durable=True, arguments=work_queue_arguments(settings)
     )
     await work.bind(events, routing_key=settings.amqp_events_routing_key)
-    progress = await channel.declare_exchange(
-        settings.amqp_progress_exchange, aio_pika.ExchangeType.TOPIC, durable=True
-    )
+    progress = await declare_progress_exchange(channel, settings)
     return Topology(
         events_exchange=events,
         work_queue=work,
         dead_letter_exchange=dead,
         dead_letter_queue=dead_queue,
         progress_exchange=progress,
+    )
+
+
+async def declare_progress_exchange(channel: AbstractChannel, settings: Settings) -> AbstractExchange:
+    """Declare the progress exchange alone (the notifier needs nothing else)."""
+    return await channel.declare_exchange(
+        settings.amqp_progress_exchange, aio_pika.ExchangeType.TOPIC, durable=True
     )
