@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from db.connection import Database
+from db.records import ImageRecord, ImageVersion
 from db.repository import Repository
 from ingest.app import create_app
 from photoenhance.settings import Settings
@@ -69,3 +70,23 @@ async def start_ingest(database: Database) -> AsyncIterator[StartIngest]:
 def image_file(name: str = "photo.jpg", size: int = 1000, content_type: str = "image/jpeg") -> dict[str, Any]:
     """One entry of a create-batch request."""
     return {"name": name, "size": size, "content_type": content_type}
+
+
+async def record_result(
+    repository: Repository, batch_id: str, bucket: str, name: str, *, etag: str, size: int, output_key: str | None
+) -> ImageRecord:
+    """Register an uploaded image and finish it as the processor would: completed with
+    ``output_key``, or failed (``output_key=None``) with a recorded reason."""
+    registration = await repository.register_image(
+        ImageVersion(bucket=bucket, batch_id=batch_id, key=f"{batch_id}/{name}", name=name, etag=etag, size=size)
+    )
+    image = registration.image
+    claimed = await repository.claim_image(image.id, "test-worker", 60)
+    assert claimed is not None
+    if output_key is None:
+        await repository.fail_image(image.id, reason="not an image: no known signature", code="not_an_image", owner="test-worker")
+    else:
+        await repository.complete_image(image.id, "test-worker", output_key=output_key)
+    final = await repository.get_image(image.id)
+    assert final is not None
+    return final
