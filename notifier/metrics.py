@@ -64,12 +64,13 @@ class TransportObserver:
 
     def __init__(self, metrics: NotifierMetrics, transport: str) -> None:
         self._metrics = metrics
-        self._transport = transport
+        # Looked up once: this runs for every message to every client.
+        self._events = {source: metrics.events_sent.labels(transport, source) for source in ("replay", "live")}
 
     def sent(self, kind: MessageKind, source: str) -> None:
         """Count an event message (snapshots are counted as replays when they start)."""
         if kind is MessageKind.EVENT:
-            self._metrics.events_sent.labels(self._transport, source).inc()
+            self._events[source].inc()
 
     def caught_up(self, reason: str) -> None:
         """Count a database catch-up."""

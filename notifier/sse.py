@@ -43,9 +43,9 @@ def sse_record(message: Outgoing) -> bytes:
     """One message in the text/event-stream format."""
     if message.kind is MessageKind.HEARTBEAT:
         return b": heartbeat\n\n"
-    head = "" if message.seq is None else f"id: {message.seq}\n"
+    head = b"" if message.seq is None else b"id: %d\n" % message.seq
     # Compact JSON never contains a raw newline, so one data line holds the whole message.
-    return f"{head}data: {message.text}\n\n".encode()
+    return head + b"data: " + message.data + b"\n\n"
 
 
 class _EventStreamSink:

@@ -47,7 +47,8 @@ class _WebSocketSink:
     async def send(self, message: Outgoing) -> None:
         if self._ws.closed:
             raise ClientGone("websocket closed")
-        await send_or_gone(lambda: self._ws.send_str(message.text))
+        # Already UTF-8 JSON: sent as a text frame without encoding it again per client.
+        await send_or_gone(lambda: self._ws.send_frame(message.data, WSMsgType.TEXT))
 
 
 async def _until_client_closes(ws: web.WebSocketResponse) -> None:

@@ -19,10 +19,10 @@ WAIT_S = 60
 
 
 def test_records_follow_the_event_stream_format() -> None:
-    event = Outgoing(MessageKind.EVENT, '{"kind":"event","seq":7,"note":"a\\nb"}', 7)
+    event = Outgoing(MessageKind.EVENT, b'{"kind":"event","seq":7,"note":"a\\nb"}', 7)
     assert sse_record(event) == b'id: 7\ndata: {"kind":"event","seq":7,"note":"a\\nb"}\n\n'
-    assert sse_record(Outgoing(MessageKind.HEARTBEAT, "{}")) == b": heartbeat\n\n"
-    assert sse_record(Outgoing(MessageKind.END, '{"kind":"end"}')) == b'data: {"kind":"end"}\n\n'
+    assert sse_record(Outgoing(MessageKind.HEARTBEAT, b"{}")) == b": heartbeat\n\n"
+    assert sse_record(Outgoing(MessageKind.END, b'{"kind":"end"}')) == b'data: {"kind":"end"}\n\n'
 
 
 async def test_sse_carries_what_the_websocket_carries_with_resumable_ids(

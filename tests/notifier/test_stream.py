@@ -36,7 +36,7 @@ class RecordingSink:
         self.messages.append(message)
 
     def event_seqs(self) -> list[int]:
-        return [json.loads(m.text)["seq"] for m in self.messages if m.kind is MessageKind.EVENT]
+        return [json.loads(m.data)["seq"] for m in self.messages if m.kind is MessageKind.EVENT]
 
     def kinds(self) -> list[str]:
         return [m.kind.value for m in self.messages]
@@ -101,7 +101,7 @@ def test_sequencer_judges_old_next_and_gap() -> None:
 async def test_inbox_overflows_instead_of_waiting() -> None:
     inbox = Inbox(2)
     for n in (1, 2, 3, 4):
-        inbox.deliver(LiveEvent(seq=n, type=EventType.IMAGE_COMPLETED, text=str(n)))
+        inbox.deliver(LiveEvent(seq=n, type=EventType.IMAGE_COMPLETED, data=b"{}"))
     assert inbox.overflowed.is_set()
     assert [(await inbox.get(0.1)).seq for _ in range(2)] == [1, 2]  # type: ignore[union-attr]
     assert await inbox.get(0.01) is None
@@ -125,7 +125,7 @@ async def test_live_events_overlapping_the_replay_are_sent_once_in_order(reposit
             inbox.deliver(item)
     sink = await harness.finished()
     assert sink.event_seqs() == [1, 2, 3, 4, 5]
-    assert sink.kinds()[-1] == "end" and json.loads(sink.messages[-1].text)["last_seq"] == 5
+    assert sink.kinds()[-1] == "end" and json.loads(sink.messages[-1].data)["last_seq"] == 5
     assert late[-1].type.value == "batch.completed"
 
 
@@ -158,7 +158,7 @@ async def test_snapshot_of_a_completed_batch_ends_the_stream(repository: Reposit
     await finish(repository, batch.image_ids[1], fail=True)
     sink = await (await Harness().start(repository, "done", since=None)).finished()
     assert sink.kinds() == ["snapshot", "end"]
-    snapshot = json.loads(sink.messages[0].text)
+    snapshot = json.loads(sink.messages[0].data)
     assert snapshot["last_seq"] == 3 and snapshot["state"] == "completed"
     assert snapshot["counts"] == {"total": 2, "completed": 1, "failed": 1, "expected": 2}
     assert [(i["name"], i["state"], i["code"]) for i in snapshot["images"]] == [
