@@ -6,6 +6,8 @@
   it. Past ``AMQP_DELIVERY_LIMIT`` deliveries a message is dead-lettered to
   ``AMQP_DEAD_LETTER_EXCHANGE`` (fanout) and kept in the queue of the same name.
 - ``AMQP_PROGRESS_EXCHANGE`` (durable topic): progress events, routing key ``batch.<batch_id>``.
+  Each notifier process declares its own exclusive, auto-delete queue on it and binds a batch
+  only while that batch has subscribers there (``notifier/hub.py``).
 
 Declarations are idempotent; a mismatch with what exists raises, which is what we want.
 """
