@@ -356,6 +356,42 @@ class Repository:
 
         return await self._write(op)
 
+    async def reserve_output_key(self, image_id: int, owner: str, candidates: Sequence[str]) -> str | None:
+        """Record the first of ``candidates`` no other key of the batch holds as this image's result key.
+
+        Two inputs of one batch can map to one result key (``a.png`` and ``a.jpg`` both give
+        ``a.jpg``). The key is held by an image of another key that is processing or completed
+        with it; versions of the same key share theirs. Returns the key recorded, or None when
+        every candidate is held or this owner no longer holds the image. Under the batch lock, so
+        two workers never reserve one key.
+        """
+
+        async def op(conn: AsyncConnection) -> str | None:
+            batch_id = await self._batch_of(conn, image_id)
+            await self._lock_batch(conn, batch_id)
+            mine = await self._load_image(conn, image_id)
+            holders = (
+                await conn.execute(
+                    select(Image.output_key).where(
+                        Image.batch_id == batch_id,
+                        Image.key != mine.key,
+                        Image.output_key.in_(list(candidates)),
+                        Image.state.in_((ImageState.PROCESSING.value, ImageState.COMPLETED.value)),
+                    )
+                )
+            ).scalars().all()
+            free = [c for c in candidates if c not in set(holders)]
+            if not free:
+                return None
+            result = await conn.execute(
+                update(Image)
+                .where(Image.id == image_id, *_held_by(owner))
+                .values(output_key=free[0], updated_at=self._now())
+            )
+            return free[0] if result.rowcount == 1 else None
+
+        return await self._write(op)
+
     async def complete_image(
         self, image_id: int, owner: str, *, output_key: str, report: dict[str, Any] | None = None
     ) -> list[ProgressEvent]:
@@ -377,7 +413,8 @@ class Repository:
         is failed whoever holds it. Already final images are left alone.
         """
         claim = [Image.state.in_(_UNFINISHED)] if owner is None else _held_by(owner)
-        values = {"state": ImageState.FAILED.value, "reason": reason, "code": code}
+        # A failed image has no result, so it gives up any result key it reserved.
+        values = {"state": ImageState.FAILED.value, "reason": reason, "code": code, "output_key": None}
         return await self._finish(image_id, claim, values, EventType.IMAGE_FAILED)
 
     async def release_image(self, image_id: int, owner: str) -> bool:

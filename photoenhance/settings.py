@@ -114,7 +114,9 @@ class Settings:
         "MICROBATCH_WINDOW_MS", 50, "How long a micro-batch waits for more images before it runs."
     )
     lease_seconds: int = _env(
-        "LEASE_SECONDS", 600, "How long a claim on an image lasts before another worker may take it."
+        "LEASE_SECONDS",
+        60,
+        "How long a claim on an image lasts unless renewed (every third of it) before another worker may take it.",
     )
     reconcile_interval_s: int = _env(
         "RECONCILE_INTERVAL_S", 30, "Seconds between reconciler passes inside the worker; 0 disables."
@@ -128,6 +130,29 @@ class Settings:
         "SHUTDOWN_GRACE_S", 30, "On SIGTERM, how long in-flight work may run before it is left for redelivery."
     )
     processor_port: int = _env("PROCESSOR_PORT", 8082, "Port of the processor's /healthz and /metrics.")
+    processor_host: str = _env(
+        "PROCESSOR_HOST", "127.0.0.1", "Interface of the processor's /healthz and /metrics (0.0.0.0 for all)."
+    )
+    processor_qualities: tuple[str, ...] = _env(
+        "PROCESSOR_QUALITIES",
+        ("fast", "balanced", "best"),
+        "Quality levels a worker serves; start-up fails naming any missing weight file.",
+    )
+    processor_io_threads: int = _env(
+        "PROCESSOR_IO_THREADS", 8, "Threads for object I/O, decoding and encoding beside inference."
+    )
+    retry_base_delay_ms: int = _env(
+        "RETRY_BASE_DELAY_MS", 1000, "First back-off before a transient failure (store, DB, broker) is retried."
+    )
+    retry_max_delay_ms: int = _env(
+        "RETRY_MAX_DELAY_MS", 60_000, "Longest back-off; each retry doubles the delay up to this."
+    )
+    retry_max_attempts: int = _env(
+        "RETRY_MAX_ATTEMPTS", 8, "Transient failures of one image before it is marked failed."
+    )
+    reconcile_grace_s: int = _env(
+        "RECONCILE_GRACE_S", 60, "The reconciler leaves objects younger than this to their notification."
+    )
 
     # -- ingest API --------------------------------------------------------------------------
     ingest_host: str = _env("INGEST_HOST", "127.0.0.1", "Interface the ingest API listens on.")

@@ -3,4 +3,6 @@
 pytest_plugins = [
     "tests.support.services",
     "tests.support.objectstore",
+    "tests.support.processor",
+    "tests.support.broker",
 ]

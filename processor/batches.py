@@ -1,0 +1,98 @@
+"""Batches as the worker meets them: known (ingest API), implicit (first event under a new prefix),
+planned by a manifest, and refusals recorded against them.
+
+An implicit batch (``source = direct``) is created by the first event under an unknown prefix. If
+the prefix already holds a manifest (``<batch_id>/_batch.json``), the batch starts with its
+expected count and options; a manifest arriving later is applied when its own event comes.
+Manifests are ignored for batches the ingest API created: the API's plan is the batch's plan.
+"""
+
+from __future__ import annotations
+
+import logging
+from db.records import BatchRecord, ImageVersion
+from db.repository import Repository
+from photoenhance.contracts.events import InvalidKey, ObjectCreated
+from photoenhance.contracts.keys import MANIFEST_NAME
+from photoenhance.contracts.progress import ProgressEvent
+from processor.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError, parse_manifest
+from processor.failures import PermanentFailure
+from processor.storage import Storage
+
+__all__ = ["Batches"]
+
+log = logging.getLogger(__name__)
+
+
+class Batches:
+    """Finds or creates the batch of an event, applies manifests, records refused keys."""
+
+    def __init__(self, repository: Repository, storage: Storage) -> None:
+        self._repository = repository
+        self._storage = storage
+
+    async def ensure(self, batch_id: str, bucket: str) -> BatchRecord:
+        """The batch, created implicitly (with the prefix's manifest, if any) when unknown."""
+        batch = await self._repository.get_batch(batch_id)
+        if batch is not None:
+            return batch
+        manifest = await self._read_manifest(batch_id, bucket)
+        batch, created = await self._repository.ensure_batch(
+            batch_id,
+            input_bucket=bucket,
+            options=(manifest.options if manifest and manifest.options is not None else {}),
+            expected_count=manifest.expected_count if manifest else None,
+        )
+        if created:
+            log.info("batch %s created by its first upload (manifest: %s)", batch_id, manifest is not None)
+        return batch
+
+    async def apply_manifest(self, record: ObjectCreated) -> list[ProgressEvent]:
+        """Apply a manifest announced by an event; returns the events it appended (it may complete the batch).
+
+        A broken manifest raises :class:`~processor.manifest.ManifestError`.
+        """
+        batch = await self.ensure(record.batch_id, record.bucket)
+        if batch.source != "direct":
+            log.info("batch %s: manifest ignored, the batch was created by the API", batch.id)
+            return []
+        manifest = await self._read_manifest(batch.id, record.bucket, strict=True)
+        if manifest is None:  # deleted since it was announced
+            return []
+        before = batch.last_seq
+        await self._repository.update_batch_plan(
+            batch.id, options=manifest.options, expected_count=manifest.expected_count
+        )
+        # update_batch_plan appends (at most) batch.completed; read back what was appended since.
+        return [e for e in await self._repository.events_since(batch.id, before) if e.image is None]
+
+    async def refuse_key(self, refused: InvalidKey) -> list[ProgressEvent]:
+        """Record an object whose key is refused as a failed image of its batch; returns the events."""
+        assert refused.batch_id is not None
+        await self.ensure(refused.batch_id, refused.bucket)
+        name = refused.key[len(refused.batch_id) + 1:] or refused.key
+        registration = await self._repository.register_image(
+            ImageVersion(
+                bucket=refused.bucket,
+                batch_id=refused.batch_id,
+                key=refused.key,
+                name=name,
+                etag=refused.etag,
+                size=refused.size,
+            )
+        )
+        return await self._repository.fail_image(
+            registration.image.id, reason=f"the key is refused: {refused.reason}", code="invalid_key"
+        )
+
+    async def _read_manifest(self, batch_id: str, bucket: str, *, strict: bool = False) -> Manifest | None:
+        try:
+            data = await self._storage.get_if_exists(
+                bucket, f"{batch_id}/{MANIFEST_NAME}", max_bytes=MAX_MANIFEST_BYTES
+            )
+            return None if data is None else parse_manifest(data)
+        except (ManifestError, PermanentFailure) as exc:
+            if strict:
+                raise ManifestError(str(exc)) from exc
+            log.warning("batch %s: unusable manifest ignored; its own event records why", batch_id)
+            return None

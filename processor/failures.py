@@ -1,0 +1,121 @@
+"""The failure policy: which errors end an image for good, which are tried again, and when.
+
+Permanent errors say something about the image itself (not an image, too many pixels, corrupt data,
+a refused key, unusable options): retrying the same bytes cannot succeed, so the image is recorded
+as failed with a reason and the message is acknowledged at once. Transient errors say something
+about a service (object store, database, broker) and are retried after a back-off, by re-announcing
+the object through a delay queue (see :mod:`processor.queues`) so the consumer never waits.
+Anything unexpected counts as transient too, but only :attr:`RetryPolicy.max_attempts` times:
+a bug that fails every attempt ends as ``retries_exhausted`` instead of looping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from enum import Enum
+
+import aio_pika.exceptions
+import aiormq.exceptions
+import urllib3.exceptions
+from minio.error import MinioException, S3Error, ServerError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from photoenhance.contracts.options import OptionsError
+from photoenhance.settings import Settings
+from processor.engine.errors import ImageError
+
+__all__ = ["Failure", "PermanentFailure", "RetryPolicy", "Verdict", "classify"]
+
+#: S3 error codes that mean "this version of the object is not there any more": permanent.
+_GONE_CODES = {"NoSuchKey": "source_missing", "PreconditionFailed": "source_replaced"}
+
+
+class Verdict(str, Enum):
+    """What a failure means for the image."""
+
+    #: Record the image as failed with the reason; acknowledge.
+    PERMANENT = "permanent"
+    #: Try again after a back-off; the image goes back to pending meanwhile.
+    TRANSIENT = "transient"
+
+
+class PermanentFailure(Exception):
+    """A failure of one image that no retry can fix; ``code`` is stable, ``reason`` is for people."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A classified failure."""
+
+    verdict: Verdict
+    #: Stable machine-readable code (stored with failed images, used as a metric label).
+    code: str
+    reason: str
+
+    @property
+    def permanent(self) -> bool:
+        return self.verdict is Verdict.PERMANENT
+
+
+def classify(exc: BaseException) -> Failure:
+    """Decide whether ``exc`` ends the image (permanent) or deserves another attempt (transient)."""
+    if isinstance(exc, PermanentFailure):
+        return Failure(Verdict.PERMANENT, exc.code, exc.reason)
+    if isinstance(exc, ImageError):
+        return Failure(Verdict.PERMANENT, exc.code, exc.reason)
+    if isinstance(exc, OptionsError):
+        return Failure(Verdict.PERMANENT, "bad_options", f"the image's options are unusable: {exc}")
+    if isinstance(exc, S3Error) and exc.code in _GONE_CODES:
+        what = "was deleted" if exc.code == "NoSuchKey" else "was overwritten by a newer upload"
+        return Failure(Verdict.PERMANENT, _GONE_CODES[exc.code], f"the uploaded object {what} before it was read")
+    transient = _transient_code(exc)
+    return Failure(Verdict.TRANSIENT, transient, f"{type(exc).__name__}: {exc}"[:500])
+
+
+def _transient_code(exc: BaseException) -> str:
+    if isinstance(exc, (MinioException, ServerError, urllib3.exceptions.HTTPError)):
+        return "storage_unavailable"
+    if isinstance(exc, (DBAPIError, SQLAlchemyError)):
+        return "database_unavailable"
+    if isinstance(exc, (aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError)):
+        return "broker_unavailable"
+    if isinstance(exc, (OSError, asyncio.TimeoutError)):
+        return "io_error"
+    return "internal_error"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential back-off for transient failures and for images another worker holds.
+
+    ``base_delay_ms`` (default 1000) is the first delay, each further attempt doubles it up to
+    ``max_delay_ms`` (default 60000); after ``max_attempts`` (default 8) transient failures an image
+    is marked failed. Each distinct delay is one delay queue.
+    """
+
+    base_delay_ms: int = 1000
+    max_delay_ms: int = 60_000
+    max_attempts: int = 8
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(settings.retry_base_delay_ms, settings.retry_max_delay_ms, settings.retry_max_attempts)
+
+    def delay_ms(self, attempt: int) -> int:
+        """The back-off before attempt number ``attempt`` + 1 (``attempt`` counts from 1)."""
+        step = max(attempt, 1) - 1
+        return min(self.max_delay_ms, self.base_delay_ms * 2 ** min(step, 30))
+
+    def delays(self) -> list[int]:
+        """Every delay the policy can ask for, shortest first (one delay queue each)."""
+        return sorted({self.delay_ms(n) for n in range(1, max(self.max_attempts, 1) + 32)})
+
+    def exhausted(self, attempt: int) -> bool:
+        """Whether ``attempt`` transient failures are as many as an image is allowed."""
+        return attempt >= self.max_attempts

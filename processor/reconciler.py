@@ -1,0 +1,142 @@
+"""The reconciler: the database, not the event stream, decides what is done.
+
+One pass, over every open batch:
+
+1. list the batch's prefix in its input bucket and re-announce each object version the database
+   has never seen (its notification was lost: RGW drops events while the broker is away, and
+   every store may drop some), once it is older than ``RECONCILE_GRACE_S`` (younger ones may still
+   be on their way, or waiting in the queue);
+2. re-announce the manifest of a direct batch that has no expected count yet (its event may have
+   been lost too; applying a manifest twice changes nothing);
+3. re-announce images still pending ``RECONCILE_GRACE_S`` after their last change;
+4. complete the batch if it is idle (``complete_if_idle``; batches without an expected count only
+   complete this way);
+
+then, over all batches, re-announce images whose processing lease expired (their worker crashed).
+
+Re-announcing publishes a synthesised notification (``notification_body``) on the events exchange,
+so everything takes the one processing path, with its idempotency. Several reconcilers (one per
+worker, plus ``photoenhance reconcile``) may run at once: the worst they do is announce an object
+twice, which the pipeline absorbs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+
+from db.models import utcnow
+from db.records import BatchRecord, ImageRecord
+from db.repository import Repository
+from photoenhance.contracts.events import notification_body
+from photoenhance.contracts.keys import MANIFEST_NAME
+from photoenhance.contracts.states import ImageState
+from photoenhance.settings import Settings
+from processor.publisher import Publisher
+from processor.storage import Storage
+
+__all__ = ["ReconcileReport", "Reconciler"]
+
+log = logging.getLogger(__name__)
+
+#: ``eventSource`` of the notifications the reconciler synthesises.
+SOURCE = "photoenhance:reconciler"
+
+
+@dataclass
+class ReconcileReport:
+    """What one pass did."""
+
+    batches: int = 0
+    listed: int = 0
+    #: Objects no event had announced.
+    announced: int = 0
+    manifests: int = 0
+    pending_requeued: int = 0
+    leases_requeued: int = 0
+    batches_completed: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class Reconciler:
+    """Compares open batches' prefixes with the database and re-announces what was missed."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        repository: Repository,
+        storage: Storage,
+        publisher: Publisher,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.repository = repository
+        self.storage = storage
+        self.publisher = publisher
+        self._now = clock
+
+    async def run_once(self) -> ReconcileReport:
+        """One full pass; see the module docstring."""
+        report = ReconcileReport()
+        cutoff = self._now() - timedelta(seconds=self.settings.reconcile_grace_s)
+        for batch in await self.repository.open_batches():
+            report.batches += 1
+            await self._batch(batch, cutoff, report)
+        for image in await self.repository.expired_leases():
+            await self._announce_image(image)
+            report.leases_requeued += 1
+        if report.announced or report.pending_requeued or report.leases_requeued or report.batches_completed:
+            log.info("reconciler: %s", report.to_dict())
+        return report
+
+    async def run_forever(self, interval_s: float) -> None:
+        """Pass every ``interval_s`` until cancelled; a failed pass is logged and the next one tried."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("reconciler pass failed: %r", exc)
+
+    async def _batch(self, batch: BatchRecord, cutoff: datetime, report: ReconcileReport) -> None:
+        listed = await self.storage.list_prefix(batch.input_bucket, f"{batch.id}/")
+        known = await self.repository.known_versions(batch.input_bucket, batch.id)
+        report.listed += len(listed)
+        for obj in listed:
+            if obj.last_modified is not None and obj.last_modified > cutoff:
+                continue  # young: its notification may still be on its way
+            is_manifest = obj.key == f"{batch.id}/{MANIFEST_NAME}"
+            if is_manifest and not (batch.source == "direct" and batch.expected_count is None):
+                continue
+            if not is_manifest and (obj.key, obj.etag) in known:
+                continue
+            body = notification_body(
+                batch.input_bucket, obj.key, obj.etag, obj.size, obj.last_modified or self._now(), source=SOURCE
+            )
+            await self.publisher.announce(body)
+            if is_manifest:
+                report.manifests += 1
+            else:
+                report.announced += 1
+        for image in await self.repository.unfinished_images(batch.id):
+            if image.state is ImageState.PENDING and image.updated_at < cutoff:
+                await self._announce_image(image)
+                report.pending_requeued += 1
+        events = await self.repository.complete_if_idle(batch.id, self.settings.batch_idle_seconds)
+        if events:
+            report.batches_completed += 1
+            await self.publisher.progress(events)
+
+    async def _announce_image(self, image: ImageRecord) -> None:
+        when = image.uploaded_at or image.created_at
+        await self.publisher.announce(
+            notification_body(image.bucket, image.key, image.etag, image.size, when, source=SOURCE)
+        )

@@ -1,0 +1,177 @@
+"""The worker: the engine, the pipeline, the consumers, the reconciler and the health server, wired
+together once at start-up and taken apart in order at shutdown.
+
+Start-up loads the engine for ``PROCESSOR_QUALITIES`` (failing with the missing weight file named),
+connects to RabbitMQ with ``connect_robust``, declares the topology and the processor's queues,
+and starts consuming. :meth:`Worker.run` serves until SIGTERM/SIGINT (see :mod:`processor.shutdown`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractRobustConnection
+
+from db.connection import Database
+from db.repository import Repository
+from photoenhance.contracts.options import Quality
+from photoenhance.settings import Settings
+from processor.consumer import Consumer
+from processor.deadletters import DeadLetterWatch
+from processor.handler import MessageHandler
+from processor.health import HealthServer, create_app
+from processor.metrics import ProcessorMetrics
+from processor.microbatch import MicroBatcher
+from processor.pipeline import ImagePipeline
+from processor.publisher import Publisher
+from processor.queues import declare_processor_queues
+from processor.reconciler import Reconciler
+from processor.shutdown import ShutdownSignals
+from processor.storage import Storage
+
+__all__ = ["Worker", "new_worker_id"]
+
+log = logging.getLogger(__name__)
+
+
+def new_worker_id() -> str:
+    """``host-pid-random``: unique per process, readable in leases and reports."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def served_qualities(settings: Settings) -> list[Quality]:
+    """The quality levels this worker loads (``PROCESSOR_QUALITIES``)."""
+    return [Quality(q) for q in settings.processor_qualities]
+
+
+class Worker:
+    """One processor worker. ``engine`` may be given (tests share one); otherwise it is loaded."""
+
+    def __init__(self, settings: Settings, *, engine: Any = None, worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.worker_id = worker_id or new_worker_id()
+        self.metrics = ProcessorMetrics(max_batch=settings.microbatch_max_images)
+        self._engine = engine
+        self._owns_engine = engine is None
+        self._stopping = False
+        self._started = False
+        self._connection: AbstractRobustConnection | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.health: HealthServer | None = None
+
+    async def start(self) -> None:
+        """Load, connect, declare and start consuming."""
+        settings = self.settings
+        if self._engine is None:
+            from processor.engine import Engine  # imports torch: only when a worker really starts
+
+            self._engine = Engine.load(settings, qualities=served_qualities(settings))
+        self._executor = ThreadPoolExecutor(settings.processor_io_threads, thread_name_prefix="photoenhance-io")
+        self._db = Database(settings.database_url, busy_timeout_ms=settings.database_busy_timeout_ms)
+        repository = Repository(self._db)
+        storage = Storage(settings, self._executor)
+        self._connection = await aio_pika.connect_robust(
+            settings.amqp_url, client_properties={"connection_name": f"photoenhance-processor {self.worker_id}"}
+        )
+        work_channel = await self._connection.channel()
+        await work_channel.set_qos(prefetch_count=settings.prefetch)
+        queues = await declare_processor_queues(work_channel, settings)
+        dead_channel = await self._connection.channel()
+        await dead_channel.set_qos(prefetch_count=1)
+        watch_queue = (await declare_processor_queues(dead_channel, settings)).dead_letter_watch
+        publisher = Publisher(await self._connection.channel(publisher_confirms=True), settings)
+
+        self._batcher = MicroBatcher(
+            self._engine.enhance_batch_async,
+            max_images=settings.microbatch_max_images,
+            window_ms=settings.microbatch_window_ms,
+            on_batch=self.metrics.batch_size.observe,
+        )
+        self.pipeline = ImagePipeline(
+            settings=settings,
+            worker_id=self.worker_id,
+            repository=repository,
+            storage=storage,
+            publisher=publisher,
+            enhance=self._batcher.submit,
+            executor=self._executor,
+            metrics=self.metrics,
+        )
+        self.reconciler = Reconciler(settings, repository, storage, publisher)
+        self._work = Consumer(queues.topology.work_queue, MessageHandler(self.pipeline), "work")
+        self._dead = Consumer(
+            watch_queue, DeadLetterWatch(self.pipeline, settings.amqp_dead_letter_exchange), "dead-letter-watch"
+        )
+        self.health = HealthServer(create_app(self.metrics, self.status), settings.processor_host, settings.processor_port)
+        await self.health.start()
+        await self._work.start()
+        await self._dead.start()
+        if settings.reconcile_interval_s > 0:
+            self._tasks.append(
+                asyncio.create_task(self.reconciler.run_forever(settings.reconcile_interval_s), name="reconciler")
+            )
+        self._started = True
+        log.info(
+            "worker %s consuming %s (prefetch %d, qualities %s), health on %s:%d",
+            self.worker_id, settings.amqp_work_queue, settings.prefetch, ",".join(settings.processor_qualities),
+            settings.processor_host, self.health.port,
+        )
+
+    def status(self) -> dict[str, Any]:
+        """What ``/healthz`` reports."""
+        connected = self._connection is not None and self._connection.connected.is_set()
+        state = "stopping" if self._stopping else "starting" if not self._started else (
+            "consuming" if connected else "reconnecting"
+        )
+        return {
+            "ok": state == "consuming",
+            "state": state,
+            "worker": self.worker_id,
+            "in_flight": self._work.in_flight if self._started else 0,
+        }
+
+    async def stop(self, hurry: asyncio.Event | None = None) -> None:
+        """Stop consuming, let in-flight work finish within ``SHUTDOWN_GRACE_S``, close everything."""
+        if self._stopping:
+            return
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        if self._started:
+            await self._work.stop()
+            await self._dead.stop()
+            await self._work.drain(self.settings.shutdown_grace_s, hurry)
+            await self._dead.drain(min(5.0, self.settings.shutdown_grace_s), hurry)
+            await self._batcher.close()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._connection is not None:
+            await self._connection.close()
+        if self.health is not None:
+            await self.health.close()
+        if self._started:
+            self._executor.shutdown(wait=True)
+            await self._db.dispose()
+        if self._owns_engine and self._engine is not None:
+            self._engine.close()
+        log.info("worker %s stopped", self.worker_id)
+
+    async def run(self) -> None:
+        """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+        signals = ShutdownSignals()
+        signals.install()
+        try:
+            await self.start()
+            await signals.requested.wait()
+        finally:
+            await self.stop(signals.hurry)
+            signals.uninstall()
