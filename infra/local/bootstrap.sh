@@ -19,6 +19,8 @@ APT_PACKAGES=(
   ceph-mon ceph-osd radosgw ceph-common jq uuid-runtime bc curl
   # The browser for the web page's tests; libgl1 for opencv-python.
   chromium libgl1
+  # Compose v1 (Python): validates infra/docker-compose.yml without a Docker engine.
+  docker-compose
 )
 
 install_apt() {
