@@ -1,6 +1,7 @@
 """One message from the work queue: parse it, run each record through the pipeline, settle it.
 
-- a body that is not a bucket notification, or names no batch: rejected without requeue, so the
+- a body that is not a bucket notification, or a key outside any batch prefix (``photo.jpg`` at
+  the bucket's root, ``bad id!/x.jpg``): rejected without requeue, so the
   quorum queue dead-letters it at once (the dead-letter queue keeps it for people to look at);
 - a well-formed event of something other than new content (a delete, a tag): acknowledged;
 - a key refused by the contract but inside a batch (``../``, empty segments): recorded against the
@@ -66,7 +67,7 @@ class MessageHandler:
             await message.ack()
             return "ignored"
         except InvalidKey as exc:
-            if exc.batch_id is None:
+            if exc.batch_id is None or "/" not in exc.key:  # outside any batch prefix: names no image
                 return await self._dead_letter(message, exc)
             try:
                 await self.pipeline.publisher.progress(await self.pipeline.batches.refuse_key(exc))
