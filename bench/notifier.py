@@ -1,10 +1,17 @@
 """Notifier benchmark and demonstration: ordering, resume, replicas, and fan-out latency.
 
 Runs real notifier processes (``python -m photoenhance notifier``) against the local RabbitMQ and a
-fresh database (PostgreSQL by default), with real WebSocket clients in this process. Progress is
-driven the way a processor drives it: each image is claimed and completed through the repository
-(its events get their sequence numbers in that transaction) and the returned events are published
-after the commit as persistent messages on the progress exchange.
+fresh database (PostgreSQL by default), with real WebSocket and SSE clients in this process.
+Progress comes from one of two drivers (``--driver``):
+
+- ``processor`` (default): the whole pipeline. A throw-away Ceph RGW (``infra/ceph/up.sh``) is
+  prepared by ``photoenhance init``'s bootstrap; ``--workers`` real ``photoenhance processor``
+  processes serve the ``fast`` level; the batch is created as the ingest API creates it (token,
+  expected count) and its images are PUT into the input bucket; the store's notifications reach
+  the processors, which commit each result and publish its events.
+- ``repository``: no store and no processor. Each image is claimed and completed through the
+  repository (its events get their sequence numbers in that transaction) and the returned events
+  are published after the commit, exactly as the processor publishes them.
 
 Scenarios (``--scenario``, default ``all``):
 
@@ -22,25 +29,28 @@ Prints one JSON document, then a short table. Latency includes the client side: 
 this process's event loop, so a message waits behind the others' reads; the machine's 2 cores are
 shared by the notifier, the clients, the driver, RabbitMQ and the database.
 
-    .venv/bin/python bench/notifier.py                       # everything, PostgreSQL
-    .venv/bin/python bench/notifier.py --scenario fanout --clients 500 --images 100 --rate 0
+    .venv/bin/python bench/notifier.py                       # everything, real processor, PostgreSQL
+    .venv/bin/python bench/notifier.py --driver repository --scenario fanout --rate 10
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import math
 import os
 import re
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,6 +59,8 @@ from typing import Any
 import aio_pika
 import aiohttp
 import asyncpg
+import numpy as np
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -57,6 +69,9 @@ from db.connection import Database  # noqa: E402
 from db.migrate import upgrade  # noqa: E402
 from db.records import ImageVersion  # noqa: E402
 from db.repository import Repository  # noqa: E402
+from ingest.bootstrap import bootstrap  # noqa: E402
+from ingest.notifications import minio_client  # noqa: E402
+from photoenhance.contracts.options import EnhanceOptions, Quality  # noqa: E402
 from photoenhance.contracts.progress import ProgressEvent, progress_routing_key  # noqa: E402
 from photoenhance.contracts.tokens import new_batch_token  # noqa: E402
 from photoenhance.settings import Settings  # noqa: E402
@@ -72,38 +87,74 @@ WAIT_S = 600
 # -- environment -----------------------------------------------------------------------------
 
 
+@dataclass
+class Environment:
+    """Settings with unique AMQP names, a fresh database, and for the processor driver a store."""
+
+    settings: Settings
+    repository: Repository
+    workdir: Path
+
+
 @asynccontextmanager
-async def environment(database: str, workdir: Path) -> AsyncIterator[tuple[Settings, Repository]]:
-    """Settings with unique AMQP names and a fresh, migrated database; removed afterwards."""
+async def environment(driver: str, database: str, workdir: Path) -> AsyncIterator[Environment]:
+    """Everything the run needs, removed afterwards."""
     tag = f"bench{uuid.uuid4().hex[:8]}"
     if database == "postgresql":
-        name = f"pe_{tag}"
-        await _postgres(f'CREATE DATABASE "{name}"')
-        url = POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + f"/{name}"
+        db_name = f"pe_{tag}"
+        await _postgres(f'CREATE DATABASE "{db_name}"')
+        url = POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + f"/{db_name}"
     else:
-        name = ""
+        db_name = ""
         url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
     settings = Settings.from_env(
         environ={},
         amqp_url=os.environ.get("AMQP_URL", Settings().amqp_url),
+        amqp_events_exchange=f"{tag}.s3-events",
+        amqp_events_routing_key=f"{tag}-uploads",
+        amqp_work_queue=f"{tag}.work",
+        amqp_dead_letter_exchange=f"{tag}.dead-letter",
         amqp_progress_exchange=f"{tag}.progress",
         database_url=url,
-        ws_heartbeat_s=20.0,
+        processor_qualities=("fast",),
+        device="cpu",
     )
     db = Database(url)
     try:
-        await upgrade(db)
-        yield settings, Repository(db)
+        async with AsyncExitStack() as stack:
+            if driver == "processor":
+                endpoint = await stack.enter_async_context(ceph(workdir / "ceph"))
+                settings = settings.replace(
+                    s3_provider="ceph", s3_endpoint=endpoint, s3_input_bucket=f"{tag}-in", s3_output_bucket=f"{tag}-out"
+                )
+                # What `photoenhance init` does: topology, migrations, buckets, bucket notifications.
+                await bootstrap(settings)
+            else:
+                await upgrade(db)
+            yield Environment(settings, Repository(db), workdir)
     finally:
         await db.dispose()
-        connection = await aio_pika.connect(settings.amqp_url)
-        try:
-            channel = await connection.channel()
-            await channel.exchange_delete(settings.amqp_progress_exchange)
-        finally:
-            await connection.close()
-        if name:
-            await _postgres(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await _delete_amqp_names(settings)
+        if db_name:
+            await _postgres(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+
+
+@asynccontextmanager
+async def ceph(base: Path) -> AsyncIterator[str]:
+    """A throw-away Ceph RGW on free ports (infra/ceph); yields its S3 endpoint."""
+    ports = {name: free_port() for name in ("RGW_PORT", "MON_V2_PORT", "MON_V1_PORT")}
+    env = {**os.environ, "BASE": str(base), **{k: str(v) for k, v in ports.items()}}
+    up = await asyncio.to_thread(
+        subprocess.run, [str(ROOT / "infra/ceph/up.sh")], env=env, capture_output=True, text=True, timeout=300
+    )
+    try:
+        if up.returncode != 0:
+            raise RuntimeError(f"infra/ceph/up.sh failed ({up.returncode}):\n{up.stdout}{up.stderr}")
+        yield f"http://127.0.0.1:{ports['RGW_PORT']}"
+    finally:
+        await asyncio.to_thread(
+            subprocess.run, [str(ROOT / "infra/ceph/down.sh")], env=env, capture_output=True, timeout=120
+        )
 
 
 async def _postgres(statement: str) -> None:
@@ -112,6 +163,29 @@ async def _postgres(statement: str) -> None:
         await conn.execute(statement)
     finally:
         await conn.close()
+
+
+async def _delete_amqp_names(settings: Settings) -> None:
+    from processor.queues import processor_queue_names
+
+    queues = [settings.amqp_work_queue, settings.amqp_dead_letter_exchange, *processor_queue_names(settings)]
+    exchanges = [settings.amqp_events_exchange, settings.amqp_dead_letter_exchange, settings.amqp_progress_exchange]
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        for kind, name in [*(("queue", q) for q in queues), *(("exchange", e) for e in exchanges)]:
+            channel = await connection.channel()  # a failed delete closes its channel
+            try:
+                await (channel.queue_delete(name) if kind == "queue" else channel.exchange_delete(name))
+            except aio_pika.exceptions.AMQPError:
+                pass
+    finally:
+        await connection.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @dataclass
@@ -158,65 +232,83 @@ async def _listening_url(process: asyncio.subprocess.Process, log_path: Path) ->
     raise RuntimeError(f"notifier did not start:\n{log_path.read_text(errors='replace')}")
 
 
-# -- progress, as a processor makes it ---------------------------------------------------------
+# -- drivers: where progress comes from ----------------------------------------------------------
 
 
 @dataclass
 class Batch:
     batch_id: str
     token: str
-    image_ids: list[int]
+    count: int
+    #: Image ids (repository driver only).
+    image_ids: list[int] = field(default_factory=list)
 
 
-async def seed(repository: Repository, images: int) -> Batch:
-    """A batch expecting ``images`` images, all registered and pending."""
+async def create_batch(repository: Repository, settings: Settings, count: int) -> Batch:
+    """A batch as the ingest API creates it: fast options, expected count, a token."""
     batch_id = f"bench-{uuid.uuid4().hex[:10]}"
     token, token_hash = new_batch_token()
     await repository.create_batch(
-        batch_id, input_bucket="in", options={"quality": "fast"}, expected_count=images, token_hash=token_hash
+        batch_id,
+        input_bucket=settings.s3_input_bucket,
+        options=EnhanceOptions(quality=Quality.FAST, upscale=2).to_dict(),
+        expected_count=count,
+        token_hash=token_hash,
     )
-    ids = []
-    for i in range(images):
-        name = f"img{i:03d}.jpg"
-        version = ImageVersion(
-            bucket="in", batch_id=batch_id, key=f"{batch_id}/{name}", name=name, etag=f"e{i}", size=1000,
-            uploaded_at=datetime.now(timezone.utc),
-        )
-        ids.append((await repository.register_image(version)).image.id)
-    return Batch(batch_id, token, ids)
+    return Batch(batch_id, token, count)
 
 
-class Driver:
+async def paced(indexes: range, rate: float) -> AsyncIterator[int]:
+    """Yield ``indexes`` at ``rate`` per second (0: at once)."""
+    start = time.monotonic()
+    for n, index in enumerate(indexes):
+        if rate > 0:
+            await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))
+        yield index
+
+
+class RepositoryDriver:
     """Completes images through the repository and publishes their events after each commit."""
 
-    def __init__(self, settings: Settings, repository: Repository, rate: float) -> None:
-        self.settings = settings
-        self.repository = repository
-        #: Images per second; 0 means as fast as commits go.
+    description = "repository: claim + complete_image, events published after each commit as the processor does"
+
+    def __init__(self, env: Environment, rate: float) -> None:
+        self.env = env
         self.rate = rate
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
 
-    async def __aenter__(self) -> Driver:
-        self._connection = await aio_pika.connect(self.settings.amqp_url)
+    async def __aenter__(self) -> RepositoryDriver:
+        self._connection = await aio_pika.connect(self.env.settings.amqp_url)
         channel = await self._connection.channel()
-        self._exchange = await declare_progress_exchange(channel, self.settings)
+        self._exchange = await declare_progress_exchange(channel, self.env.settings)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self._connection is not None:
             await self._connection.close()
 
-    async def complete(self, image_ids: list[int]) -> list[ProgressEvent]:
+    async def prepare(self, count: int) -> Batch:
+        """A batch with ``count`` registered, pending images."""
+        batch = await create_batch(self.env.repository, self.env.settings, count)
+        for i in range(count):
+            name = f"img{i:03d}.jpg"
+            version = ImageVersion(
+                bucket=self.env.settings.s3_input_bucket, batch_id=batch.batch_id, key=f"{batch.batch_id}/{name}",
+                name=name, etag=f"e{i}", size=1000, uploaded_at=datetime.now(timezone.utc),
+            )
+            batch.image_ids.append((await self.env.repository.register_image(version)).image.id)
+        return batch
+
+    async def complete(self, batch: Batch, indexes: range) -> None:
+        """Finish those images; returns once each is committed and published."""
         assert self._exchange is not None
-        published: list[ProgressEvent] = []
-        start = time.monotonic()
-        for n, image_id in enumerate(image_ids):
-            if self.rate > 0:
-                await asyncio.sleep(max(0.0, start + n / self.rate - time.monotonic()))
-            claimed = await self.repository.claim_image(image_id, "bench-worker", lease_seconds=60)
+        repository = self.env.repository
+        async for i in paced(indexes, self.rate):
+            image_id = batch.image_ids[i]
+            claimed = await repository.claim_image(image_id, "bench-worker", lease_seconds=60)
             assert claimed is not None
-            events = await self.repository.complete_image(
+            events = await repository.complete_image(
                 image_id, "bench-worker", output_key=f"out/{claimed.name}", report={"faces": 0}
             )
             for event in events:
@@ -224,8 +316,99 @@ class Driver:
                     aio_pika.Message(event.to_json(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                     routing_key=progress_routing_key(event.batch_id),
                 )
-            published += events
-        return published
+
+
+class ProcessorDriver:
+    """Uploads images into the store; real processor processes turn them into results and events."""
+
+    #: Uploads in flight at once (each PUT waits ~200 ms for RGW's broker ack).
+    UPLOAD_CONCURRENCY = 8
+
+    def __init__(self, env: Environment, rate: float, workers: int) -> None:
+        self.env = env
+        self.rate = rate
+        self.workers = workers
+        self.description = f"processor: {workers} x `photoenhance processor` (fast), PUTs into Ceph RGW"
+        self._processes: list[asyncio.subprocess.Process] = []
+        self._uploaded: dict[str, int] = {}
+
+    async def __aenter__(self) -> ProcessorDriver:
+        for n in range(self.workers):
+            port = free_port()
+            env = {**os.environ, **self.env.settings.replace(processor_port=port).to_env()}
+            with (self.env.workdir / f"processor-{n}.log").open("wb") as log:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "photoenhance", "processor", "--worker-id", f"bench-{n}",
+                    env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                )
+            self._processes.append(process)
+            await self._healthy(process, port, n)
+        return self
+
+    async def _healthy(self, process: asyncio.subprocess.Process, port: int, n: int) -> None:
+        deadline = time.monotonic() + 300
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if process.returncode is not None:
+                    break
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.2)
+        log = (self.env.workdir / f"processor-{n}.log").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"processor {n} did not become healthy:\n{log}")
+
+    async def __aexit__(self, *exc: object) -> None:
+        for process in self._processes:
+            if process.returncode is None:
+                process.terminate()
+        for process in self._processes:
+            await asyncio.wait_for(process.wait(), 120)
+
+    async def prepare(self, count: int) -> Batch:
+        """A batch as the ingest API makes it; its images arrive by upload."""
+        return await create_batch(self.env.repository, self.env.settings, count)
+
+    async def complete(self, batch: Batch, indexes: range) -> None:
+        """Upload those images; returns once the processors have committed each one."""
+        client = minio_client(self.env.settings)
+        limit = asyncio.Semaphore(self.UPLOAD_CONCURRENCY)
+
+        async def upload(i: int) -> None:
+            data = picture(i)
+            async with limit:
+                await asyncio.to_thread(
+                    client.put_object, self.env.settings.s3_input_bucket, f"{batch.batch_id}/img{i:03d}.jpg",
+                    io.BytesIO(data), len(data), content_type="image/jpeg",
+                )
+
+        uploads = [asyncio.create_task(upload(i)) async for i in paced(indexes, self.rate)]
+        await asyncio.gather(*uploads)
+        self._uploaded[batch.batch_id] = self._uploaded.get(batch.batch_id, 0) + len(indexes)
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            record = await self.env.repository.get_batch(batch.batch_id)
+            if record is not None and record.completed + record.failed >= self._uploaded[batch.batch_id]:
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"batch {batch.batch_id}: processors did not finish what was uploaded")
+
+
+def picture(seed: int, width: int = 96, height: int = 64) -> bytes:
+    """A small JPEG (a gradient with some noise, so the encoder has work)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 // (width - 1), y * 255 // (height - 1), (x + y + seed * 7) % 256], -1)
+    pixels = np.clip(base + rng.integers(-20, 20, base.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+Driver = RepositoryDriver | ProcessorDriver
 
 
 # -- clients ----------------------------------------------------------------------------------
@@ -313,6 +496,17 @@ def complete_and_ordered(subscriber: Subscriber, expected_last: int, first: int 
     )
 
 
+def _summary(kinds: list[str]) -> str:
+    """``snapshot, 21 x event, end`` for a list of message kinds."""
+    runs: list[list[Any]] = []
+    for kind in kinds:
+        if runs and runs[-1][0] == kind:
+            runs[-1][1] += 1
+        else:
+            runs.append([kind, 1])
+    return ", ".join(kind if n == 1 else f"{n} x {kind}" for kind, n in runs)
+
+
 def percentile(values: list[float], p: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(values)
@@ -322,44 +516,46 @@ def percentile(values: list[float], p: float) -> float:
 # -- scenarios --------------------------------------------------------------------------------
 
 
-async def scenario_order(settings: Settings, repository: Repository, workdir: Path, args: argparse.Namespace) -> dict:
+async def scenario_order(env: Environment, driver: Driver, args: argparse.Namespace) -> dict:
     images = min(args.images, 20)
-    batch = await seed(repository, images)
-    async with notifier_process(settings, workdir, "order") as notifier, aiohttp.ClientSession() as session:
+    batch = await driver.prepare(images)
+    async with notifier_process(env.settings, env.workdir, "order") as notifier, aiohttp.ClientSession() as session:
         (sub,), (task,) = await start_clients(follow_ws, session, [_url(notifier.base_url, "ws", batch)])
-        async with Driver(settings, repository, args.rate) as driver:
-            await driver.complete(batch.image_ids)
+        await driver.complete(batch, range(images))
         await asyncio.wait_for(task, WAIT_S)
     return {
         "images": images,
-        "messages": sub.kinds,
-        "seqs": sub.seqs,
+        "messages": _summary(sub.kinds),
+        "seqs": f"{sub.seqs[0]}..{sub.seqs[-1]}" if sub.seqs else "",
+        "seqs_strictly_consecutive": sub.seqs == list(range(1, len(sub.seqs) + 1)),
         "last_type": sub.events[-1][1] if sub.events else None,
         "close_code": sub.close_code,
         "ok": sub.kinds[0] == "snapshot" and complete_and_ordered(sub, images + 1) and sub.close_code == 1000,
     }
 
 
-async def scenario_resume(settings: Settings, repository: Repository, workdir: Path, args: argparse.Namespace) -> dict:
+async def scenario_resume(env: Environment, driver: Driver, args: argparse.Namespace) -> dict:
     images = min(args.images, 40)
-    batch = await seed(repository, images)
+    batch = await driver.prepare(images)
     half, away = images // 2, images // 4
-    async with notifier_process(settings, workdir, "resume") as notifier, aiohttp.ClientSession() as session:
+    async with (
+        notifier_process(env.settings, env.workdir, "resume") as notifier,
+        aiohttp.ClientSession() as session,
+    ):
         first = Subscriber()
         first_task = asyncio.create_task(
             follow_ws(session, _url(notifier.base_url, "ws", batch), first, stop_after=half)
         )
         await asyncio.wait_for(first.first_message.wait(), WAIT_S)
-        async with Driver(settings, repository, args.rate) as driver:
-            await driver.complete(batch.image_ids[:half])
-            await asyncio.wait_for(first_task, WAIT_S)
-            # Away: these finish and are published while nobody listens.
-            await driver.complete(batch.image_ids[half : half + away])
-            since = first.seqs[-1]
-            (second,), (second_task,) = await start_clients(
-                follow_ws, session, [_url(notifier.base_url, "ws", batch, since=since)]
-            )
-            await driver.complete(batch.image_ids[half + away :])
+        await driver.complete(batch, range(half))
+        await asyncio.wait_for(first_task, WAIT_S)
+        # Away: these finish (committed and published) while this subscriber is gone.
+        await driver.complete(batch, range(half, half + away))
+        since = first.seqs[-1]
+        (second,), (second_task,) = await start_clients(
+            follow_ws, session, [_url(notifier.base_url, "ws", batch, since=since)]
+        )
+        await driver.complete(batch, range(half + away, images))
         await asyncio.wait_for(second_task, WAIT_S)
     total = images + 1
     duplicates = len(second.seqs) - len(set(second.seqs)) + len(set(first.seqs) & set(second.seqs))
@@ -368,7 +564,6 @@ async def scenario_resume(settings: Settings, repository: Repository, workdir: P
         "first_connection_seqs": f"{first.seqs[0]}..{first.seqs[-1]}" if first.seqs else "",
         "disconnected_after_seq": since,
         "finished_while_away": away,
-        "replayed_on_reconnect": [s for s in second.seqs if s <= since + away],
         "second_connection_seqs": f"{second.seqs[0]}..{second.seqs[-1]}" if second.seqs else "",
         "missed": sorted(set(range(1, total + 1)) - set(first.seqs) - set(second.seqs)),
         "duplicates": duplicates,
@@ -376,15 +571,13 @@ async def scenario_resume(settings: Settings, repository: Repository, workdir: P
     }
 
 
-async def scenario_replicas(
-    settings: Settings, repository: Repository, workdir: Path, args: argparse.Namespace
-) -> dict:
+async def scenario_replicas(env: Environment, driver: Driver, args: argparse.Namespace) -> dict:
     images = min(args.images, 50)
-    batch = await seed(repository, images)
+    batch = await driver.prepare(images)
     per_replica_ws, per_replica_sse = 8, 2
     async with (
-        notifier_process(settings, workdir, "replica-a") as a,
-        notifier_process(settings, workdir, "replica-b") as b,
+        notifier_process(env.settings, env.workdir, "replica-a") as a,
+        notifier_process(env.settings, env.workdir, "replica-b") as b,
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session,
     ):
         groups = []
@@ -392,8 +585,7 @@ async def scenario_replicas(
             ws = await start_clients(follow_ws, session, [_url(replica.base_url, "ws", batch)] * per_replica_ws)
             sse = await start_clients(follow_sse, session, [_url(replica.base_url, "sse", batch)] * per_replica_sse)
             groups.append((replica, ws, sse))
-        async with Driver(settings, repository, args.rate) as driver:
-            await driver.complete(batch.image_ids)
+        await driver.complete(batch, range(images))
         report = {}
         for replica, (ws_subs, ws_tasks), (sse_subs, sse_tasks) in groups:
             await asyncio.wait_for(asyncio.gather(*ws_tasks, *sse_tasks), WAIT_S)
@@ -403,26 +595,25 @@ async def scenario_replicas(
                 "sse_clients_complete": sum(complete_and_ordered(s, images + 1) for s in sse_subs),
                 "sse_clients": len(sse_subs),
             }
-    ok = all(r["ws_clients_complete"] == r["ws_clients"] and r["sse_clients_complete"] == r["sse_clients"]
-             for r in report.values())
+    ok = all(
+        r["ws_clients_complete"] == r["ws_clients"] and r["sse_clients_complete"] == r["sse_clients"]
+        for r in report.values()
+    )
     return {"images": images, "replicas": report, "ok": ok}
 
 
-async def scenario_fanout(settings: Settings, repository: Repository, workdir: Path, args: argparse.Namespace) -> dict:
-    batch = await seed(repository, args.images)
+async def scenario_fanout(env: Environment, driver: Driver, args: argparse.Namespace) -> dict:
+    batch = await driver.prepare(args.images)
     async with (
-        notifier_process(settings, workdir, "fanout") as notifier,
+        notifier_process(env.settings, env.workdir, "fanout") as notifier,
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session,
     ):
         connect_start = time.monotonic()
-        subs, tasks = await start_clients(
-            follow_ws, session, [_url(notifier.base_url, "ws", batch)] * args.clients
-        )
+        subs, tasks = await start_clients(follow_ws, session, [_url(notifier.base_url, "ws", batch)] * args.clients)
         connect_s = time.monotonic() - connect_start
         cpu_before = notifier.cpu_seconds()
         drive_start = time.monotonic()
-        async with Driver(settings, repository, args.rate) as driver:
-            await driver.complete(batch.image_ids)
+        await driver.complete(batch, range(args.images))
         drive_s = time.monotonic() - drive_start
         await asyncio.wait_for(asyncio.gather(*tasks), WAIT_S)
         delivered_s = time.monotonic() - drive_start
@@ -451,7 +642,7 @@ async def scenario_fanout(settings: Settings, repository: Repository, workdir: P
     }
 
 
-SCENARIOS = {
+SCENARIOS: dict[str, Callable[[Environment, Driver, argparse.Namespace], Awaitable[dict]]] = {
     "order": scenario_order,
     "resume": scenario_resume,
     "replicas": scenario_replicas,
@@ -461,14 +652,18 @@ SCENARIOS = {
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
-    results: dict[str, Any] = {
-        "driver": "repository (claim + complete_image, publish after commit, as the processor does)",
-        "database": args.database,
-    }
+    results: dict[str, Any] = {"database": args.database}
     with tempfile.TemporaryDirectory(prefix="bench-notifier-") as tmp:
-        for name in names:
-            async with environment(args.database, Path(tmp)) as (settings, repository):
-                results[name] = await SCENARIOS[name](settings, repository, Path(tmp), args)
+        async with environment(args.driver, args.database, Path(tmp)) as env:
+            driver: Driver = (
+                ProcessorDriver(env, args.rate, args.workers)
+                if args.driver == "processor"
+                else RepositoryDriver(env, args.rate)
+            )
+            results["driver"] = driver.description
+            async with driver:
+                for name in names:
+                    results[name] = await SCENARIOS[name](env, driver, args)
     return results
 
 
@@ -479,7 +674,7 @@ def table(results: dict[str, Any]) -> str:
             continue
         r = results[name]
         if name == "order":
-            figures = f"{len(r['seqs'])} events, seqs {r['seqs'][0]}..{r['seqs'][-1]}, last {r['last_type']}"
+            figures = f"{r['messages']}; seqs {r['seqs']}, last {r['last_type']}"
         elif name == "resume":
             figures = (
                 f"away after seq {r['disconnected_after_seq']}, {r['finished_while_away']} finished meanwhile; "
@@ -505,8 +700,12 @@ def main() -> int:
     parser.add_argument("--scenario", choices=["all", *SCENARIOS], default="all")
     parser.add_argument("--clients", type=int, default=500, help="WebSocket clients in the fanout scenario")
     parser.add_argument("--images", type=int, default=100, help="images in the fanout batch")
-    parser.add_argument("--rate", type=float, default=0, help="images completed per second; 0: as fast as commits go")
+    parser.add_argument(
+        "--rate", type=float, default=0, help="images uploaded (or completed) per second; 0: as fast as possible"
+    )
     parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
+    parser.add_argument("--driver", choices=["processor", "repository"], default="processor")
+    parser.add_argument("--workers", type=int, default=1, help="processor processes (processor driver)")
     parser.add_argument("--json", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     results = asyncio.run(run(args))
