@@ -17,6 +17,7 @@ import logging
 from datetime import datetime, timezone
 
 from aiohttp import web
+from yarl import URL
 
 from db.records import ImageRecord
 from ingest.auth import readable_batch
@@ -67,7 +68,8 @@ async def get_archive(request: web.Request) -> web.StreamResponse:
     names = _EntryNames(reserved=[FAILURES_NAME])
     for image in completed:
         assert image.output_key is not None
-        url = ctx.presigner.internal_get_url(ctx.settings.s3_output_bucket, image.output_key)
+        # encoded=True: the URL is sent exactly as signed (re-quoting any byte breaks the signature)
+        url = URL(ctx.presigner.internal_get_url(ctx.settings.s3_output_bucket, image.output_key), encoded=True)
         async with ctx.client().get(url) as source:
             if source.status != 200:
                 # Nothing of this entry has been written yet, so it can be left out cleanly.
