@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
 from db.records import BatchRecord
 from db.repository import Repository
@@ -18,6 +20,8 @@ from notifier.stream import Outcome, Sink, pump, supervise
 from photoenhance.settings import Settings
 
 __all__ = ["CONTEXT", "NotifierContext"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,6 +50,12 @@ class NotifierContext:
         except Refused:
             self.metrics.refused.labels(transport).inc()
             return refusal()
+        except (SQLAlchemyError, OSError):
+            # The same for every batch, so it tells nothing about this one.
+            log.exception("cannot read the batch for a subscription")
+            return web.json_response(
+                {"code": "unavailable", "message": "Progress is unavailable right now; try again."}, status=503
+            )
         return batch, since
 
     async def stream(

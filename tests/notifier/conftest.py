@@ -42,14 +42,19 @@ StartNotifier = Callable[..., Awaitable[RunningNotifier]]
 
 @pytest.fixture
 async def start_notifier(settings: Settings, database: Database) -> AsyncIterator[StartNotifier]:
-    """Start notifier apps (each with its own hub and queue): settings overrides, ``hub_options``."""
+    """Start notifier apps (each with its own hub and queue): settings overrides, ``hub_options``,
+    another ``repository``."""
     runners: list[web.AppRunner] = []
 
-    async def start(*, hub_options: dict[str, Any] | None = None, **overrides: Any) -> RunningNotifier:
+    async def start(
+        *, hub_options: dict[str, Any] | None = None, repository: Repository | None = None, **overrides: Any
+    ) -> RunningNotifier:
         notifier_settings = settings.replace(**overrides)
         metrics = NotifierMetrics()
         hub = Hub(notifier_settings, metrics, **(hub_options or {}))
-        app = create_app(notifier_settings, repository=Repository(database), hub=hub, metrics=metrics)
+        app = create_app(
+            notifier_settings, repository=repository or Repository(database), hub=hub, metrics=metrics
+        )
         runner = web.AppRunner(app, shutdown_timeout=5)
         await runner.setup()
         runners.append(runner)

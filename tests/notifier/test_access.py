@@ -8,6 +8,7 @@ import os
 import aiohttp
 import pytest
 
+from db.connection import Database
 from db.repository import Repository
 from tests.notifier.conftest import RunningNotifier, StartNotifier
 from tests.support.progress import finish, seed_batch
@@ -95,3 +96,20 @@ async def test_token_in_header_query_or_an_api_key_opens_the_batch(
     # An API key is no master key for batches that do not exist.
     missing = await answer(http, stream_url(base, transport, "nobatch", token="service-key-1"), websocket=ws)
     assert missing[0] == 404
+
+
+@pytest.mark.parametrize("transport", ["ws", "sse"])
+async def test_an_unreachable_database_is_a_json_503_for_every_batch(
+    transport: str, start_notifier: StartNotifier, http: aiohttp.ClientSession
+) -> None:
+    unreachable = Database("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere")
+    try:
+        notifier = await start_notifier(repository=Repository(unreachable))
+        for batch_id in ("any", "other"):
+            status, content_type, body = await answer(
+                http, stream_url(notifier.base_url, transport, batch_id, token="t"), websocket=transport == "ws"
+            )
+            assert (status, content_type.split(";")[0]) == (503, "application/json")
+            assert b'"code": "unavailable"' in body
+    finally:
+        await unreachable.dispose()
