@@ -3,6 +3,7 @@
 - a body that is not a bucket notification, or a key outside any batch prefix (``photo.jpg`` at
   the bucket's root, ``bad id!/x.jpg``): rejected without requeue, so the
   quorum queue dead-letters it at once (the dead-letter queue keeps it for people to look at);
+- a manifest that cannot be used: dead-lettered the same way (the log says why);
 - a well-formed event of something other than new content (a delete, a tag): acknowledged;
 - a key refused by the contract but inside a batch (``../``, empty segments): recorded against the
   batch as a failed image with the reason, acknowledged;
@@ -22,6 +23,7 @@ import logging
 from aio_pika.abc import AbstractIncomingMessage
 
 from photoenhance.contracts.events import IgnoredEvent, InvalidKey, NotificationError, parse_notification
+from processor.manifest import ManifestError
 from processor.pipeline import Attempt, ImagePipeline
 from processor.publisher import ATTEMPT_HEADER, DEFERRAL_HEADER
 
@@ -81,7 +83,7 @@ class MessageHandler:
         attempt = attempt_of(message)
         try:
             outcomes = await asyncio.gather(*(self.pipeline.process(r, attempt) for r in records))
-        except NotificationError as exc:  # an unusable manifest
+        except ManifestError as exc:  # an unusable manifest: nothing to retry, people must look at it
             return await self._dead_letter(message, exc)
         except asyncio.CancelledError:
             raise  # shutdown: unacknowledged, so the broker redelivers it

@@ -35,6 +35,7 @@ from photoenhance.settings import Settings
 from processor.batches import Batches
 from processor.engine.errors import ImageError
 from processor.engine.imageio import decode_image, encode_image
+from processor.engine.records import EnhanceRequest
 from processor.engine.version import ENGINE_VERSION
 from processor.failures import Failure, PermanentFailure, RetryPolicy, classify
 from processor.leases import held_lease
@@ -191,8 +192,6 @@ class ImagePipeline:
             )
         with self.metrics.step("decode"):
             decoded = await self._in_thread(partial(decode_image, source.data, max_pixels=self.settings.max_input_pixels))
-        from processor.engine.records import EnhanceRequest  # the engine's records import numpy only
-
         with self.metrics.step("enhance"):
             enhanced = await self._enhance(EnhanceRequest(decoded, options))
         if isinstance(enhanced, ImageError):

@@ -171,3 +171,15 @@ async def _dead_letters(settings: Settings) -> list[bytes]:
         return bodies  # unacknowledged: they go back when the channel closes
     finally:
         await connection.close()
+
+
+async def test_an_unusable_manifest_goes_to_the_dead_letter_queue(
+    processor_settings: Settings, repository: Repository, fast_engine
+) -> None:
+    async with running_worker(processor_settings, fast_engine) as worker:
+        await put_async(processor_settings, "manifested/_batch.json", b'{"expected_count": "thirty"}')
+        [dead] = await eventually(lambda: _dead_letters(processor_settings), what="the dead letter")
+        assert b"_batch.json" in dead
+        assert (await repository.get_batch("manifested")).expected_count is None
+        assert worker.metrics.messages.labels("dead_lettered")._value.get() == 1
+        await check_worker_goes_on(processor_settings, repository, "manifested")
