@@ -11,6 +11,7 @@ Steps, in the order they depend on each other:
    rules on the bucket are kept; 0 days removes our rule.
 5. The store's notifications (:mod:`ingest.notifications`): MinIO's AMQP target, or an RGW topic
    plus bucket notification.
+6. CORS on the input bucket (:mod:`ingest.cors`), so the web page can upload from a browser.
 
 Each step first looks at what exists and reports ``created``, ``updated`` or ``unchanged``, so a
 second run with the same settings reports no changes. What the broker cannot be asked (whether a
@@ -32,6 +33,7 @@ from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
 from db.connection import Database
 from db.migrate import current_revision, head_revision, upgrade
+from ingest.cors import SERVER_WIDE, CorsSetupError, configure_upload_cors
 from ingest.notifications import configure_bucket_notifications, ensure_bucket, minio_client
 from photoenhance.settings import Settings
 from photoenhance.topology import declare_topology
@@ -145,7 +147,19 @@ def _store(settings: Settings, client: Minio) -> list[Step]:
     for bucket in (settings.s3_input_bucket, settings.s3_output_bucket):
         steps.append(_lifecycle(client, bucket, settings.s3_lifecycle_days))
     steps.append(_notifications(settings, client))
+    steps.append(_cors(settings))
     return steps
+
+
+def _cors(settings: Settings) -> Step:
+    what = f"CORS of {settings.s3_input_bucket}"
+    try:
+        outcome = configure_upload_cors(settings)
+    except CorsSetupError as exc:
+        raise BootstrapError(f"{what}: {exc}") from exc
+    if outcome == SERVER_WIDE:
+        return Step(what, Change.UNCHANGED, "the store applies its server-wide CORS setting")
+    return Step(what, Change(outcome), f"browser uploads from {', '.join(settings.s3_cors_origins)}")
 
 
 def _lifecycle(client: Minio, bucket: str, days: int) -> Step:

@@ -64,6 +64,7 @@ __all__ = [
     "NOTIFICATION_ID_PREFIX",
     "NotificationSetupError",
     "amqp_push_endpoint",
+    "boto_client",
     "configure_bucket_notifications",
     "configure_minio_notifications",
     "configure_rgw_notifications",
@@ -105,8 +106,13 @@ def minio_client(settings: Settings) -> Minio:
 
 def _sns_client(settings: Settings) -> BaseClient:
     """boto3's SNS client against the S3 endpoint: RGW serves its topic API there."""
+    return boto_client(settings, "sns")
+
+
+def boto_client(settings: Settings, service: str) -> BaseClient:
+    """A boto3 client for ``service`` (``s3``, ``sns``) at the services' S3 endpoint and credentials."""
     return boto3.client(
-        "sns",
+        service,
         endpoint_url=settings.s3_endpoint,
         aws_access_key_id=settings.s3_access_key,
         aws_secret_access_key=settings.s3_secret_key,

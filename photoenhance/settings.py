@@ -55,6 +55,11 @@ class Settings:
     s3_lifecycle_days: int = _env(
         "S3_LIFECYCLE_DAYS", 7, "Days after which inputs and results expire; 0 keeps them forever."
     )
+    s3_cors_origins: tuple[str, ...] = _env(
+        "S3_CORS_ORIGINS",
+        ("*",),
+        "Web origins allowed to upload into the input bucket from a browser (bucket CORS, set by `photoenhance init`); `*` for any.",
+    )
 
     # -- message broker ----------------------------------------------------------------------
     amqp_url: str = _env("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ connection URL.")
