@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.support.objectstore",
     "tests.support.processor",
     "tests.support.broker",
+    "tests.support.stack",
 ]
