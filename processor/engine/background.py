@@ -123,16 +123,19 @@ def upsample_planes(
     device: torch.device,
     *,
     tiles: Sequence[int],
-    pad: int = 24,
+    pad: int | None = None,
     pre_pad: int = PRE_PAD,
     max_batch: int = 4,
     dtype: torch.dtype = torch.float32,
 ) -> list[np.ndarray]:
     """Upsample every plane by ``net.scale``; ``tiles[i]`` is plane i's tile edge (0: whole plane).
 
+    ``pad`` is each tile's context in input pixels, by default the network's own (``net.context``).
+
     Windows of equal shape, from any plane, share forwards of at most ``max_batch``. Returns
     (H*s, W*s, 3) float32 arrays clamped to [0, 1].
     """
+    pad = net.context if pad is None else pad
     padded = [_pad_plane(plane, net.multiple, pre_pad) for plane in planes]
     plans = [plan_windows(x.shape[2], x.shape[3], tile=tile, pad=pad, multiple=net.multiple)
              for x, tile in zip(padded, tiles)]

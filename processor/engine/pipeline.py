@@ -49,8 +49,8 @@ class Limits:
     max_tiles_per_forward: int = 4
     #: Images per detector forward (only images of equal size share one).
     max_detect_batch: int = 4
-    #: Context around each background tile, input pixels.
-    tile_pad: int = 24
+    #: Context around each background tile, input pixels; None takes the network's own.
+    tile_pad: int | None = None
     #: First tile edge tried when an untiled background runs out of memory.
     oom_first_tile: int = 512
     #: Smallest tile edge before giving up on an image.
@@ -158,8 +158,8 @@ class Pipeline:
 
     def _detect(self, jobs: list[_Job]) -> None:
         given = [job for job in jobs if job.request.faces is not None]
-        for job in given:
-            job.faces = [detect.Face.from_landmarks(points) for points in job.request.faces or ()]
+        _each(given, "detect", lambda job: setattr(
+            job, "faces", [detect.Face.from_landmarks(points) for points in job.request.faces or ()]))
         to_detect = [job for job in jobs if job.request.faces is None and job.error is None]
         if to_detect:
             self._shared(to_detect, "detect", self._detect_all, weight=lambda job: 1)
