@@ -7,12 +7,14 @@ awaited through the CLI's own state file and output, never through fixed sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,19 @@ def cli_env(settings: Settings) -> dict[str, str]:
 
 def cli_args(stack: Stack, *args: str) -> list[str]:
     return [sys.executable, "-m", "photoenhance", "enhance", *args, "--server", stack.ingest_url, "--json"]
+
+
+@contextlib.contextmanager
+def started_cli(stack: Stack, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """The CLI running in the background; killed at the end of the block if still running."""
+    process = subprocess.Popen(cli_args(stack, *args), env=cli_env(stack.settings), cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=30)
 
 
 def run_cli(stack: Stack, *args: str) -> tuple[int, dict[str, Any], str]:
@@ -118,12 +133,10 @@ async def test_twenty_photos_three_bad_interrupted_and_run_again(start_stack: St
     sizes = photo_folder(folder, good=17)
 
     # first run: uploads everything, then waits for results; interrupted while waiting
-    first = subprocess.Popen(cli_args(stack, str(folder), "--out", str(out), "--quality", "fast"),
-                             env=cli_env(stack.settings), cwd=REPO, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: sorted(progress_of(out).values()) == ["uploaded"] * 18, "all 18 uploads", first)
-    first.send_signal(signal.SIGINT)
-    _, said = first.communicate(timeout=60)
+    with started_cli(stack, str(folder), "--out", str(out), "--quality", "fast") as first:
+        wait_for(lambda: sorted(progress_of(out).values()) == ["uploaded"] * 18, "all 18 uploads", first)
+        first.send_signal(signal.SIGINT)
+        _, said = first.communicate(timeout=60)
     assert first.returncode == 130, said
     assert "interrupted; run the same command again to continue" in said
     assert "refused  " in said and "notes.jpg: the data is not a JPEG, PNG or WebP image" in said
@@ -172,24 +185,22 @@ async def test_servers_restarting_mid_batch_lose_nothing(
     for i in range(5):
         (folder / f"p{i}.jpg").write_bytes(image_bytes(64, 48, seed=i))
     (folder / 'say "cheese".jpg').write_bytes(image_bytes(80, 60, seed=7))  # a name the API refuses as is
-    cli = subprocess.Popen(cli_args(stack, str(folder), "--out", str(out), "--quality", "fast"),
-                           env=cli_env(stack.settings), cwd=REPO, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: sorted(progress_of(out).values()) == ["uploaded"] * 6, "all uploads", cli)
-    wait_for(lambda: notifier_metric(stack, 'notifier_connections{transport="ws"}') == 1, "the CLI's stream", cli)
-    stack.notifier.stop()
-    stack.ingest.stop()
-    stack.start_processor()  # results are made while the CLI cannot hear about them
-    (batch_id,) = json.loads((out / STATE_FILE).read_text())["batches"]
-    await batch_completed(repository, batch_id)
-    stack.notifier.start()
-    # the CLI comes back to the restarted notifier with since=<last seq>, not for a fresh snapshot
-    wait_for(lambda: notifier_metric(stack, 'notifier_replays_total{mode="since",transport="ws"}') == 1,
-             "the CLI to resume its stream", cli)
-    assert notifier_metric(stack, 'notifier_replays_total{mode="snapshot",transport="ws"}') == 0
-    stack.ingest.start()  # result links come from the API
-    stdout, said = cli.communicate(timeout=WAIT_S)
-    assert cli.returncode == 0, said + stack.logs()
+    with started_cli(stack, str(folder), "--out", str(out), "--quality", "fast") as cli:
+        wait_for(lambda: sorted(progress_of(out).values()) == ["uploaded"] * 6, "all uploads", cli)
+        wait_for(lambda: notifier_metric(stack, 'notifier_connections{transport="ws"}') == 1, "the CLI's stream", cli)
+        stack.notifier.stop()
+        stack.ingest.stop()
+        stack.start_processor()  # results are made while the CLI cannot hear about them
+        (batch_id,) = json.loads((out / STATE_FILE).read_text())["batches"]
+        await batch_completed(repository, batch_id)
+        stack.notifier.start()
+        # the CLI comes back to the restarted notifier with since=<last seq>, not for a fresh snapshot
+        wait_for(lambda: notifier_metric(stack, 'notifier_replays_total{mode="since",transport="ws"}') == 1,
+                 "the CLI to resume its stream", cli)
+        assert notifier_metric(stack, 'notifier_replays_total{mode="snapshot",transport="ws"}') == 0
+        stack.ingest.start()  # result links come from the API
+        stdout, said = cli.communicate(timeout=WAIT_S)
+        assert cli.returncode == 0, said + stack.logs()
     summary = json.loads(stdout)
     assert summary["counts"]["completed"] == 6 and summary["counts"]["uploaded"] == 6
     assert "connection lost, reconnecting" in said and "reconnected, resuming after event 0" in said
