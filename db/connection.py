@@ -46,9 +46,16 @@ class Database:
             yield conn
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A read-only transaction that never waits for writers."""
+    async def read(self, *, consistent: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction that never waits for writers.
+
+        ``consistent``: every statement sees one snapshot, for reads that must agree with each
+        other (a batch's counters and its images). SQLite's WAL readers always do; PostgreSQL
+        needs REPEATABLE READ, as READ COMMITTED takes a new snapshot per statement.
+        """
         async with self._reader.connect() as conn:
+            if consistent and not self.is_sqlite:
+                await conn.execution_options(isolation_level="REPEATABLE READ")
             yield conn
 
     async def dispose(self) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import func, select
 
+from db.models import Image
 from db.records import ImageVersion
 from db.repository import BatchExists, DeclaredFile, Repository, UnknownBatch
 from photoenhance.contracts.progress import EventType
@@ -223,3 +225,18 @@ async def test_known_versions_lists_every_registered_version(repository: Reposit
     await repository.register_image(version("b1", "b.jpg", "e1"))
     assert await repository.known_versions("in", "b1") == {("b1/a.jpg", "e1"), ("b1/a.jpg", "e2"), ("b1/b.jpg", "e1")}
     assert [i.name for i in await repository.unfinished_images("b1")] == ["a.jpg", "b.jpg"]
+
+
+async def test_a_consistent_read_keeps_one_snapshot_while_others_commit(database, repository: Repository) -> None:
+    """What batch_snapshot relies on: counters and images read in one consistent read agree even
+    when a writer commits between the two statements (PostgreSQL needs REPEATABLE READ for this)."""
+    await new_batch(repository)
+    await repository.register_image(version("b1", "a.jpg"))
+    count = select(func.count()).select_from(Image).where(Image.batch_id == "b1")
+    async with database.read(consistent=True) as conn:
+        before = (await conn.execute(count)).scalar_one()
+        await repository.register_image(version("b1", "b.jpg"))
+        during = (await conn.execute(count)).scalar_one()
+    async with database.read() as conn:
+        after = (await conn.execute(count)).scalar_one()
+    assert (before, during, after) == (1, 1, 2)

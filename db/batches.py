@@ -1,0 +1,222 @@
+"""Batch operations: creating batches (with the files the ingest API declared), their plans,
+snapshots and retries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from db.event_log import EventLog
+from db.models import Batch, BatchFile, Image
+from db.records import BatchRecord, BatchSnapshot, ImageRecord
+from db.transactions import BatchExists, batch_record, image_record
+from photoenhance.contracts.progress import ProgressEvent
+from photoenhance.contracts.states import BatchState, ImageState
+
+__all__ = ["BatchOperations", "DeclaredFile"]
+
+
+@dataclass(frozen=True)
+class DeclaredFile:
+    """A file the ingest API presigned an upload for."""
+
+    name: str
+    original_name: str
+    declared_size: int
+    content_type: str
+
+
+
+class BatchOperations(EventLog):
+    """What the ingest API and the processor do to batches."""
+
+    async def create_batch(
+        self,
+        batch_id: str,
+        *,
+        input_bucket: str,
+        options: dict[str, Any],
+        source: str = "api",
+        expected_count: int | None = None,
+        token_hash: str | None = None,
+        files: Sequence[DeclaredFile] = (),
+    ) -> BatchRecord:
+        """Create a batch (and the files it declares); :class:`BatchExists` if the id is taken."""
+
+        async def op(conn: AsyncConnection) -> BatchRecord:
+            now = self._now()
+            try:
+                row = (
+                    await conn.execute(
+                        insert(Batch)
+                        .values(
+                            id=batch_id,
+                            state=BatchState.OPEN.value,
+                            source=source,
+                            input_bucket=input_bucket,
+                            options=options,
+                            expected_count=expected_count,
+                            token_hash=token_hash,
+                            total=0,
+                            completed=0,
+                            failed=0,
+                            last_seq=0,
+                            created_at=now,
+                            updated_at=now,
+                        )
+                        .returning(*Batch.__table__.c)
+                    )
+                ).one()
+            except IntegrityError as exc:
+                raise BatchExists(batch_id) from exc
+            if files:
+                await conn.execute(
+                    insert(BatchFile),
+                    [
+                        {
+                            "batch_id": batch_id,
+                            "name": f.name,
+                            "original_name": f.original_name,
+                            "declared_size": f.declared_size,
+                            "content_type": f.content_type,
+                        }
+                        for f in files
+                    ],
+                )
+            return batch_record(row)
+
+        return await self._write(op)
+
+    async def ensure_batch(
+        self,
+        batch_id: str,
+        *,
+        input_bucket: str,
+        options: dict[str, Any],
+        expected_count: int | None = None,
+        source: str = "direct",
+    ) -> tuple[BatchRecord, bool]:
+        """The batch with this id, created implicitly if unknown; also says whether it was created."""
+        try:
+            record = await self.create_batch(
+                batch_id,
+                input_bucket=input_bucket,
+                options=options,
+                source=source,
+                expected_count=expected_count,
+            )
+            return record, True
+        except BatchExists:
+            existing = await self.get_batch(batch_id)
+            if existing is None:  # deleted in between; vanishingly rare, try once more
+                return await self.ensure_batch(
+                    batch_id, input_bucket=input_bucket, options=options, expected_count=expected_count
+                )
+            return existing, False
+
+    async def update_batch_plan(
+        self, batch_id: str, *, options: dict[str, Any] | None = None, expected_count: int | None = None
+    ) -> BatchRecord:
+        """Apply a manifest: new options and/or an expected image count (which may complete the batch)."""
+
+        async def op(conn: AsyncConnection) -> tuple[BatchRecord, list[ProgressEvent]]:
+            await self._lock_batch(conn, batch_id)
+            values: dict[str, Any] = {"updated_at": self._now()}
+            if options is not None:
+                values["options"] = options
+            if expected_count is not None:
+                values["expected_count"] = expected_count
+            await conn.execute(update(Batch).where(Batch.id == batch_id).values(**values))
+            events = await self._maybe_complete(conn, batch_id, idle_cutoff=None)
+            return await self._load_batch(conn, batch_id), events
+
+        record, _events = await self._write(op)
+        return record
+
+    async def get_batch(self, batch_id: str) -> BatchRecord | None:
+        """The batch, or None."""
+        async with self.db.read() as conn:
+            row = (await conn.execute(select(*Batch.__table__.c).where(Batch.id == batch_id))).one_or_none()
+        return None if row is None else batch_record(row)
+
+    async def declared_files(self, batch_id: str) -> list[DeclaredFile]:
+        """The files the ingest API presigned uploads for, by name."""
+        async with self.db.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(BatchFile.name, BatchFile.original_name, BatchFile.declared_size, BatchFile.content_type)
+                    .where(BatchFile.batch_id == batch_id)
+                    .order_by(BatchFile.name)
+                )
+            ).all()
+        return [DeclaredFile(*row) for row in rows]
+
+    async def open_batches(self) -> list[BatchRecord]:
+        """Batches not yet completed, oldest first."""
+        async with self.db.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(*Batch.__table__.c)
+                    .where(Batch.state == BatchState.OPEN.value)
+                    .order_by(Batch.created_at)
+                )
+            ).all()
+        return [batch_record(r) for r in rows]
+
+    async def batch_snapshot(self, batch_id: str) -> BatchSnapshot | None:
+        """The batch and the current version of each of its images (superseded ones left out),
+        read from one snapshot so the counters agree with the images."""
+        async with self.db.read(consistent=True) as conn:
+            row = (await conn.execute(select(*Batch.__table__.c).where(Batch.id == batch_id))).one_or_none()
+            if row is None:
+                return None
+            images = (
+                await conn.execute(
+                    select(*Image.__table__.c)
+                    .where(Image.batch_id == batch_id, Image.state != ImageState.SUPERSEDED.value)
+                    .order_by(Image.name, Image.id)
+                )
+            ).all()
+        return BatchSnapshot(batch=batch_record(row), images=[image_record(r) for r in images])
+
+
+    async def retry_failed(self, batch_id: str) -> list[ImageRecord]:
+        """Put a batch's failed images back to pending (reopening the batch); returns them."""
+
+        async def op(conn: AsyncConnection) -> list[ImageRecord]:
+            await self._lock_batch(conn, batch_id)
+            now = self._now()
+            rows = (
+                await conn.execute(
+                    update(Image)
+                    .where(Image.batch_id == batch_id, Image.state == ImageState.FAILED.value)
+                    .values(
+                        state=ImageState.PENDING.value,
+                        reason=None,
+                        code=None,
+                        finished_at=None,
+                        updated_at=now,
+                    )
+                    .returning(*Image.__table__.c)
+                )
+            ).all()
+            if rows:
+                await conn.execute(
+                    update(Batch)
+                    .where(Batch.id == batch_id)
+                    .values(
+                        failed=Batch.failed - len(rows),
+                        state=BatchState.OPEN.value,
+                        completed_at=None,
+                        updated_at=now,
+                    )
+                )
+            return [image_record(r) for r in rows]
+
+        return await self._write(op)
+

@@ -1,0 +1,147 @@
+"""The transaction machinery every repository part shares: write transactions retried on lost
+lock races, the batch lock that orders every write, and rows turned into records."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from db.connection import Database
+from db.models import Batch, Image, utcnow
+from db.records import BatchRecord, ImageRecord
+from photoenhance.contracts.states import BatchState, ImageState
+
+__all__ = [
+    "CURRENT",
+    "RETRY_ATTEMPTS",
+    "UNFINISHED",
+    "BatchExists",
+    "Transactions",
+    "UnknownBatch",
+    "batch_record",
+    "held_by",
+    "image_record",
+]
+
+log = logging.getLogger("db.repository")
+
+T = TypeVar("T")
+
+#: Attempts at a transaction that lost a lock race (SQLite busy, PostgreSQL deadlock/serialisation).
+RETRY_ATTEMPTS = 8
+
+#: States of an image that still waits for an outcome.
+UNFINISHED = (ImageState.PENDING.value, ImageState.PROCESSING.value)
+#: States of the version of a key that counts (every state but superseded).
+CURRENT = (
+    ImageState.PENDING.value,
+    ImageState.PROCESSING.value,
+    ImageState.COMPLETED.value,
+    ImageState.FAILED.value,
+)
+
+
+class UnknownBatch(LookupError):
+    """No batch has this id."""
+
+
+class BatchExists(Exception):
+    """A batch with this id exists already."""
+
+
+class Transactions:
+    """A database and a clock, and the helpers every operation runs its transaction with."""
+
+    def __init__(self, db: Database, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.db = db
+        self._now = clock
+
+    async def _write(self, op: Callable[[AsyncConnection], Awaitable[T]], *, retry_on_integrity: bool = False) -> T:
+        """Run ``op`` in a write transaction, retrying lost lock races with jittered back-off."""
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
+                async with self.db.write() as conn:
+                    return await op(conn)
+            except IntegrityError:
+                if not retry_on_integrity or attempt == RETRY_ATTEMPTS:
+                    raise
+            except DBAPIError as exc:
+                if not _is_lock_race(exc) or attempt == RETRY_ATTEMPTS:
+                    raise
+                log.debug("lock race (attempt %d): %s", attempt, exc.orig)
+            await asyncio.sleep(random.uniform(0, 0.02 * 2**attempt))
+        raise AssertionError("unreachable")
+
+
+    async def _lock_batch(self, conn: AsyncConnection, batch_id: str) -> BatchRecord:
+        row = (
+            await conn.execute(
+                select(*Batch.__table__.c).where(Batch.id == batch_id).with_for_update()
+            )
+        ).one_or_none()
+        if row is None:
+            raise UnknownBatch(batch_id)
+        return batch_record(row)
+
+    async def _load_batch(self, conn: AsyncConnection, batch_id: str) -> BatchRecord:
+        row = (await conn.execute(select(*Batch.__table__.c).where(Batch.id == batch_id))).one()
+        return batch_record(row)
+
+    async def _load_image(self, conn: AsyncConnection, image_id: int) -> ImageRecord:
+        row = (await conn.execute(select(*Image.__table__.c).where(Image.id == image_id))).one()
+        return image_record(row)
+
+    async def _batch_of(self, conn: AsyncConnection, image_id: int) -> str:
+        batch_id = (await conn.execute(select(Image.batch_id).where(Image.id == image_id))).scalar_one_or_none()
+        if batch_id is None:
+            raise LookupError(f"no image with id {image_id}")
+        return batch_id
+
+    async def _find_version(self, conn: AsyncConnection, bucket: str, key: str, etag: str) -> ImageRecord | None:
+        row = (
+            await conn.execute(
+                select(*Image.__table__.c).where(Image.bucket == bucket, Image.key == key, Image.etag == etag)
+            )
+        ).one_or_none()
+        return None if row is None else image_record(row)
+
+
+
+def held_by(owner: str) -> list[Any]:
+    """Conditions that hold while ``owner``'s claim on an image stands."""
+    return [Image.state == ImageState.PROCESSING.value, Image.lease_owner == owner]
+
+
+def _is_lock_race(exc: DBAPIError) -> bool:
+    """Whether the failure was losing a lock race that a retry resolves."""
+    text = str(exc.orig).lower()
+    code = getattr(exc.orig, "sqlstate", None) or getattr(getattr(exc.orig, "__cause__", None), "sqlstate", None)
+    return (
+        "database is locked" in text
+        or "database table is locked" in text
+        or code in {"40001", "40P01"}
+        or "deadlock detected" in text
+        or "could not serialize" in text
+    )
+
+
+def batch_record(row: Any) -> BatchRecord:
+    """A batches row as a record."""
+    values = dict(row._mapping)
+    values["state"] = BatchState(values["state"])
+    return BatchRecord(**values)
+
+
+def image_record(row: Any) -> ImageRecord:
+    """An images row as a record."""
+    values = dict(row._mapping)
+    values["state"] = ImageState(values["state"])
+    return ImageRecord(**values)
