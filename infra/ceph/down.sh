@@ -13,6 +13,8 @@
 set -uo pipefail
 
 BASE="${BASE:-${TMPDIR:-/tmp}/photoenhance-ceph}"
+# Absolute, always: the daemons change directory, and down.sh matches their command lines.
+BASE="$(realpath -m -- "$BASE")"
 DOWN_TIMEOUT_S="${DOWN_TIMEOUT_S:-10}"
 CONF="$BASE/ceph.conf"
 PIDS="$BASE/pids"

@@ -24,6 +24,8 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
 BASE="${BASE:-${TMPDIR:-/tmp}/photoenhance-ceph}"
+# Absolute, always: the daemons change directory, and down.sh matches their command lines.
+BASE="$(realpath -m -- "$BASE")"
 RGW_PORT="${RGW_PORT:-7480}"
 MON_V2_PORT="${MON_V2_PORT:-3300}"
 MON_V1_PORT="${MON_V1_PORT:-6789}"

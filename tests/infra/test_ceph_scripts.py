@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from photoenhance.settings import Settings
 
@@ -51,3 +54,42 @@ def test_up_refuses_a_taken_port_before_starting_anything(tmp_path: Path) -> Non
     assert result.returncode == 3, result.stderr
     assert f"port {port} is taken" in result.stderr
     assert not (tmp_path / "cluster").exists()
+
+
+def _free_ports(count: int) -> list[str]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [str(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a parent that has not reaped it yet."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return not re.search(r"^State:\s*Z", status, re.MULTILINE)
+
+
+@pytest.mark.objectstore
+@pytest.mark.skipif(shutil.which("radosgw") is None, reason="radosgw is not installed")
+def test_a_relative_base_is_started_and_stopped_whole(tmp_path: Path) -> None:
+    """`BASE=var/ceph` (as infra/local/up.sh passes it) must leave no daemon behind on down.sh."""
+    rgw, v2, v1 = _free_ports(3)
+    env = {**os.environ, "BASE": "rel/ceph", "RGW_PORT": rgw, "MON_V2_PORT": v2, "MON_V1_PORT": v1}
+    up = subprocess.run([str(CEPH / "up.sh")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    pids = [int(line.split()[1]) for line in (tmp_path / "rel/ceph/pids").read_text().splitlines()]
+    try:
+        assert up.returncode == 0, up.stderr
+        assert f"/{tmp_path.name}/rel/ceph/" in (tmp_path / "rel/ceph/env").read_text()
+    finally:
+        down = subprocess.run([str(CEPH / "down.sh")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert pids and not [pid for pid in pids if _alive(pid)]
+    assert not (tmp_path / "rel/ceph").exists()
