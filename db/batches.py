@@ -15,8 +15,8 @@ from db.event_log import EventLog
 from db.models import Batch, BatchFile, Image
 from db.records import BatchRecord, BatchSnapshot, ImageRecord
 from db.transactions import BatchExists, batch_record, image_record
-from photoenhance.contracts.progress import ProgressEvent
-from photoenhance.contracts.states import BatchState, ImageState
+from photoenhance.contracts.progress import EventType, ProgressEvent
+from photoenhance.contracts.states import UPLOAD_MISSING, BatchState, ImageState
 
 __all__ = ["BatchOperations", "DeclaredFile"]
 
@@ -29,7 +29,6 @@ class DeclaredFile:
     original_name: str
     declared_size: int
     content_type: str
-
 
 
 class BatchOperations(EventLog):
@@ -194,7 +193,12 @@ class BatchOperations(EventLog):
             rows = (
                 await conn.execute(
                     update(Image)
-                    .where(Image.batch_id == batch_id, Image.state == ImageState.FAILED.value)
+                    .where(
+                        Image.batch_id == batch_id,
+                        Image.state == ImageState.FAILED.value,
+                        # Nothing to process: only a new upload (which supersedes it) can help.
+                        Image.code.is_distinct_from(UPLOAD_MISSING),
+                    )
                     .values(
                         state=ImageState.PENDING.value,
                         reason=None,
@@ -220,3 +224,63 @@ class BatchOperations(EventLog):
 
         return await self._write(op)
 
+    async def fail_missing_uploads(self, batch_id: str, *, reason: str) -> list[ProgressEvent]:
+        """Fail each file the batch declared that no upload ever arrived for; returns the events.
+
+        The caller decides when waiting is over (the upload links have expired). Each missing
+        file gets a failed image row with code ``upload_missing`` and no etag, counted and
+        announced like any failure, so the batch can complete; an upload arriving after all is a
+        new version of the key and supersedes the row.
+        """
+
+        async def op(conn: AsyncConnection) -> list[ProgressEvent]:
+            batch = await self._lock_batch(conn, batch_id)
+            if batch.state is not BatchState.OPEN:
+                return []
+            arrived = set(
+                (await conn.execute(select(Image.name).where(Image.batch_id == batch_id))).scalars().all()
+            )
+            declared = (
+                await conn.execute(
+                    select(BatchFile.name, BatchFile.declared_size)
+                    .where(BatchFile.batch_id == batch_id)
+                    .order_by(BatchFile.name)
+                )
+            ).all()
+            missing = [(name, size) for name, size in declared if name not in arrived]
+            if not missing:
+                return []
+            now = self._now()
+            rows = (
+                await conn.execute(
+                    insert(Image).returning(*Image.__table__.c),
+                    [
+                        {
+                            "batch_id": batch_id,
+                            "bucket": batch.input_bucket,
+                            "key": f"{batch_id}/{name}",
+                            "name": name,
+                            "etag": "",
+                            "size": size,
+                            "state": ImageState.FAILED.value,
+                            "attempts": 0,
+                            "reason": reason,
+                            "code": UPLOAD_MISSING,
+                            "created_at": now,
+                            "updated_at": now,
+                            "finished_at": now,
+                        }
+                        for name, size in missing
+                    ],
+                )
+            ).all()
+            await conn.execute(
+                update(Batch).where(Batch.id == batch_id).values(total=Batch.total + len(rows), updated_at=now)
+            )
+            events = [
+                await self._append(conn, batch_id, EventType.IMAGE_FAILED, image_record(row), failed=1)
+                for row in sorted(rows, key=lambda r: r.name)
+            ]
+            return events + await self._maybe_complete(conn, batch_id, idle_cutoff=None)
+
+        return await self._write(op)

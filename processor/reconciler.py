@@ -9,7 +9,11 @@ One pass, over every open batch:
 2. re-announce the manifest of a direct batch that has no expected count yet (its event may have
    been lost too; applying a manifest twice changes nothing);
 3. re-announce images still pending ``RECONCILE_GRACE_S`` after their last change;
-4. complete the batch if it is idle (``complete_if_idle``; batches without an expected count only
+4. for a batch created through the ingest API, once its upload links have expired
+   (``PRESIGN_EXPIRY_S``) and ``RECONCILE_GRACE_S`` more has passed, fail each declared file whose
+   upload never arrived (code ``upload_missing``), so the batch reaches its end instead of staying
+   open for ever; an upload that still arrives supersedes that record;
+5. complete the batch if it is idle (``complete_if_idle``; batches without an expected count only
    complete this way);
 
 then, over all batches, re-announce images whose processing lease expired (their worker crashed).
@@ -33,6 +37,7 @@ from db.records import BatchRecord, ImageRecord
 from db.repository import Repository
 from photoenhance.contracts.events import notification_body
 from photoenhance.contracts.keys import MANIFEST_NAME
+from photoenhance.contracts.progress import EventType
 from photoenhance.contracts.states import ImageState
 from photoenhance.settings import Settings
 from processor.publisher import Publisher
@@ -44,6 +49,9 @@ log = logging.getLogger(__name__)
 
 #: ``eventSource`` of the notifications the reconciler synthesises.
 SOURCE = "photoenhance:reconciler"
+
+#: What a person reads for a declared file that was never uploaded.
+UPLOAD_MISSING_REASON = "the upload never arrived before its upload link expired"
 
 
 @dataclass
@@ -58,6 +66,8 @@ class ReconcileReport:
     pending_requeued: int = 0
     leases_requeued: int = 0
     batches_completed: int = 0
+    #: Declared files failed because their upload never arrived.
+    uploads_missing: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -91,7 +101,8 @@ class Reconciler:
         for image in await self.repository.expired_leases():
             await self._announce_image(image)
             report.leases_requeued += 1
-        if report.announced or report.pending_requeued or report.leases_requeued or report.batches_completed:
+        if any((report.announced, report.pending_requeued, report.leases_requeued, report.batches_completed,
+                report.uploads_missing)):
             log.info("reconciler: %s", report.to_dict())
         return report
 
@@ -110,6 +121,7 @@ class Reconciler:
         listed = await self.storage.list_prefix(batch.input_bucket, f"{batch.id}/")
         known = await self.repository.known_versions(batch.input_bucket, batch.id)
         report.listed += len(listed)
+        announced_before = report.announced
         for obj in listed:
             if obj.last_modified is not None and obj.last_modified > cutoff:
                 continue  # young: its notification may still be on its way
@@ -130,10 +142,26 @@ class Reconciler:
             if image.state is ImageState.PENDING and image.updated_at < cutoff:
                 await self._announce_image(image)
                 report.pending_requeued += 1
+        # Only in a pass that announced nothing of this batch: an object announced a moment ago
+        # is not registered yet and must not be taken for missing.
+        if report.announced == announced_before and self._uploads_overdue(batch):
+            failed = await self.repository.fail_missing_uploads(batch.id, reason=UPLOAD_MISSING_REASON)
+            report.uploads_missing += sum(1 for e in failed if e.type is EventType.IMAGE_FAILED)
+            await self.publisher.progress(failed)
+            if any(e.type is EventType.BATCH_COMPLETED for e in failed):
+                report.batches_completed += 1
+                return
         events = await self.repository.complete_if_idle(batch.id, self.settings.batch_idle_seconds)
         if events:
             report.batches_completed += 1
             await self.publisher.progress(events)
+
+    def _uploads_overdue(self, batch: BatchRecord) -> bool:
+        """Whether an API batch still misses declared uploads after its upload links expired."""
+        if batch.source != "api" or batch.expected_count is None or batch.total >= batch.expected_count:
+            return False
+        wait = timedelta(seconds=self.settings.presign_expiry_s + self.settings.reconcile_grace_s)
+        return batch.created_at + wait < self._now()
 
     async def _announce_image(self, image: ImageRecord) -> None:
         when = image.uploaded_at or image.created_at

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from enum import Enum
 
-__all__ = ["BatchState", "ImageState"]
+__all__ = ["UPLOAD_MISSING", "BatchState", "ImageState"]
+
+#: Failure code of a file declared to the ingest API whose upload never arrived before its upload
+#: links expired. A retry cannot help (there is nothing to process); a late upload supersedes it.
+UPLOAD_MISSING = "upload_missing"
 
 
 class ImageState(str, Enum):

@@ -240,3 +240,28 @@ async def test_a_consistent_read_keeps_one_snapshot_while_others_commit(database
     async with database.read() as conn:
         after = (await conn.execute(count)).scalar_one()
     assert (before, during, after) == (1, 1, 2)
+
+
+async def test_missing_uploads_fail_once_and_a_late_upload_supersedes_them(repository: Repository) -> None:
+    files = [DeclaredFile(n, n, 100, "image/jpeg") for n in ("a.jpg", "b.jpg", "c.jpg")]
+    await repository.create_batch("b1", input_bucket="in", options={}, source="api", expected_count=3, files=files)
+    registered = await repository.register_image(version("b1", "a.jpg"))
+    await finish(repository, registered.image.id)
+
+    events = await repository.fail_missing_uploads("b1", reason="never came")
+    assert [(e.type, e.image.name if e.image else None, e.seq) for e in events] == [
+        (EventType.IMAGE_FAILED, "b.jpg", 2),
+        (EventType.IMAGE_FAILED, "c.jpg", 3),
+        (EventType.BATCH_COMPLETED, None, 4),
+    ]
+    assert events[0].image.code == "upload_missing" and events[0].image.reason == "never came"
+    assert await repository.fail_missing_uploads("b1", reason="never came") == []
+    assert await repository.retry_failed("b1") == [], "nothing to process: a retry cannot help"
+
+    late = await repository.register_image(version("b1", "c.jpg", "e7", at=T0 + timedelta(minutes=30)))
+    assert late.created and len(late.superseded) == 1
+    batch = await repository.get_batch("b1")
+    assert (batch.state, batch.total, batch.completed, batch.failed) == (BatchState.OPEN, 3, 1, 1)
+    await finish(repository, late.image.id)
+    batch = await repository.get_batch("b1")
+    assert (batch.total, batch.completed, batch.failed) == (3, 2, 1)

@@ -12,7 +12,7 @@ import aio_pika
 import pytest
 
 from db.records import ImageVersion
-from db.repository import Repository
+from db.repository import DeclaredFile, Repository
 from photoenhance.contracts.events import notification_body
 from photoenhance.contracts.progress import EventType
 from photoenhance.contracts.states import BatchState, ImageState
@@ -162,3 +162,35 @@ async def test_a_poison_message_is_dead_lettered_and_its_image_failed(
     assert image.state is ImageState.FAILED and image.code == "delivery_limit"
     assert settings.amqp_dead_letter_exchange in image.reason
     assert (batch.total, batch.failed) == (1, 1)
+
+
+async def test_declared_uploads_that_never_arrive_are_failed_once_their_links_expire(
+    processor_settings: Settings, repository: Repository, fast_engine
+) -> None:
+    """An API batch declared three files and only two were uploaded: once the upload links have
+    expired the reconciler fails the third (``upload_missing``) and the batch completes; when the
+    file is uploaded after all, it supersedes that failure and is enhanced."""
+    batch_id = "half-uploaded"
+    settings = processor_settings.replace(presign_expiry_s=1, reconcile_grace_s=0)
+    files = [DeclaredFile(name, name, 1000, "image/jpeg") for name in ("a.jpg", "b.jpg", "c.jpg")]
+    await repository.create_batch(batch_id, input_bucket=settings.s3_input_bucket, options={"quality": "fast"},
+                                  source="api", expected_count=3, files=files)
+    async with running_worker(settings, fast_engine):
+        for i, name in enumerate(("a.jpg", "b.jpg")):
+            await put_async(settings, f"{batch_id}/{name}", image_bytes(seed=i), FAST)
+        await eventually(lambda: _has_n(repository, batch_id, 2), what="the two uploads")
+        await asyncio.sleep(1.2)  # the upload links (PRESIGN_EXPIRY_S=1) are past
+        report = reconcile_cli(settings)
+        assert report["uploads_missing"] == 1 and report["batches_completed"] == 1
+        batch = await repository.get_batch(batch_id)
+        assert (batch.state, batch.total, batch.completed, batch.failed) == (BatchState.COMPLETED, 3, 2, 1)
+        missing = [i for i in (await repository.batch_snapshot(batch_id)).images if i.name == "c.jpg"]
+        assert [(i.state, i.code) for i in missing] == [(ImageState.FAILED, "upload_missing")]
+        assert reconcile_cli(settings)["uploads_missing"] == 0, "a second pass changes nothing"
+
+        await put_async(settings, f"{batch_id}/c.jpg", image_bytes(seed=9), FAST)
+        await eventually(lambda: _has_n(repository, batch_id, 3), what="the late upload")
+    batch = await batch_completed(repository, batch_id)
+    assert (batch.total, batch.completed, batch.failed) == (3, 3, 0)
+    events = await repository.events_since(batch_id)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
