@@ -201,15 +201,32 @@ class ImageOperations(EventLog):
         return await self._finish(image_id, held_by(owner), values, EventType.IMAGE_COMPLETED)
 
     async def fail_image(
-        self, image_id: int, *, reason: str, code: str, owner: str | None = None
+        self,
+        image_id: int,
+        *,
+        reason: str,
+        code: str,
+        owner: str | None = None,
+        spare_live_lease: bool = False,
     ) -> list[ProgressEvent]:
         """Record a final failure with its reason; returns the events appended.
 
         With ``owner``, only that owner's claim may fail the image; without one (a refusal before
         any claim, or a message dead-lettered after its worker died) a pending or processing image
-        is failed whoever holds it. Already final images are left alone.
+        is failed whoever holds it, unless ``spare_live_lease`` and a worker's lease on it still
+        runs (that worker may yet finish it). Already final images are left alone.
         """
-        claim = [Image.state.in_(UNFINISHED)] if owner is None else held_by(owner)
+        if owner is not None:
+            claim = held_by(owner)
+        elif spare_live_lease:
+            claim = [
+                or_(
+                    Image.state == ImageState.PENDING.value,
+                    and_(Image.state == ImageState.PROCESSING.value, Image.lease_expires_at < self._now()),
+                )
+            ]
+        else:
+            claim = [Image.state.in_(UNFINISHED)]
         # A failed image has no result, so it gives up any result key it reserved.
         values = {"state": ImageState.FAILED.value, "reason": reason, "code": code, "output_key": None}
         return await self._finish(image_id, claim, values, EventType.IMAGE_FAILED)

@@ -6,6 +6,11 @@ whose retries ran out while the database was away). The fanout dead-letter excha
 the dead-letter queue, which keeps it for people, and one to the worker's watch queue, handled
 here: if the body names an image, that image is marked failed with a reason (``delivery_limit`` or
 ``retries_exhausted``), so the batch can complete; anything else is only acknowledged.
+
+An image that a worker holds under a live lease is not failed: a duplicate announcement of it may
+have died while another delivery is being processed normally. The dead letter waits (requeued
+every ``RETRY_PAUSE_S``) until that worker finishes it, or its lease runs out (it crashed), and
+only then fails what is still unfinished.
 """
 
 from __future__ import annotations
@@ -17,11 +22,16 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from db.records import ImageVersion
 from photoenhance.contracts.events import NotificationError, ObjectCreated, parse_notification
+from photoenhance.contracts.states import ImageState
 from processor.pipeline import ImagePipeline
 
 __all__ = ["DeadLetterWatch"]
 
 log = logging.getLogger(__name__)
+
+
+class _StillLeased(Exception):
+    """A worker's lease on the image still runs: decide again later."""
 
 #: Pause before a dead letter that could not be recorded is tried again.
 RETRY_PAUSE_S = 2.0
@@ -56,6 +66,11 @@ class DeadLetterWatch:
         try:
             for record in records:
                 await self._fail(record, reason)
+        except _StillLeased as exc:
+            log.info("dead letter (%s) waits: %s", reason, exc)
+            await asyncio.sleep(RETRY_PAUSE_S)
+            await message.nack(requeue=True)
+            return
         except Exception as exc:
             log.warning("could not record a dead letter (%s), trying again: %r", reason, exc)
             await asyncio.sleep(RETRY_PAUSE_S)
@@ -85,7 +100,11 @@ class DeadLetterWatch:
         else:
             code = "retries_exhausted"
             text = f"the message was dead-lettered ({reason}); it is kept in {self.dead_letter_queue}"
-        events = await repository.fail_image(image.id, reason=text, code=code)
+        events = await repository.fail_image(image.id, reason=text, code=code, spare_live_lease=True)
+        if not events:
+            current = await repository.get_image(image.id)
+            if current is not None and current.state is ImageState.PROCESSING:
+                raise _StillLeased(f"{record.key} is held by {current.lease_owner} until {current.lease_expires_at}")
         if events:
             log.warning("%s/%s marked failed: %s", record.bucket, record.key, code)
             self.pipeline.metrics.failed.labels(code).inc()

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import aio_pika
 import pytest
 
-from db.records import ImageVersion
+from db.records import ImageRecord, ImageVersion
 from db.repository import DeclaredFile, Repository
 from photoenhance.contracts.events import notification_body
 from photoenhance.contracts.progress import EventType
@@ -61,6 +61,29 @@ async def set_binding(settings: Settings, bound: bool) -> None:
             await queue.unbind(exchange, settings.amqp_events_routing_key)
     finally:
         await connection.close()
+
+
+async def poison(settings: Settings, body: bytes) -> None:
+    """Publish ``body`` and take it off the work queue until the delivery limit dead-letters it, as
+    workers crashing on it each time would (nack + requeue counts as a delivery)."""
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        queues = await declare_processor_queues(channel, settings)
+        await queues.topology.events_exchange.publish(aio_pika.Message(body), settings.amqp_events_routing_key)
+        deliveries = 0
+        while True:  # each "worker" takes the message and dies on it (nack + requeue counts as a delivery)
+            message = await queues.topology.work_queue.get(fail=False)
+            if message is None:
+                await asyncio.sleep(0.1)
+                if deliveries > settings.amqp_delivery_limit:
+                    break
+                continue
+            deliveries += 1
+            await message.nack(requeue=True)
+    finally:
+        await connection.close()
+    assert deliveries == settings.amqp_delivery_limit + 1
 
 
 async def test_an_upload_whose_notification_was_lost_is_completed_by_the_reconciler(
@@ -136,25 +159,8 @@ async def test_a_poison_message_is_dead_lettered_and_its_image_failed(
     batch_id = "poison"
     await repository.create_batch(batch_id, input_bucket=settings.s3_input_bucket, options={"quality": "fast"},
                                   expected_count=1)
-    body = notification_body(settings.s3_input_bucket, f"{batch_id}/p.jpg", "0123abcd", 10, datetime.now(timezone.utc))
-    connection = await aio_pika.connect(settings.amqp_url)
-    try:
-        channel = await connection.channel()
-        queues = await declare_processor_queues(channel, settings)
-        await queues.topology.events_exchange.publish(aio_pika.Message(body), settings.amqp_events_routing_key)
-        deliveries = 0
-        while True:  # each "worker" takes the message and dies on it (nack + requeue counts as a delivery)
-            message = await queues.topology.work_queue.get(fail=False)
-            if message is None:
-                await asyncio.sleep(0.1)
-                if deliveries > settings.amqp_delivery_limit:
-                    break
-                continue
-            deliveries += 1
-            await message.nack(requeue=True)
-    finally:
-        await connection.close()
-    assert deliveries == settings.amqp_delivery_limit + 1
+    await poison(settings, notification_body(settings.s3_input_bucket, f"{batch_id}/p.jpg", "0123abcd", 10,
+                                             datetime.now(timezone.utc)))
 
     async with running_worker(settings, fast_engine):
         batch = await batch_completed(repository, batch_id)
@@ -194,3 +200,40 @@ async def test_declared_uploads_that_never_arrive_are_failed_once_their_links_ex
     assert (batch.total, batch.completed, batch.failed) == (3, 3, 0)
     events = await repository.events_since(batch_id)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
+async def test_a_dead_letter_spares_an_image_a_live_worker_holds(
+    processor_settings: Settings, repository: Repository, fast_engine
+) -> None:
+    """A duplicate announcement dies (delivery limit) while a worker holds the image under a live
+    lease: the dead-letter watch waits instead of failing it, the holder completes it; an image
+    whose holder's lease runs out is failed as before."""
+    settings = processor_settings
+    batch_id = "held"
+    await repository.create_batch(batch_id, input_bucket=settings.s3_input_bucket, options={"quality": "fast"},
+                                  expected_count=2)
+    now = datetime.now(timezone.utc)
+    held, crashed = [
+        (await repository.register_image(
+            ImageVersion(settings.s3_input_bucket, batch_id, f"{batch_id}/{name}", name, "0123abcd", 10, now)
+        )).image
+        for name in ("held.jpg", "crashed.jpg")
+    ]
+    assert await repository.claim_image(held.id, "live-worker", lease_seconds=120)
+    assert await repository.claim_image(crashed.id, "dead-worker", lease_seconds=3)
+    for image in (held, crashed):
+        await poison(settings, notification_body(settings.s3_input_bucket, image.key, "0123abcd", 10, now))
+
+    async with running_worker(settings, fast_engine):
+        failed = await eventually(lambda: _failed(repository, crashed.id), what="the crashed worker's image")
+        assert failed.code == "delivery_limit"
+        assert (await repository.get_image(held.id)).state is ImageState.PROCESSING, "a live lease is spared"
+        assert await repository.complete_image(held.id, "live-worker", output_key=f"{batch_id}/held.jpg")
+        batch = await batch_completed(repository, batch_id)
+    assert (batch.completed, batch.failed) == (1, 1)
+    assert (await repository.get_image(held.id)).state is ImageState.COMPLETED
+
+
+async def _failed(repository: Repository, image_id: int) -> ImageRecord | None:
+    image = await repository.get_image(image_id)
+    return image if image is not None and image.state is ImageState.FAILED else None
