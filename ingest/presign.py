@@ -6,10 +6,10 @@ Upload URLs are signed for ``S3_PUBLIC_ENDPOINT`` when it is set, because that i
 browser reaches the store at (the services may use an internal name); a signature covers the host,
 so signing for one name and sending to another fails.
 
-A POST policy binds, and the store enforces (tests/ingest/test_upload_policy.py shows which on the
-live store): the bucket, the exact key, the exact content type, the size range 1..declared size,
-and the expiry. A presigned PUT binds only the method, bucket, key and expiry: it cannot bound
-the size or type, which is why POST is the default and PUT is only given when asked for.
+A POST policy binds, and the store enforces (tests/security/test_presigned_uploads.py shows which
+on the live store): the bucket, the exact key, the exact content type, the size range 1..declared
+size, and the expiry. A presigned PUT binds only the method, bucket, key and expiry: the store
+takes any size, type, ACL or ``x-amz-copy-source`` with it, so the API hands out POST policies only.
 """
 
 from __future__ import annotations
@@ -94,7 +94,10 @@ class Presigner:
         )
 
     def upload_put(self, key: str, *, content_type: str) -> Upload:
-        """A presigned PUT of ``key``; the store checks neither size nor type (see module docstring)."""
+        """A presigned PUT of ``key``; the store binds none of its headers (see module docstring).
+
+        The API never hands one out; only server-side code that trusts the holder may use it.
+        """
         url = self._public.get_presigned_url(
             "PUT", self._settings.s3_input_bucket, key, expires=self.expiry, request_date=self._now_naive()
         )

@@ -9,8 +9,10 @@ Every failure is a typed :class:`~processor.engine.errors.ImageError`.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -37,6 +39,17 @@ _WEBP_MAX_EDGE = 16383
 
 #: Largest edge of a baseline JPEG.
 _JPEG_MAX_EDGE = 65535
+
+#: Samples per pixel of each PNG colour type (IHDR): grey, RGB, palette, grey+alpha, RGBA.
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+#: The seven Adam7 passes of an interlaced PNG: (first column, first row, column step, row step).
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+#: Bytes inflated at a time when measuring a PNG's pixel data (the output is not kept), and
+#: compressed bytes fed at a time (so the input zlib holds back, and copies, stays small too).
+_INFLATE_PIECE = 1 << 20
+_FEED_PIECE = 1 << 16
 
 #: Errors Pillow and its codecs raise for damaged data (truncation is an OSError).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, zlib.error, TypeError)
@@ -234,6 +247,7 @@ def _pillow_to_array(image: Image.Image) -> np.ndarray:
 
 def _decode_png16(data: bytes) -> np.ndarray:
     """All 16 bits of a colour PNG, as (h, w, 3|4) RGB(A) uint16."""
+    _refuse_png_data_overrun(data)
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise CorruptImage("the 16-bit PNG data cannot be decoded")
@@ -241,6 +255,50 @@ def _decode_png16(data: bytes) -> np.ndarray:
         return array[:, :, None]
     code = cv2.COLOR_BGRA2RGBA if array.shape[2] == 4 else cv2.COLOR_BGR2RGB
     return cv2.cvtColor(array, code)
+
+
+def _refuse_png_data_overrun(data: bytes) -> None:
+    """:class:`CorruptImage` when a PNG's pixel data inflates to more than its header announces.
+
+    OpenCV's PNG reader inflates every IDAT byte, also past the last row, so a small file holding
+    a zlib bomb behind a small header would cost minutes of CPU (1 MB of file, 1 GB of zeros, 5 s
+    here); Pillow stops at the last row. Measured in pieces that are thrown away, the count stops
+    as soon as it passes what the header announces, so neither memory nor time grows with the bomb.
+    """
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    bits = depth * _PNG_CHANNELS.get(colour, 4)
+    expected = 0
+    for x0, y0, dx, dy in _ADAM7 if interlace else ((0, 0, 1, 1),):
+        columns, rows = -(-max(width - x0, 0) // dx), -(-max(height - y0, 0) // dy)
+        if columns and rows:
+            expected += rows * (1 + (columns * bits + 7) // 8)  # each row starts with its filter byte
+    inflater = zlib.decompressobj()
+    produced = 0
+    try:
+        for body in _png_chunks(data, b"IDAT"):
+            for start in range(0, len(body), _FEED_PIECE):
+                pending: bytes | memoryview = body[start : start + _FEED_PIECE]
+                while pending and not inflater.eof:
+                    produced += len(inflater.decompress(pending, _INFLATE_PIECE))
+                    if produced > expected:
+                        raise CorruptImage(
+                            f"the PNG data inflates to more than the {expected} bytes its {width}x{height} "
+                            "header announces"
+                        )
+                    pending = inflater.unconsumed_tail
+    except zlib.error as exc:
+        raise CorruptImage(f"the 16-bit PNG data is damaged ({exc})") from exc
+
+
+def _png_chunks(data: bytes, kind: bytes) -> Iterator[memoryview]:
+    """The bodies of a PNG's chunks of one ``kind``, in order, without copying them."""
+    view = memoryview(data)
+    offset = 8  # after the signature
+    while offset + 8 <= len(data):
+        length, found = struct.unpack(">I4s", view[offset : offset + 8])
+        if found == kind:
+            yield view[offset + 8 : offset + 8 + length]
+        offset += 12 + length  # length, type, body, CRC
 
 
 def _too_many(width: int, height: int, max_pixels: int) -> str:

@@ -2,7 +2,7 @@
 input without creating anything, and reading batches only with the right credential.
 
 Presigning is local computation, so these tests need no object store; the store's own checks of
-what is signed here are in test_upload_policy.py.
+what is signed here are in tests/security/test_presigned_uploads.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import base64
 import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from sqlalchemy import func, select
@@ -76,17 +75,6 @@ async def test_create_batch_returns_token_uploads_and_progress_urls(start_ingest
         ("Holiday_photo.jpg", "Holiday photo.jpg", 12345, "image/jpeg"),
         ("b.png", "b.png", 10, "image/png"),
     }
-
-
-async def test_put_uploads_on_request(start_ingest: StartIngest, settings: Settings) -> None:
-    ingest = await start_ingest(settings)
-    body = await ingest.create([image_file("a.jpg")], upload="put")
-    [upload] = body["uploads"]
-    assert upload["method"] == "PUT" and "fields" not in upload
-    assert upload["headers"] == {"Content-Type": "image/jpeg"}
-    url = urlsplit(upload["url"])
-    assert url.path == f"/{settings.s3_input_bucket}/{body['batch_id']}/a.jpg"
-    assert parse_qs(url.query)["X-Amz-Expires"] == [str(settings.presign_expiry_s)]
 
 
 async def test_names_become_safe_unique_keys(start_ingest: StartIngest, settings: Settings) -> None:
