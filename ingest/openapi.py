@@ -26,7 +26,7 @@ ERROR_CODES: dict[str, str] = {
     "invalid_name": "A name that is empty, too long, or holds control characters, slashes, quotes or <>:|?*.",
     "unsupported_content_type": "A content type other than " + ", ".join(ACCEPTED_CONTENT_TYPES) + ".",
     "invalid_options": "Unknown or out-of-range enhancement options.",
-    "invalid_upload_method": "upload is not post (presigned PUT uploads are not offered).",
+    "invalid_upload_method": "upload is neither post nor put, or put while INGEST_ALLOW_PUT_UPLOADS is off.",
     "api_key_required": "INGEST_REQUIRE_API_KEY is on and no API key was given.",
     "batch_not_found": "No such batch, or the credential may not read it (the two are not told apart).",
     "broker_unavailable": "The message broker could not be reached; try again.",
@@ -60,13 +60,18 @@ _UPLOAD = {
         "original_name": {"type": "string"},
         "size": {"type": "integer", "minimum": 1},
         "content_type": {"type": "string", "enum": list(ACCEPTED_CONTENT_TYPES)},
-        "method": {"type": "string", "enum": ["POST"]},
+        "method": {"type": "string", "enum": ["POST", "PUT"]},
         "url": {"type": "string", "format": "uri"},
         "key": {"type": "string", "description": "<batch_id>/<name>: the exact object key"},
         "fields": {
             "type": "object",
             "additionalProperties": {"type": "string"},
             "description": "POST: form fields to send before the file field (named `file`)",
+        },
+        "headers": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "PUT (only where the server allows it): headers to send",
         },
     },
 }

@@ -9,7 +9,8 @@ so signing for one name and sending to another fails.
 A POST policy binds, and the store enforces (tests/security/test_presigned_uploads.py shows which
 on the live store): the bucket, the exact key, the exact content type, the size range 1..declared
 size, and the expiry. A presigned PUT binds only the method, bucket, key and expiry: the store
-takes any size, type, ACL or ``x-amz-copy-source`` with it, so the API hands out POST policies only.
+takes any size, type, ACL or ``x-amz-copy-source`` with it, so the API hands out POST policies,
+and PUTs only where INGEST_ALLOW_PUT_UPLOADS says the presigning key can do no harm.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class Presigner:
     def upload_put(self, key: str, *, content_type: str) -> Upload:
         """A presigned PUT of ``key``; the store binds none of its headers (see module docstring).
 
-        The API never hands one out; only server-side code that trusts the holder may use it.
+        The API hands one out only where INGEST_ALLOW_PUT_UPLOADS is on.
         """
         url = self._public.get_presigned_url(
             "PUT", self._settings.s3_input_bucket, key, expires=self.expiry, request_date=self._now_naive()

@@ -24,12 +24,12 @@ ACCEPTED_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp")
 #: Common spellings normalised to the registered type.
 _CONTENT_TYPE_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}
 
-#: How clients may upload: an HTML-form POST policy, which the store checks field by field.
-#: Presigned PUTs are not handed out: the store binds none of a PUT's headers, so whoever holds
-#: the URL could add ``x-amz-copy-source`` (a server-side copy of any object the service's key
-#: can read, e.g. another batch's photo, into their own batch) or ``x-amz-acl: public-read``
-#: (tests/security/test_presigned_uploads.py shows both on Ceph RGW).
-UPLOAD_METHODS = ("post",)
+#: How clients may upload: an HTML-form POST policy (the default), which the store checks field by
+#: field, or a presigned PUT, only where INGEST_ALLOW_PUT_UPLOADS turns it on. The store binds none
+#: of a PUT's headers, so whoever holds the URL could add ``x-amz-copy-source`` (a server-side copy
+#: of any object the presigning key can read, e.g. another batch's photo, into their own batch) or
+#: ``x-amz-acl: public-read`` (tests/security/test_presigned_uploads.py shows both on Ceph RGW).
+UPLOAD_METHODS = ("post", "put")
 
 _TOP_LEVEL_FIELDS = frozenset({"files", "options", "upload"})
 _FILE_FIELDS = frozenset({"name", "size", "content_type"})
@@ -73,10 +73,12 @@ def parse_create_request(body: bytes, settings: Settings) -> CreateBatch:
 
     upload = doc.get("upload", "post")
     if upload not in UPLOAD_METHODS:
+        raise ApiError(400, "invalid_upload_method", f"upload must be one of {', '.join(UPLOAD_METHODS)}", field="upload")
+    if upload == "put" and not settings.ingest_allow_put_uploads:
         raise ApiError(
             400,
             "invalid_upload_method",
-            f"upload must be one of {', '.join(UPLOAD_METHODS)} (presigned PUT uploads are not offered)",
+            "presigned PUT uploads are off on this server (INGEST_ALLOW_PUT_UPLOADS); use the default POST policy",
             field="upload",
         )
 

@@ -168,6 +168,12 @@ class Settings:
     ingest_require_api_key: bool = _env(
         "INGEST_REQUIRE_API_KEY", False, "Creating a batch needs an API key (closes the public web page)."
     )
+    ingest_allow_put_uploads: bool = _env(
+        "INGEST_ALLOW_PUT_UPLOADS",
+        False,
+        "Hand out presigned PUTs when a client asks (`\"upload\": \"put\"`). Off: the store binds no header of a PUT "
+        "(size, ACL, x-amz-copy-source); turn on only when the S3 key presigns with may write the input bucket and nothing else.",
+    )
     max_files_per_batch: int = _env("MAX_FILES_PER_BATCH", 1000, "Most files one batch may declare.")
     max_file_bytes: int = _env("MAX_FILE_BYTES", 50 * 1024 * 1024, "Largest upload accepted, in bytes.")
     presign_expiry_s: int = _env("PRESIGN_EXPIRY_S", 900, "Lifetime of presigned upload and result URLs.")

@@ -38,7 +38,7 @@ async def create_batch(request: web.Request) -> web.Response:
     batch_id = new_ulid()
     token, token_hash = new_batch_token()
     # Signing is local computation; do it before the batch exists so a failure leaves nothing.
-    uploads = [_sign(ctx, batch_id, f) for f in req.files]
+    uploads = [_sign(ctx, batch_id, f, req.upload) for f in req.files]
     expires_at = ctx.presigner.expires_at()
     await ctx.repository.create_batch(
         batch_id,
@@ -148,9 +148,12 @@ def progress_urls(settings: Settings, batch_id: str) -> dict[str, str]:
     }
 
 
-def _sign(ctx: IngestContext, batch_id: str, f: DeclaredUpload) -> Upload:
-    # Always a POST policy: see UPLOAD_METHODS in ingest/validation.py for why never a PUT.
-    return ctx.presigner.upload_post(f"{batch_id}/{f.name}", size=f.size, content_type=f.content_type)
+def _sign(ctx: IngestContext, batch_id: str, f: DeclaredUpload, method: str) -> Upload:
+    # A PUT only when the server allows it: see UPLOAD_METHODS in ingest/validation.py for why.
+    key = f"{batch_id}/{f.name}"
+    if method == "put":
+        return ctx.presigner.upload_put(key, content_type=f.content_type)
+    return ctx.presigner.upload_post(key, size=f.size, content_type=f.content_type)
 
 
 def _image_entry(

@@ -11,6 +11,7 @@ import base64
 import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from sqlalchemy import func, select
@@ -75,6 +76,17 @@ async def test_create_batch_returns_token_uploads_and_progress_urls(start_ingest
         ("Holiday_photo.jpg", "Holiday photo.jpg", 12345, "image/jpeg"),
         ("b.png", "b.png", 10, "image/png"),
     }
+
+
+async def test_put_uploads_only_where_the_server_allows_them(start_ingest: StartIngest, settings: Settings) -> None:
+    ingest = await start_ingest(settings.replace(ingest_allow_put_uploads=True))
+    body = await ingest.create([image_file("a.jpg")], upload="put")
+    [upload] = body["uploads"]
+    assert upload["method"] == "PUT" and "fields" not in upload
+    assert upload["headers"] == {"Content-Type": "image/jpeg"}
+    url = urlsplit(upload["url"])
+    assert url.path == f"/{settings.s3_input_bucket}/{body['batch_id']}/a.jpg"
+    assert parse_qs(url.query)["X-Amz-Expires"] == [str(settings.presign_expiry_s)]
 
 
 async def test_names_become_safe_unique_keys(start_ingest: StartIngest, settings: Settings) -> None:

@@ -176,12 +176,14 @@ async def test_the_store_refuses_everything_outside_the_policy(
 
 
 async def test_the_api_hands_out_post_policies_only(store_settings: Settings, start_ingest: StartIngest) -> None:
-    """Asking for a presigned PUT is refused and creates nothing; the next test shows why."""
+    """By default (INGEST_ALLOW_PUT_UPLOADS off) asking for a presigned PUT is refused and creates
+    nothing; the next test shows why."""
     ingest = await start_ingest(store_settings)
     request = {"files": [image_file("p.png", DECLARED, "image/png")], "upload": "put"}
     async with ingest.http.post(ingest.url("/api/v1/batches"), json=request) as response:
         body = await response.json()
     assert (response.status, body["error"]["code"], body["error"]["field"]) == (400, "invalid_upload_method", "upload")
+    assert "INGEST_ALLOW_PUT_UPLOADS" in body["error"]["message"]
     assert await count_rows(ingest) == (0, 0)
     created = await ingest.create([image_file("a.jpg", DECLARED), image_file("b.png", DECLARED, "image/png")])
     assert {u["method"] for u in created["uploads"]} == {"POST"}
@@ -197,7 +199,8 @@ async def test_a_presigned_put_binds_too_little_to_be_handed_out(
     type, an ACL that makes the object public (any HTML served from the store's origin), and an
     ``x-amz-copy-source`` that makes the store copy, with the *service's* rights, an object the
     holder cannot read (another batch's photo or result) into the holder's key, where the pipeline
-    would enhance it and hand the result to the holder. This is why the API refuses PUT.
+    would enhance it and hand the result to the holder. This is why the API refuses PUT unless the
+operator turns it on for a presigning key that can do no such harm.
     """
     client = minio_client(store_settings)
     inputs, outputs = store_settings.s3_input_bucket, store_settings.s3_output_bucket
