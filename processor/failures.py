@@ -7,11 +7,19 @@ about a service (object store, database, broker) and are retried after a back-of
 the object through a delay queue (see :mod:`processor.queues`) so the consumer never waits.
 Anything unexpected counts as transient too, but only :attr:`RetryPolicy.max_attempts` times:
 a bug that fails every attempt ends as ``retries_exhausted`` instead of looping.
+
+A full disk (SQLite's ``SQLITE_FULL`` "database or disk is full", PostgreSQL's ``disk_full``,
+``ENOSPC`` / ``EDQUOT`` from the file system) is transient with its own code, ``disk_full``: it
+says nothing about the image, it ends when someone frees space, and it must not be mistaken for an
+unreachable database in the logs and ``photoenhance_retries_total{reason}``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 
@@ -26,6 +34,11 @@ from photoenhance.settings import Settings
 from processor.engine.errors import ImageError
 
 __all__ = ["Failure", "PermanentFailure", "RetryPolicy", "Verdict", "classify"]
+
+#: ``errno`` values of a full file system (no space left; quota exceeded).
+_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+#: PostgreSQL's SQLSTATE for "disk_full" (class 53, insufficient resources).
+_PG_DISK_FULL = "53100"
 
 #: S3 error codes that mean "this version of the object is not there any more": permanent.
 _GONE_CODES = {"NoSuchKey": "source_missing", "PreconditionFailed": "source_replaced"}
@@ -79,6 +92,8 @@ def classify(exc: BaseException) -> Failure:
 
 
 def _transient_code(exc: BaseException) -> str:
+    if _disk_full(exc):
+        return "disk_full"
     if isinstance(exc, (MinioException, ServerError, urllib3.exceptions.HTTPError)):
         return "storage_unavailable"
     if isinstance(exc, (DBAPIError, SQLAlchemyError)):
@@ -88,6 +103,33 @@ def _transient_code(exc: BaseException) -> str:
     if isinstance(exc, (OSError, asyncio.TimeoutError)):
         return "io_error"
     return "internal_error"
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc``, or an error it wraps, says that a disk is full."""
+    for error in _chain(exc):
+        if isinstance(error, sqlite3.Error) and getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return True
+        if getattr(error, "sqlstate", None) == _PG_DISK_FULL:  # asyncpg's error and SQLAlchemy's wrapper
+            return True
+        if isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS:
+            return True
+    return False
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps: SQLAlchemy's ``orig``, then causes and contexts (each once)."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        error = todo.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        yield error
+        todo.extend(
+            e for e in (getattr(error, "orig", None), error.__cause__, error.__context__) if isinstance(e, BaseException)
+        )
 
 
 @dataclass(frozen=True)

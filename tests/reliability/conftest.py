@@ -1,0 +1,21 @@
+"""Fixtures of the reliability tests (the shared machinery stays in tests/support)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from photoenhance.settings import Settings
+from tests.support.processor import ProgressRecorder
+
+
+@pytest.fixture
+async def progress(processor_settings: Settings) -> AsyncIterator[ProgressRecorder]:
+    """Every progress event the test's workers publish, recorded from before the first upload.
+
+    Keep the event loop free while it records (wait for workers with ``asyncio.to_thread``): a loop
+    blocked for longer than the AMQP heartbeat would lose the recorder's connection.
+    """
+    async with ProgressRecorder(processor_settings) as recorder:
+        yield recorder
