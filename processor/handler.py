@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 
 from aio_pika.abc import AbstractIncomingMessage
 
@@ -26,6 +27,7 @@ from photoenhance.contracts.events import IgnoredEvent, InvalidKey, Notification
 from processor.manifest import ManifestError
 from processor.pipeline import Attempt, ImagePipeline
 from processor.publisher import ATTEMPT_HEADER, DEFERRAL_HEADER
+from processor.timeline import utc_now
 
 __all__ = ["MessageHandler", "attempt_of"]
 
@@ -35,15 +37,16 @@ log = logging.getLogger(__name__)
 REQUEUE_PAUSE_S = 1.0
 
 
-def attempt_of(message: AbstractIncomingMessage) -> Attempt:
-    """The retry counters a message carries in its headers (0 for a first announcement)."""
+def attempt_of(message: AbstractIncomingMessage, received_at: datetime | None = None) -> Attempt:
+    """The retry counters a message carries in its headers (0 for a first announcement), with
+    the moment this delivery reached the worker."""
     headers = message.headers or {}
 
     def count(name: str) -> int:
         value = headers.get(name, 0)
         return value if isinstance(value, int) and value >= 0 else 0
 
-    return Attempt(failures=count(ATTEMPT_HEADER), deferrals=count(DEFERRAL_HEADER))
+    return Attempt(failures=count(ATTEMPT_HEADER), deferrals=count(DEFERRAL_HEADER), received_at=received_at)
 
 
 class MessageHandler:
@@ -54,14 +57,16 @@ class MessageHandler:
         self.metrics = pipeline.metrics
 
     async def __call__(self, message: AbstractIncomingMessage) -> None:
+        # The delivery's arrival, taken first: the image's timeline starts here (processor.timeline).
+        received_at = utc_now()
         self.metrics.in_flight.inc()
         try:
-            outcome = await self._handle(message)
+            outcome = await self._handle(message, received_at)
             self.metrics.messages.labels(outcome).inc()
         finally:
             self.metrics.in_flight.dec()
 
-    async def _handle(self, message: AbstractIncomingMessage) -> str:
+    async def _handle(self, message: AbstractIncomingMessage, received_at: datetime) -> str:
         try:
             records = parse_notification(message.body)
         except IgnoredEvent as exc:
@@ -80,7 +85,7 @@ class MessageHandler:
             return "refused_key"
         except NotificationError as exc:
             return await self._dead_letter(message, exc)
-        attempt = attempt_of(message)
+        attempt = attempt_of(message, received_at)
         try:
             outcomes = await asyncio.gather(*(self.pipeline.process(r, attempt) for r in records))
         except ManifestError as exc:  # an unusable manifest: nothing to retry, people must look at it

@@ -7,7 +7,8 @@ reserve the result key → decode → enhance (micro-batched) → encode → sto
 thread pool, inference on the engine's thread; the event loop only coordinates.
 
 Every path ends in an :class:`Outcome`; the caller acknowledges the message once every record of
-it has one. Failures go through :mod:`processor.failures`.
+it has one. Failures go through :mod:`processor.failures`. A completed image's report carries its
+:mod:`processor.timeline` (wall-clock marks of each step, for benchmarks).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from processor.leases import held_lease
 from processor.metrics import ProcessorMetrics
 from processor.publisher import Publisher
 from processor.storage import Storage
+from processor.timeline import Timeline
 
 __all__ = ["Attempt", "ImagePipeline", "Outcome", "result_key_candidates"]
 
@@ -76,12 +78,15 @@ class Outcome(str, Enum):
 
 @dataclass(frozen=True)
 class Attempt:
-    """How often the announcement being handled has been tried before (from its headers)."""
+    """How often the announcement being handled has been tried before (from its headers), and
+    when this delivery of it reached the worker."""
 
     #: Transient failures so far.
     failures: int = 0
     #: Times it was put off because another worker held the image.
     deferrals: int = 0
+    #: When the worker's handler started on this delivery (UTC); None: when processing starts.
+    received_at: datetime | None = None
 
 
 class _LostClaim(Exception):
@@ -134,6 +139,7 @@ class ImagePipeline:
             await self.publisher.progress(await self.batches.apply_manifest(record))
             return Outcome.MANIFEST
         claimed: ImageRecord | None = None
+        timeline = Timeline(attempt.received_at)
         try:
             batch = await self.batches.ensure(record.batch_id, record.bucket)
             registration = await self.repository.register_image(
@@ -157,8 +163,9 @@ class ImagePipeline:
                     return await self._already_final(current)
                 await self._later(record, attempt.failures, attempt.deferrals + 1, "deferred")
                 return Outcome.DEFERRED
+            timeline.mark("claimed")
             async with held_lease(self.repository, image.id, self.worker_id, self.settings.lease_seconds):
-                return await self._enhance_and_store(claimed, batch, record)
+                return await self._enhance_and_store(claimed, batch, record, timeline)
         except _LostClaim:
             return Outcome.LOST_CLAIM
         except asyncio.CancelledError:
@@ -170,7 +177,9 @@ class ImagePipeline:
 
     # -- the steps -------------------------------------------------------------------------
 
-    async def _enhance_and_store(self, image: ImageRecord, batch: BatchRecord, record: ObjectCreated) -> Outcome:
+    async def _enhance_and_store(
+        self, image: ImageRecord, batch: BatchRecord, record: ObjectCreated, timeline: Timeline
+    ) -> Outcome:
         if record.size > self.settings.max_file_bytes:
             raise PermanentFailure(
                 "too_large", f"the object is {record.size} bytes, more than the limit of {self.settings.max_file_bytes}"
@@ -179,6 +188,7 @@ class ImagePipeline:
             source = await self.storage.get(
                 record.bucket, record.key, etag=record.etag, max_bytes=self.settings.max_file_bytes
             )
+        timeline.mark("fetched")
         options = EnhanceOptions.from_metadata(source.metadata, base=EnhanceOptions.from_dict(batch.options or {}))
         result_key = await self.repository.reserve_output_key(
             image.id, self.worker_id, result_key_candidates(record.batch_id, record.name, options)
@@ -190,14 +200,18 @@ class ImagePipeline:
                 "every result key for this name is taken by another input of the batch "
                 f"({', '.join(result_key_candidates(record.batch_id, record.name, options))})",
             )
+        timeline.mark("reserved")
         with self.metrics.step("decode"):
             decoded = await self._in_thread(partial(decode_image, source.data, max_pixels=self.settings.max_input_pixels))
+        timeline.mark("decoded")
         with self.metrics.step("enhance"):
             enhanced = await self._enhance(EnhanceRequest(decoded, options))
         if isinstance(enhanced, ImageError):
             raise enhanced
+        timeline.mark("enhanced")
         with self.metrics.step("encode"):
             encoded = await self._in_thread(partial(encode_image, enhanced.pixels, options))
+        timeline.mark("encoded")
         with self.metrics.step("store"):
             await self.storage.put(
                 self.settings.s3_output_bucket,
@@ -211,7 +225,13 @@ class ImagePipeline:
                     "photoenhance-engine-version": ENGINE_VERSION,
                 },
             )
-        report = {**enhanced.report, "worker": self.worker_id, "source_etag": record.etag}
+        timeline.mark("stored")
+        report = {
+            **enhanced.report,
+            "worker": self.worker_id,
+            "source_etag": record.etag,
+            "timeline": timeline.as_report(),
+        }
         with self.metrics.step("commit"):
             events = await self.repository.complete_image(
                 image.id, self.worker_id, output_key=result_key, report=report
