@@ -153,7 +153,8 @@ class Settings:
         "RETRY_MAX_DELAY_MS", 60_000, "Longest back-off; each retry doubles the delay up to this."
     )
     retry_max_attempts: int = _env(
-        "RETRY_MAX_ATTEMPTS", 8, "Transient failures of one image before it is marked failed."
+        "RETRY_MAX_ATTEMPTS", 8,
+        "Unexpected errors of one image before it fails (`retries_exhausted`); outages (store, DB, broker, disk) are waited out.",
     )
     reconcile_grace_s: int = _env(
         "RECONCILE_GRACE_S", 60, "The reconciler leaves objects younger than this to their notification."

@@ -8,6 +8,11 @@ the object through a delay queue (see :mod:`processor.queues`) so the consumer n
 Anything unexpected counts as transient too, but only :attr:`RetryPolicy.max_attempts` times:
 a bug that fails every attempt ends as ``retries_exhausted`` instead of looping.
 
+An *outage* (store, database or broker unreachable, a full disk, a failing connection) is a
+transient failure that says nothing about the image: it is waited out with the same back-off,
+however long it lasts, and spends none of the image's attempts. Otherwise an outage longer than
+the budget would fail every image that arrived during it, and could not even record that.
+
 A full disk (SQLite's ``SQLITE_FULL`` "database or disk is full", PostgreSQL's ``disk_full``,
 ``ENOSPC`` / ``EDQUOT`` from the file system) is transient with its own code, ``disk_full``: it
 says nothing about the image, it ends when someone frees space, and it must not be mistaken for an
@@ -33,7 +38,10 @@ from photoenhance.contracts.options import OptionsError
 from photoenhance.settings import Settings
 from processor.engine.errors import ImageError
 
-__all__ = ["Failure", "PermanentFailure", "RetryPolicy", "Verdict", "classify"]
+__all__ = ["OUTAGE_CODES", "Failure", "PermanentFailure", "RetryPolicy", "Verdict", "classify"]
+
+#: Transient codes that are a service's condition, not the image's: never counted as attempts.
+OUTAGE_CODES = frozenset({"storage_unavailable", "database_unavailable", "broker_unavailable", "disk_full", "io_error"})
 
 #: ``errno`` values of a full file system (no space left; quota exceeded).
 _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
@@ -74,6 +82,11 @@ class Failure:
     @property
     def permanent(self) -> bool:
         return self.verdict is Verdict.PERMANENT
+
+    @property
+    def outage(self) -> bool:
+        """A transient failure of a service the image depends on (see the module docstring)."""
+        return self.verdict is Verdict.TRANSIENT and self.code in OUTAGE_CODES
 
 
 def classify(exc: BaseException) -> Failure:

@@ -83,7 +83,8 @@ class Attempt:
 
     #: Transient failures so far.
     failures: int = 0
-    #: Times it was put off because another worker held the image.
+    #: Times it was put off for reasons not its own: another worker held the image, or a service
+    #: was down (an outage); they set the back-off but never use up the image's attempts.
     deferrals: int = 0
     #: When the worker's handler started on this delivery (UTC); None: when processing starts.
     received_at: datetime | None = None
@@ -161,7 +162,8 @@ class ImagePipeline:
                 current = await self.repository.get_image(image.id)
                 if current is not None and current.state.is_final:
                     return await self._already_final(current)
-                await self._later(record, attempt.failures, attempt.deferrals + 1, "deferred")
+                await self._later(record, attempt.failures, attempt.deferrals + 1, "deferred",
+                                  backoff=attempt.deferrals + 1)
                 return Outcome.DEFERRED
             timeline.mark("claimed")
             async with held_lease(self.repository, image.id, self.worker_id, self.settings.lease_seconds):
@@ -260,14 +262,20 @@ class ImagePipeline:
             await self._publish(events)
             self.metrics.failed.labels(failure.code).inc()
             return Outcome.FAILED
+        if claimed is not None:
+            await self._release(claimed.id)
+        if failure.outage:
+            # The service's condition, not the image's: wait it out without spending an attempt.
+            waits = attempt.deferrals + 1
+            log.warning("%s/%s: %s, waiting (%d): %s", record.bucket, record.key, failure.code, waits, failure.reason)
+            await self._later(record, attempt.failures, waits, failure.code, backoff=waits)
+            return Outcome.RETRY
         failures = attempt.failures + 1
         log.warning("%s/%s: transient failure %d (%s): %s", record.bucket, record.key, failures, failure.code,
                     failure.reason, exc_info=failure.code == "internal_error")
-        if claimed is not None:
-            await self._release(claimed.id)
         if self.policy.exhausted(failures):
             return await self._give_up(record, failures, failure)
-        await self._later(record, failures, attempt.deferrals, failure.code)
+        await self._later(record, failures, attempt.deferrals, failure.code, backoff=failures)
         return Outcome.RETRY
 
     async def _give_up(self, record: ObjectCreated, failures: int, failure: Failure) -> Outcome:
@@ -295,8 +303,11 @@ class ImagePipeline:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    async def _later(self, record: ObjectCreated, failures: int, deferrals: int, reason: str) -> None:
-        delay = self.policy.delay_ms(max(failures if reason != "deferred" else deferrals, 1))
+    async def _later(
+        self, record: ObjectCreated, failures: int, deferrals: int, reason: str, *, backoff: int
+    ) -> None:
+        """Re-announce through a delay queue after the back-off for the ``backoff``-th wait."""
+        delay = self.policy.delay_ms(max(backoff, 1))
         body = notification_body(
             record.bucket, record.key, record.etag, record.size, record.event_time, record.event_name,
             source="photoenhance:retry",

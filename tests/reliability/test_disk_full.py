@@ -197,25 +197,16 @@ def _truncate_wal(path: Path) -> None:
 
 
 @pytest.mark.objectstore
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a full disk outlasting the retry budget fails its images as delivery_limit; needs "
-    "processor/pipeline.py not to count disk_full retries towards RETRY_MAX_ATTEMPTS",
-)
 async def test_disk_full_longer_than_the_retry_budget_fails_nothing(
     processor_settings: Settings, tight_disk: Path, tight_database: tuple[str, Repository],
     worker_processes: Callable[..., WorkerProcess], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The same full disk, outlasting a short retry budget (3 attempts: 0.6 s).
 
-    Expected to fail today (strict xfail, so fixing it turns this red until the marker goes):
-    each image's retries run out, :meth:`ImagePipeline._give_up` cannot record the failure on the
-    full disk and raises, the message is requeued until the quorum queue's delivery limit
-    dead-letters it, and the dead-letter watch records it as ``delivery_limit`` ("the worker
-    crashed or was stopped each time", which is not what happened) once space is back. The disk is
-    the worker's condition, not the image's: a ``disk_full`` retry should not count towards
-    ``RETRY_MAX_ATTEMPTS`` (back off at ``RETRY_MAX_DELAY_MS`` until space returns).
+    The disk is the worker's condition, not the image's: ``disk_full`` is an outage that spends
+    none of ``RETRY_MAX_ATTEMPTS``, so the images wait until space returns. (When it counted, each
+    image's retries ran out, the failure could not be recorded on the full disk, and the quorum
+    queue's delivery limit ended it as ``delivery_limit`` once space was back.)
     """
     url, repository = tight_database
     settings = processor_settings.replace(
@@ -227,7 +218,7 @@ async def test_disk_full_longer_than_the_retry_budget_fails_nothing(
         lambda: metric_at_least(worker, IMAGES, "photoenhance_retries_total", reason="disk_full"),
         what="every image to be retried as disk_full",
     )
-    # Long enough for AMQP_DELIVERY_LIMIT (5) requeues of each given-up image, 1 s apart.
+    # Long enough for many times the budget, and for AMQP_DELIVERY_LIMIT (5) requeues 1 s apart.
     await _keep_full_and_watch(worker, repository, "full", 12.0)
     filler.unlink()
     await assert_exactly_once(repository, settings, "full", sources)
