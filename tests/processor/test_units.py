@@ -39,6 +39,8 @@ def test_classify(exc: Exception, verdict: Verdict, code: str) -> None:
     failure = classify(exc)
     assert (failure.verdict, failure.code) == (verdict, code)
     assert failure.reason
+    # Only unexpected errors spend an image's attempts; a service's outage is waited out.
+    assert failure.outage is (verdict is Verdict.TRANSIENT and code != "internal_error")
 
 
 def test_retry_policy_backs_off_exponentially_and_gives_up() -> None:
