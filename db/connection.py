@@ -4,10 +4,16 @@ SQLite is opened in WAL mode with a busy timeout, and write transactions begin w
 ``BEGIN IMMEDIATE``: a deferred transaction that reads first and writes later can find its snapshot
 stale once another process has committed, and then fails at once instead of waiting. Reads keep
 deferred transactions so they never wait for a writer.
+
+SQLite has one writer at a time. Within a process, writers queue on an asyncio lock before they
+begin: otherwise every in-flight image opens its own ``BEGIN IMMEDIATE`` and all but one sleep in
+SQLite's busy handler, whose growing sleeps (up to 100 ms) leave the lock idle between them.
+Between processes the busy timeout still arbitrates.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,9 +36,11 @@ class Database:
             _ensure_sqlite_folder(self.url.database)
             self._writer = _sqlite_engine(url, busy_timeout_ms, immediate=True, echo=echo)
             self._reader = _sqlite_engine(url, busy_timeout_ms, immediate=False, echo=echo)
+            self._write_gate: asyncio.Lock | None = asyncio.Lock()
         else:
             self._writer = create_async_engine(url, echo=echo, pool_pre_ping=True)
             self._reader = self._writer
+            self._write_gate = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -42,7 +50,11 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A transaction that will write: committed on success, rolled back on error."""
-        async with self._writer.begin() as conn:
+        if self._write_gate is None:
+            async with self._writer.begin() as conn:
+                yield conn
+            return
+        async with self._write_gate, self._writer.begin() as conn:
             yield conn
 
     @asynccontextmanager
