@@ -55,7 +55,7 @@ install_python() {
   "${pip[@]}" "torch==2.14.1" "torchvision==0.29.1"
   "${pip[@]}" --no-build-isolation "basicsr==1.4.2"
   say "installing photoenhance and its test tools"
-  "${pip[@]}" -e "$ROOT[test]"
+  "${pip[@]}" -e "$ROOT[test,bench]"
   echo "$want" > "$stamp"
 }
 

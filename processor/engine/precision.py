@@ -2,8 +2,9 @@
 
 Only on CUDA, and only where the output stays within tolerance. Real-ESRGAN in float16 is the
 upstream default on GPUs; GFPGAN in float16 is reported to break (NaN or visibly wrong faces), and
-the detector's scores decide which faces exist at all, so both stay in float32. ``bench/engine.py
---precision`` measures every network's float16-vs-float32 difference on a GPU to check this table.
+the detector's scores decide which faces exist at all, so both stay in float32. On a GPU,
+``bench/engine.py`` reports every network's float16-vs-float32 difference
+(``fp16_vs_fp32_max_levels``) to check this table.
 """
 
 from __future__ import annotations
