@@ -58,7 +58,9 @@ __all__ = [
 
 #: Uploads running at once: RGW answers a PUT only after RabbitMQ confirmed its notification
 #: (~200 ms), so one at a time would make the 1,000-image soak spend minutes on uploading alone.
-UPLOAD_THREADS = 8
+#: Not more: radosgw 16.2.15 has crashed under 8 concurrent uploads with notifications
+#: (docs/BENCHMARKS.md), and 4 still outruns one worker.
+UPLOAD_THREADS = 4
 
 
 def image_name(i: int) -> str:
