@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 
 from photoenhance.contracts.options import Quality
 from photoenhance.settings import Settings
+from processor.engine.allocator import keep_large_buffers
 from processor.engine.errors import EngineClosed, ImageError
 from processor.engine.pipeline import Pipeline
 from processor.engine.records import EnhanceRequest, EnhanceResult
@@ -19,19 +20,23 @@ __all__ = ["ENGINE_VERSION", "Engine"]
 log = logging.getLogger(__name__)
 
 
-
 class Engine:
     """Enhances micro-batches of decoded images with resident models.
 
     Build one with :meth:`load`; call :meth:`enhance_batch` (blocking) or
     :meth:`enhance_batch_async` (from an event loop) as often as needed; :meth:`close` at the end.
-    All inference runs on one dedicated thread, in submission order.
+    Async callers' inference runs on one dedicated thread, in submission order, so the event loop
+    never blocks; a blocking caller runs it on its own thread, since it waits either way (and torch
+    on the CPU ran ~10 % slower on a second thread than on the main one here). One lock keeps
+    every run one at a time whichever thread it is on.
     """
 
     def __init__(self, pipeline: Pipeline, *, qualities: frozenset[Quality]) -> None:
+        keep_large_buffers()  # before the inference thread exists: its first allocation picks its arena
         self._pipeline = pipeline
         self.qualities = qualities
         self._thread = InferenceThread()
+        self._one_at_a_time = threading.Lock()
         self._closed = threading.Event()
 
     @classmethod
@@ -62,14 +67,17 @@ class Engine:
     def enhance_batch(self, requests: Sequence[EnhanceRequest]) -> list[EnhanceResult | ImageError]:
         """Enhance one micro-batch; each slot holds a result or that image's :class:`ImageError`."""
         self._check_open()
-        items = list(requests)
-        return self._thread.call(lambda: self._pipeline.run(items))
+        return self._run(list(requests))
 
     async def enhance_batch_async(self, requests: Sequence[EnhanceRequest]) -> list[EnhanceResult | ImageError]:
         """:meth:`enhance_batch` on the inference thread, awaited without blocking the event loop."""
         self._check_open()
         items = list(requests)
-        return await self._thread.call_async(lambda: self._pipeline.run(items))
+        return await self._thread.call_async(lambda: self._run(items))
+
+    def _run(self, items: list[EnhanceRequest]) -> list[EnhanceResult | ImageError]:
+        with self._one_at_a_time:
+            return self._pipeline.run(items)
 
     def close(self) -> None:
         """Finish work in progress, stop the inference thread and free the models."""
@@ -77,7 +85,8 @@ class Engine:
             return
         self._closed.set()
         self._thread.close()
-        self._pipeline.release()
+        with self._one_at_a_time:  # a blocking caller's run may still be going
+            self._pipeline.release()
 
     def __enter__(self) -> Engine:
         return self

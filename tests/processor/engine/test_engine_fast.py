@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -84,7 +85,7 @@ def test_bad_pixels_fail_their_slot_and_the_engine_stays_usable(engine: Engine) 
     assert isinstance(again, EnhanceResult)
 
 
-def test_async_runs_on_the_dedicated_thread_and_matches_blocking(engine: Engine) -> None:
+def test_async_runs_on_the_dedicated_thread_blocking_on_the_callers(engine: Engine) -> None:
     image = _image()
     seen: list[str] = []
     original = engine._pipeline.run
@@ -101,8 +102,41 @@ def test_async_runs_on_the_dedicated_thread_and_matches_blocking(engine: Engine)
     [async_result] = asyncio.run(main())
     [blocking] = engine.enhance_batch([EnhanceRequest(image, FAST)])
     np.testing.assert_array_equal(async_result.pixels, blocking.pixels)
-    assert seen and all(name.startswith("photoenhance-inference") for name in seen)
-    assert threading.current_thread().name not in seen
+    assert len(seen) == 2 and seen[0].startswith("photoenhance-inference")
+    assert seen[1] == threading.current_thread().name, "a blocking caller waits anyway: no thread hop"
+
+
+def test_runs_never_overlap_whichever_thread_they_are_on(engine: Engine) -> None:
+    """Blocking callers on several threads and async callers share the models one run at a time."""
+    active, most = 0, 0
+    guard = threading.Lock()
+    original = engine._pipeline.run
+
+    def spy(requests):
+        nonlocal active, most
+        with guard:
+            active += 1
+            most = max(most, active)
+        time.sleep(0.05)
+        try:
+            return original(requests)
+        finally:
+            with guard:
+                active -= 1
+
+    engine._pipeline.run = spy
+    request = [EnhanceRequest(_image(), FAST)]
+
+    async def async_callers() -> None:
+        await asyncio.gather(*(engine.enhance_batch_async(request) for _ in range(3)))
+
+    callers = [threading.Thread(target=engine.enhance_batch, args=(request,)) for _ in range(3)]
+    callers.append(threading.Thread(target=asyncio.run, args=(async_callers(),)))
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(timeout=60)
+    assert most == 1
 
 
 def test_closed_engine_refuses_work(tmp_path) -> None:
