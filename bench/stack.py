@@ -36,10 +36,8 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import aio_pika
-import asyncpg
 
 from bench.procstats import ProcSample, sample
 from ingest.bootstrap import bootstrap
@@ -47,7 +45,7 @@ from photoenhance.settings import Settings
 from processor.queues import processor_queue_names
 from tests.support.objectstore import CephCluster
 from tests.support.processor import WorkerProcess, delete_queues, free_port
-from tests.support.services import delete_amqp_names
+from tests.support.services import asyncpg_url, delete_amqp_names, postgres_ddl
 from tests.support.stack import ServiceProcess
 
 __all__ = ["BenchStack", "bench_stack"]
@@ -195,8 +193,11 @@ async def bench_stack(failure_logs: Path | None = None, database: str = "sqlite"
             cleanup.push_async_callback(asyncio.to_thread, ceph.down)  # down.sh is safe on a half-started cluster
             await asyncio.to_thread(ceph.up)
             if database == "postgresql":
-                database_url = await _create_postgres_database(tag)
-                cleanup.push_async_callback(_postgres, f'DROP DATABASE IF EXISTS "{tag}" WITH (FORCE)')
+                await postgres_ddl(POSTGRES_ADMIN_URL, f'CREATE DATABASE "{tag}"')
+                cleanup.push_async_callback(
+                    postgres_ddl, POSTGRES_ADMIN_URL, f'DROP DATABASE IF EXISTS "{tag}" WITH (FORCE)'
+                )
+                database_url = asyncpg_url(POSTGRES_ADMIN_URL, tag)
             else:
                 database_url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
             settings = bench_settings(tag, workdir, ceph.endpoint, database_url)
@@ -220,18 +221,3 @@ async def bench_stack(failure_logs: Path | None = None, database: str = "sqlite"
                 if failure_logs is not None:
                     keep_logs(workdir, failure_logs)
                 raise
-
-
-async def _create_postgres_database(name: str) -> str:
-    """A new, empty database named ``name``; its SQLAlchemy URL."""
-    await _postgres(f'CREATE DATABASE "{name}"')
-    parts = urlsplit(POSTGRES_ADMIN_URL)
-    return parts._replace(scheme="postgresql+asyncpg", path=f"/{name}").geturl()
-
-
-async def _postgres(statement: str) -> None:
-    connection = await asyncpg.connect(POSTGRES_ADMIN_URL)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()

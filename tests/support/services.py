@@ -99,9 +99,19 @@ def postgres_admin_url() -> Iterator[str]:
     )
 
 
-def _asyncpg_url(admin_url: str, database: str) -> str:
+def asyncpg_url(admin_url: str, database: str) -> str:
+    """The SQLAlchemy (asyncpg) URL of ``database`` on the server ``admin_url`` points at."""
     parts = urlsplit(admin_url)
     return parts._replace(scheme="postgresql+asyncpg", path=f"/{database}").geturl()
+
+
+async def postgres_ddl(admin_url: str, statement: str) -> None:
+    """Run one statement outside a transaction (CREATE/DROP DATABASE) as ``admin_url``'s user."""
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
 
 
 @pytest.fixture
@@ -110,18 +120,11 @@ def postgres_database_url(postgres_admin_url: str) -> Iterator[str]:
     name = unique_name("pe_")
     admin = postgres_admin_url.replace("postgresql+asyncpg://", "postgresql://")
 
-    async def ddl(statement: str) -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(ddl(f'CREATE DATABASE "{name}"'))
+    asyncio.run(postgres_ddl(admin, f'CREATE DATABASE "{name}"'))
     try:
-        yield _asyncpg_url(admin, name)
+        yield asyncpg_url(admin, name)
     finally:
-        asyncio.run(ddl(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(postgres_ddl(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=["sqlite"])
