@@ -321,7 +321,7 @@ class RepositoryDriver:
 class ProcessorDriver:
     """Uploads images into the store; real processor processes turn them into results and events."""
 
-    #: Uploads in flight at once (each PUT waits ~200 ms for RGW's broker ack).
+    #: Uploads in flight at once.
     UPLOAD_CONCURRENCY = 8
 
     def __init__(self, env: Environment, rate: float, workers: int) -> None:

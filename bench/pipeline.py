@@ -47,6 +47,7 @@ from bench.plot import write_plot  # noqa: E402
 from bench.report import main_figures, scaling_figures, tables  # noqa: E402
 from bench.runs import UploadPlan, make_images, measure  # noqa: E402
 from bench.stack import bench_stack  # noqa: E402
+from ingest.notifications import rgw_topic_attributes  # noqa: E402
 
 
 def _interpreter() -> str:
@@ -90,7 +91,8 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]
             "microbatch_window_ms": settings.microbatch_window_ms,
             "processor_io_threads": settings.processor_io_threads,
             "database": {"sqlite": "SQLite (one file, WAL)", "postgresql": "PostgreSQL (local)"}[args.database],
-            "store": "Ceph RGW, non-persistent topic, amqp-ack-level=broker",
+            "store": "Ceph RGW, non-persistent topic, amqp-ack-level="
+            + rgw_topic_attributes(settings)["amqp-ack-level"],
             "reconciler": "off",
         }
         print(f"main run: {args.images} images, {args.workers} worker(s), prefetch {prefetch}", file=sys.stderr)

@@ -39,7 +39,7 @@ def test_rgw_topic_follows_the_settings() -> None:
     assert rgw_topic_attributes(settings) == {
         "push-endpoint": "amqp://mq:5672",
         "amqp-exchange": "ex",
-        "amqp-ack-level": "broker",
+        "amqp-ack-level": "none",
         "persistent": "false",
     }
 

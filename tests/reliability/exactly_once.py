@@ -56,10 +56,9 @@ __all__ = [
     "upload_batch",
 ]
 
-#: Uploads running at once: RGW answers a PUT only after RabbitMQ confirmed its notification
-#: (~200 ms), so one at a time would make the 1,000-image soak spend minutes on uploading alone.
-#: Not more: radosgw 16.2.15 has crashed under 8 concurrent uploads with notifications
-#: (docs/BENCHMARKS.md), and 4 still outruns one worker.
+#: Uploads running at once: 4 outrun any worker here, like a client script with a thread pool.
+#: (They once crashed radosgw 16.2.15 mid-soak; the cause was the topic's broker ack, see
+#: ingest/notifications.py, not the concurrency.)
 UPLOAD_THREADS = 4
 
 
