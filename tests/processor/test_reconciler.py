@@ -20,6 +20,7 @@ from photoenhance.settings import Settings
 from processor.queues import declare_processor_queues
 from tests.support.processor import (
     REPO,
+    AnnouncementTap,
     batch_completed,
     eventually,
     image_bytes,
@@ -95,8 +96,10 @@ async def test_an_upload_whose_notification_was_lost_is_completed_by_the_reconci
             await put_async(processor_settings, f"{batch_id}/seen-{i}.jpg", image_bytes(seed=i), FAST)
         await eventually(lambda: _has_n(repository, batch_id, 3), what="the announced images")
 
-        await set_binding(processor_settings, bound=False)
-        await put_async(processor_settings, f"{batch_id}/lost.jpg", image_bytes(seed=7), FAST)
+        async with AnnouncementTap(processor_settings) as tap:
+            await set_binding(processor_settings, bound=False)
+            await put_async(processor_settings, f"{batch_id}/lost.jpg", image_bytes(seed=7), FAST)
+            await tap.announced(f"{batch_id}/lost.jpg")  # routed while the work queue was unbound
         await set_binding(processor_settings, bound=True)
         await asyncio.sleep(1.0)
         assert "lost.jpg" not in await completed_names(repository, batch_id), "its event really was lost"

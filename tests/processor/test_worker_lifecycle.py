@@ -22,6 +22,7 @@ from photoenhance.contracts.states import ImageState
 from photoenhance.settings import Settings
 from tests.support.processor import (
     REPO,
+    AnnouncementTap,
     WorkerProcess,
     batch_completed,
     eventually,
@@ -108,9 +109,13 @@ async def test_sigterm_stops_cleanly_and_leaves_unfinished_work_for_redelivery(
     first: WorkerProcess = worker_processes(settings, "first")
     first.wait_healthy()
     manifest = json.dumps({"expected_count": count, "options": {"quality": "fast"}}).encode()
-    await put_async(settings, f"{batch_id}/{MANIFEST_NAME}", manifest)
-    for i in range(count):
-        await put_async(settings, f"{batch_id}/img-{i:02d}.jpg", image_bytes(256, 192, seed=i))
+    keys = [f"{batch_id}/img-{i:02d}.jpg" for i in range(count)]
+    async with AnnouncementTap(settings) as tap:
+        await put_async(settings, f"{batch_id}/{MANIFEST_NAME}", manifest)
+        for i, key in enumerate(keys):
+            await put_async(settings, key, image_bytes(256, 192, seed=i))
+        await tap.announced(*keys)  # all on the work queue
+    await eventually(lambda: repository.get_batch(batch_id), what="the first worker to take the batch")
     assert first.terminate() == 0, first.log()
     assert "stopped" in first.log()
     snapshot = await repository.batch_snapshot(batch_id)

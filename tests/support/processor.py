@@ -9,6 +9,7 @@ uploads, progress recording and waiting.
 - :class:`WorkerProcess`: ``python -m photoenhance processor`` with a test's settings
   (``Settings.to_env``), so ``kill -9`` and SIGTERM are real.
 - :class:`ProgressRecorder`: a queue bound to the progress exchange, recording every event.
+- :class:`AnnouncementTap`: a queue beside the work queue, to wait until uploads were announced.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from PIL import Image
 
 from db.repository import Repository
 from ingest.notifications import minio_client
+from photoenhance.contracts.events import parse_notification
 from photoenhance.contracts.progress import ProgressEvent
 from photoenhance.settings import Settings
 from photoenhance.topology import declare_progress_exchange
@@ -256,6 +258,46 @@ class ProgressRecorder:
     def distinct(self, batch_id: str) -> dict[int, ProgressEvent]:
         """The batch's events by sequence number (re-published ones counted once)."""
         return {e.seq: e for e in self.events if e.batch_id == batch_id}
+
+
+class AnnouncementTap:
+    """Records the keys the object store announces (a queue of its own on the events exchange, with
+    the work queue's routing key), so a test knows when an upload's event has reached the broker.
+
+    A PUT's answer says nothing about that: RGW hands the event to its AMQP thread and answers
+    (``amqp-ack-level=none``), and the event reaches the broker ~100 ms later. RabbitMQ routes a
+    message to every bound queue at once, so once the tap has a key, the work queue has had its
+    chance at it too (or, unbound, has missed it).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys: list[str] = []
+
+    async def __aenter__(self) -> AnnouncementTap:
+        self._connection = await aio_pika.connect(self.settings.amqp_url)
+        channel = await self._connection.channel()
+        exchange = await channel.get_exchange(self.settings.amqp_events_exchange)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(exchange, routing_key=self.settings.amqp_events_routing_key)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            self.keys.extend(record.key for record in parse_notification(message.body))
+            await message.ack()
+
+        await queue.consume(on_message)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._connection.close()
+
+    async def announced(self, *keys: str, timeout: float = WAIT_S) -> None:
+        """Wait until every one of ``keys`` has been announced."""
+
+        async def all_seen() -> bool:
+            return set(keys) <= set(self.keys)
+
+        await eventually(all_seen, timeout, f"the announcement of {sorted(set(keys) - set(self.keys))}")
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = WAIT_S, what: str = "condition") -> Any:
