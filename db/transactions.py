@@ -27,6 +27,7 @@ __all__ = [
     "Transactions",
     "UnknownBatch",
     "batch_record",
+    "finish_then_cancel",
     "held_by",
     "image_record",
 ]
@@ -57,6 +58,32 @@ class BatchExists(Exception):
     """A batch with this id exists already."""
 
 
+async def finish_then_cancel(work: Awaitable[T]) -> T:
+    """Await ``work`` in a task of its own; a cancellation meanwhile is held back until that task
+    has ended, then raised.
+
+    Why: a transaction cancelled between two statements leaves its pooled connection mid-way
+    (aiosqlite's thread still running the statement, asyncpg's protocol busy), and SQLite's write
+    lock with it. A worker cut off at shutdown then hung on its next write, or left an image
+    claimed in a transaction that committed after all. Transactions here are short and bounded
+    (busy timeouts, retries), so holding a cancellation back costs little.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                continue  # cancelled again: still let the transaction end first
+            except Exception:  # noqa: BLE001 - the cancellation is what the caller gets
+                break
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("a transaction failed while its caller was being cancelled: %r", task.exception())
+        raise
+
+
 class Transactions:
     """A database and a clock, and the helpers every operation runs its transaction with."""
 
@@ -65,7 +92,15 @@ class Transactions:
         self._now = clock
 
     async def _write(self, op: Callable[[AsyncConnection], Awaitable[T]], *, retry_on_integrity: bool = False) -> T:
-        """Run ``op`` in a write transaction, retrying lost lock races with jittered back-off."""
+        """Run ``op`` in a write transaction, retrying lost lock races with jittered back-off.
+
+        A cancellation (a worker's shutdown past its grace) takes effect only once the transaction
+        has ended: see :func:`finish_then_cancel`. The caller then gets the ``CancelledError``,
+        though the transaction may have committed; it must not assume it did not.
+        """
+        return await finish_then_cancel(self._write_retried(op, retry_on_integrity))
+
+    async def _write_retried(self, op: Callable[[AsyncConnection], Awaitable[T]], retry_on_integrity: bool) -> T:
         for attempt in range(1, RETRY_ATTEMPTS + 1):
             try:
                 async with self.db.write() as conn:

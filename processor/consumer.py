@@ -31,6 +31,7 @@ class Consumer:
         self._handler = handler
         self._name = name
         self._tag: str | None = None
+        self._stopped = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -45,6 +46,10 @@ class Consumer:
         self._tag = await self._queue.consume(self._dispatch)
 
     async def _dispatch(self, message: AbstractIncomingMessage) -> None:
+        if self._stopped:
+            # Delivered before the broker took the cancel in: left unacknowledged, it goes back to
+            # the queue when the channel closes. Started now, it would escape the drain.
+            return
         task = asyncio.create_task(self._run(message), name=f"{self._name}-{message.delivery_tag}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -59,6 +64,7 @@ class Consumer:
 
     async def stop(self) -> None:
         """Stop receiving new deliveries (in-flight ones go on)."""
+        self._stopped = True
         if self._tag is None:
             return
         tag, self._tag = self._tag, None

@@ -140,6 +140,8 @@ class ImagePipeline:
             await self.publisher.progress(await self.batches.apply_manifest(record))
             return Outcome.MANIFEST
         claimed: ImageRecord | None = None
+        #: The image this attempt may hold a claim on, to hand back if it is cancelled.
+        holding: int | None = None
         timeline = Timeline(attempt.received_at)
         try:
             batch = await self.batches.ensure(record.batch_id, record.bucket)
@@ -157,8 +159,11 @@ class ImagePipeline:
             image = registration.image
             if image.state.is_final:
                 return await self._already_final(image)
+            # Set before the claim: a cancellation may cut off its answer after it has committed.
+            holding = image.id
             claimed = await self.repository.claim_image(image.id, self.worker_id, self.settings.lease_seconds)
             if claimed is None:
+                holding = None
                 current = await self.repository.get_image(image.id)
                 if current is not None and current.state.is_final:
                     return await self._already_final(current)
@@ -171,8 +176,8 @@ class ImagePipeline:
         except _LostClaim:
             return Outcome.LOST_CLAIM
         except asyncio.CancelledError:
-            if claimed is not None:  # shutdown past its grace: hand the image back for redelivery
-                await asyncio.shield(self._release(claimed.id))
+            if holding is not None:  # shutdown past its grace: hand the image back for redelivery
+                await asyncio.shield(self._release(holding))
             raise
         except Exception as exc:
             return await self._on_failure(record, claimed, attempt, classify(exc), exc)

@@ -132,6 +132,64 @@ async def test_sigterm_stops_cleanly_and_leaves_unfinished_work_for_redelivery(
 
 
 @pytest.mark.objectstore
+async def test_a_claim_whose_answer_the_shutdown_cut_off_is_handed_back(
+    processor_settings: Settings, repository: Repository, fast_engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim committed, but the grace ran out before its answer reached the image's task: the
+    image must still go back to pending (not wait out a lease), and the message back to the queue."""
+    settings = processor_settings.replace(shutdown_grace_s=0)
+    claimed = asyncio.Event()
+    async with running_worker(settings, fast_engine) as worker:
+        claim = worker.pipeline.repository.claim_image
+
+        async def claim_then_stall(*args, **kwargs):
+            result = await claim(*args, **kwargs)
+            claimed.set()
+            await asyncio.sleep(3600)  # the answer is still on its way when the shutdown comes
+            return result
+
+        monkeypatch.setattr(worker.pipeline.repository, "claim_image", claim_then_stall)
+        await put_async(settings, "cut/a.jpg", image_bytes(), FAST)
+        await asyncio.wait_for(claimed.wait(), 60)
+    snapshot = await repository.batch_snapshot("cut")
+    assert snapshot is not None
+    [image] = snapshot.images
+    assert (image.state, image.lease_owner) == (ImageState.PENDING, None)
+
+
+def test_a_delivery_after_the_consumer_stopped_starts_no_work() -> None:
+    """Deliveries the broker sent before it took the cancel in are left unacknowledged (they go
+    back when the channel closes): a task started for them would escape the shutdown's drain.
+
+    A stand-in queue and message: a real broker cannot be made to deliver in that instant on demand.
+    """
+    from processor.consumer import Consumer
+
+    class Queue:
+        async def cancel(self, tag: str) -> None:
+            pass
+
+    class Message:
+        delivery_tag = 1
+
+    handled: list[object] = []
+
+    async def handler(message: object) -> None:
+        handled.append(message)
+
+    async def scenario() -> int:
+        consumer = Consumer(Queue(), handler, "work")  # type: ignore[arg-type]
+        consumer._tag = "ctag"  # as after start()
+        await consumer.stop()
+        await consumer._dispatch(Message())  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        return consumer.in_flight
+
+    assert asyncio.run(scenario()) == 0
+    assert handled == []
+
+
+@pytest.mark.objectstore
 async def test_manifest_options_and_metadata_overrides(
     processor_settings: Settings, repository: Repository, fast_engine
 ) -> None:
