@@ -134,7 +134,7 @@ def main() -> int:
     parser.add_argument("--upload-concurrency", type=int, default=8, help="uploads in flight at once")
     parser.add_argument(
         "--upload", choices=["put", "post"], default="put",
-        help="presigned PUTs (default) or the API's POST policies (crash RGW 16.2.15, see docs/BENCHMARKS.md)",
+        help="presigned PUTs (default) or the API's POST policies, as the web page uploads",
     )
     parser.add_argument("--rate", type=float, default=0, help="upload starts per second; 0: as fast as they go")
     parser.add_argument("--poll-interval", type=float, default=2.0, help="seconds between status polls")
