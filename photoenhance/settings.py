@@ -116,7 +116,9 @@ class Settings:
         "MICROBATCH_MAX_IMAGES", 4, "Most images handed to the engine together."
     )
     microbatch_window_ms: int = _env(
-        "MICROBATCH_WINDOW_MS", 50, "How long a micro-batch waits for more images before it runs."
+        "MICROBATCH_WINDOW_MS",
+        50,
+        "How long a micro-batch waits for more images before it runs (`fast` images do not wait).",
     )
     lease_seconds: int = _env(
         "LEASE_SECONDS",

@@ -1,7 +1,8 @@
 """Micro-batching: images that become ready close together go to the engine together.
 
 The first image opens a window of ``window_ms``; the batch runs when ``max_images`` have joined or
-the window closes, whichever comes first. One batch runs at a time (the engine has one inference
+the window closes, whichever comes first. An image that gains nothing from company (``fast``: a
+Lanczos resize per image) opens no window: its batch takes what is already waiting and runs. One batch runs at a time (the engine has one inference
 thread); images arriving meanwhile gather for the next batch. Each caller awaits its own slot's
 result, so one bad image never fails its neighbours.
 """
@@ -27,7 +28,8 @@ class MicroBatcher(Generic[Req, Res]):
 
     ``run_batch`` takes a list of requests and returns one result per request, in order.
     ``max_images`` (>= 1) caps a batch; ``window_ms`` is how long the first request of a batch
-    waits for company; ``on_batch`` is told each batch's size (metrics).
+    waits for company, if ``wants_company`` says it gains from it (default: every request);
+    ``on_batch`` is told each batch's size (metrics).
     """
 
     def __init__(
@@ -37,8 +39,10 @@ class MicroBatcher(Generic[Req, Res]):
         max_images: int,
         window_ms: float,
         on_batch: Callable[[int], None] | None = None,
+        wants_company: Callable[[Req], bool] = lambda _: True,
     ) -> None:
         self._run_batch = run_batch
+        self._wants_company = wants_company
         self._max = max(1, max_images)
         self._window_s = max(0.0, window_ms) / 1000
         self._on_batch = on_batch
@@ -66,7 +70,8 @@ class MicroBatcher(Generic[Req, Res]):
 
     async def _gather(self) -> list[tuple[Req, asyncio.Future[Res]]]:
         batch = [await self._queue.get()]
-        deadline = asyncio.get_running_loop().time() + self._window_s
+        window_s = self._window_s if self._wants_company(batch[0][0]) else 0.0
+        deadline = asyncio.get_running_loop().time() + window_s
         while len(batch) < self._max:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:

@@ -26,6 +26,7 @@ from photoenhance.contracts.options import Quality
 from photoenhance.settings import Settings
 from processor.consumer import Consumer
 from processor.deadletters import DeadLetterWatch
+from processor.engine.records import gains_from_batching
 from processor.handler import MessageHandler
 from processor.health import HealthServer, create_app
 from processor.metrics import ProcessorMetrics
@@ -94,6 +95,7 @@ class Worker:
             max_images=settings.microbatch_max_images,
             window_ms=settings.microbatch_window_ms,
             on_batch=self.metrics.batch_size.observe,
+            wants_company=gains_from_batching,
         )
         self.pipeline = ImagePipeline(
             settings=settings,

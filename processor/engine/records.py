@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from photoenhance.contracts.options import EnhanceOptions
+from photoenhance.contracts.options import EnhanceOptions, Quality
 from processor.engine.imageio import DecodedImage
 
-__all__ = ["EnhanceRequest", "EnhanceResult"]
+__all__ = ["EnhanceRequest", "EnhanceResult", "gains_from_batching"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,13 @@ class EnhanceRequest:
     #: Five-point landmarks ((5, 2) arrays, input pixels) of faces the caller already knows; when
     #: given, detection is skipped for this image. Tests and benchmarks use it with random weights.
     faces: Sequence[np.ndarray] | None = None
+
+
+def gains_from_batching(request: EnhanceRequest) -> bool:
+    """Whether ``request`` runs faster beside others in one micro-batch: the network levels batch
+    faces and background tiles across images; ``fast`` is a Lanczos resize per image, so waiting
+    for company would only add the window to its latency."""
+    return request.options.quality is not Quality.FAST
 
 
 @dataclass(frozen=True)

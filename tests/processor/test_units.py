@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 from minio.error import S3Error
 from sqlalchemy.exc import OperationalError
 
-from photoenhance.contracts.options import EnhanceOptions, OptionsError, OutputFormat
+from photoenhance.contracts.options import EnhanceOptions, OptionsError, OutputFormat, Quality
 from processor.engine.errors import CorruptImage, TooManyPixels
 from processor.failures import PermanentFailure, RetryPolicy, Verdict, classify
 from processor.manifest import Manifest, ManifestError, parse_manifest
@@ -102,6 +103,36 @@ async def test_microbatcher_does_not_wait_past_its_window() -> None:
     assert await batcher.submit("later") == "later"
     await batcher.close()
     assert sizes == [1, 1]
+
+
+async def test_microbatcher_opens_no_window_for_a_request_that_gains_nothing_from_company() -> None:
+    """A ``fast`` image runs at once; a network-level image still waits its window for company.
+    The window is 30 s: a request that waited for it would hit the 10 s bound."""
+    sizes: list[int] = []
+
+    async def run(batch: list[str]) -> list[str]:
+        return batch
+
+    batcher: MicroBatcher[str, str] = MicroBatcher(
+        run, max_images=2, window_ms=30_000, on_batch=sizes.append, wants_company=lambda r: r != "fast"
+    )
+    assert await asyncio.wait_for(batcher.submit("fast"), 10) == "fast"
+    first = asyncio.create_task(batcher.submit("best-1"))
+    await asyncio.sleep(0.2)
+    assert not first.done(), "a network-level request waits for company"
+    assert await asyncio.wait_for(batcher.submit("best-2"), 10) == "best-2"
+    assert await first == "best-1"
+    await batcher.close()
+    assert sizes == [1, 2]
+
+
+def test_only_the_network_levels_gain_from_micro_batching() -> None:
+    from processor.engine.imageio import DecodedImage
+    from processor.engine.records import EnhanceRequest, gains_from_batching
+
+    image = DecodedImage(np.zeros((4, 4, 3), np.uint8), "jpeg", width=4, height=4, has_alpha=False, bit_depth=8)
+    gains = {q: gains_from_batching(EnhanceRequest(image, EnhanceOptions(quality=q))) for q in Quality}
+    assert gains == {Quality.FAST: False, Quality.BALANCED: True, Quality.BEST: True}
 
 
 async def test_microbatcher_failure_reaches_every_caller_and_it_goes_on() -> None:
