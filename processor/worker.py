@@ -72,7 +72,7 @@ class Worker:
         """Load, connect, declare and start consuming."""
         settings = self.settings
         if self._engine is None:
-            from processor.engine import Engine  # imports torch: only when a worker really starts
+            from processor.engine import Engine  # only when a worker really starts (torch with a network level)
 
             self._engine = Engine.load(settings, qualities=served_qualities(settings))
         self._executor = ThreadPoolExecutor(settings.processor_io_threads, thread_name_prefix="photoenhance-io")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 from photoenhance.contracts.options import Quality
 from photoenhance.settings import Settings
 from processor.engine.allocator import keep_large_buffers
 from processor.engine.errors import EngineClosed, ImageError
-from processor.engine.pipeline import Pipeline
+from processor.engine.fast import FastPipeline
 from processor.engine.records import EnhanceRequest, EnhanceResult
 from processor.engine.runner import InferenceThread
 from processor.engine.version import ENGINE_VERSION
@@ -18,6 +19,18 @@ from processor.engine.version import ENGINE_VERSION
 __all__ = ["ENGINE_VERSION", "Engine"]
 
 log = logging.getLogger(__name__)
+
+
+class Steps(Protocol):
+    """What the engine runs: :class:`~processor.engine.pipeline.Pipeline` (the network levels,
+    with torch) or :class:`~processor.engine.fast.FastPipeline` (``fast`` alone, without)."""
+
+    device: Any
+    qualities: frozenset[Quality]
+
+    def run(self, requests: Sequence[EnhanceRequest]) -> list[EnhanceResult | ImageError]: ...
+
+    def release(self) -> None: ...
 
 
 class Engine:
@@ -31,7 +44,7 @@ class Engine:
     every run one at a time whichever thread it is on.
     """
 
-    def __init__(self, pipeline: Pipeline, *, qualities: frozenset[Quality]) -> None:
+    def __init__(self, pipeline: Steps, *, qualities: frozenset[Quality]) -> None:
         keep_large_buffers()  # before the inference thread exists: its first allocation picks its arena
         self._pipeline = pipeline
         self.qualities = qualities
@@ -49,12 +62,19 @@ class Engine:
     ) -> Engine:
         """Verify and load what ``qualities`` (default: all) need, from ``settings.weights_dir``.
 
-        ``fast`` needs no weight file at all. ``background`` picks the background model by name
-        (see :mod:`processor.engine.weights`); by default the official x2plus, else a converted one.
+        ``fast`` needs no weight file at all, and an engine for ``fast`` alone does not even import
+        torch. ``background`` picks the background model by name (see
+        :mod:`processor.engine.weights`); by default the official x2plus, else a converted one.
         Raises :class:`~processor.engine.errors.WeightsError` naming any missing or altered file.
         """
         wanted = frozenset(Quality(q) for q in (qualities if qualities is not None else Quality))
-        pipeline = Pipeline.build(settings, wanted, background=background)
+        pipeline: Steps
+        if wanted == FastPipeline.qualities:
+            pipeline = FastPipeline()
+        else:
+            from processor.engine.pipeline import Pipeline  # torch: only for the network levels
+
+            pipeline = Pipeline.build(settings, wanted, background=background)
         log.info("engine %s ready: qualities=%s device=%s", ENGINE_VERSION, sorted(q.value for q in wanted),
                  pipeline.device)
         return cls(pipeline, qualities=wanted)

@@ -22,21 +22,15 @@ from photoenhance.settings import Settings
 from processor.engine import align, background, detect, paste, restore
 from processor.engine.device import resolve_device
 from processor.engine.errors import ImageError, ProcessingFailed
+from processor.engine.fast import QualityNotLoaded, as_image_error, fast_result, guard, not_loaded, report_for
 from processor.engine.models import Models, load_models
 from processor.engine.precision import dtype_for
 from processor.engine.records import EnhanceRequest, EnhanceResult
-from processor.engine.resize import lanczos_resize, output_size
-from processor.engine.version import ENGINE_VERSION
+from processor.engine.resize import output_size
 
 __all__ = ["Limits", "Pipeline", "QualityNotLoaded"]
 
 log = logging.getLogger(__name__)
-
-
-class QualityNotLoaded(ImageError):
-    """The request asks for a quality level this engine was not loaded for."""
-
-    code = "quality_not_loaded"
 
 
 @dataclass(frozen=True)
@@ -117,11 +111,9 @@ class Pipeline:
         for index, request in enumerate(requests):
             quality = request.options.quality
             if quality not in self.qualities:
-                loaded = ", ".join(sorted(q.value for q in self.qualities)) or "none"
-                results[index] = QualityNotLoaded(
-                    f"quality {quality.value!r} is not available on this worker (loaded: {loaded})")
+                results[index] = not_loaded(quality, self.qualities)
             elif quality is Quality.FAST:
-                results[index] = _guard(lambda r=request: self._fast(r))
+                results[index] = guard(lambda r=request: fast_result(r, str(self.device)))
             else:
                 jobs.append(_Job(index, request))
         if jobs:
@@ -136,14 +128,7 @@ class Pipeline:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    # -- the levels -------------------------------------------------------------------------
-
-    def _fast(self, request: EnhanceRequest) -> EnhanceResult:
-        image, options = request.image, request.options
-        started = time.perf_counter()
-        pixels = lanczos_resize(image.pixels, output_size(image.width, image.height, options.upscale))
-        job = _Job(0, request, timings={"resize": _ms(started)}, pixels=pixels)
-        return self._result(job)
+    # -- the network levels -----------------------------------------------------------------
 
     def _networks(self, jobs: list[_Job]) -> None:
         """``balanced`` and ``best``: faces (best only), then every background, then paste-back."""
@@ -267,7 +252,7 @@ class Pipeline:
             step(live)
         except Exception as exc:  # noqa: BLE001 - isolate, then report per image
             if len(live) == 1:
-                live[0].error = _as_image_error(exc, name)
+                live[0].error = as_image_error(exc, name)
             else:
                 log.warning("batched %s failed (%s); retrying image by image", name, exc)
                 for job in live:
@@ -276,19 +261,9 @@ class Pipeline:
         _charge(live, name, _ms(started), [weight(job) for job in live])
 
     def _result(self, job: _Job) -> EnhanceResult:
-        image, pixels = job.request.image, job.pixels
-        report = {
-            "quality": job.options.quality.value,
-            "input": {"width": image.width, "height": image.height, "channels": int(image.pixels.shape[2]),
-                      "bit_depth": image.bit_depth},
-            "output": {"width": int(pixels.shape[1]), "height": int(pixels.shape[0])},
-            "faces_found": len(job.faces),
-            "faces": [face.to_report() for face in job.faces],
-            "timings_ms": job.timings,
-            "device": str(self.device),
-            "engine_version": ENGINE_VERSION,
-        }
-        if self.models.background is not None and job.options.quality is not Quality.FAST:
+        pixels = job.pixels
+        report = report_for(job.request, pixels, timings=job.timings, device=str(self.device), faces=job.faces)
+        if self.models.background is not None:
             report["background_model"] = self.models.background.key
             report["tile"] = job.tile
         return EnhanceResult(pixels, report)
@@ -303,7 +278,7 @@ def _each(jobs: list[_Job], name: str, step: Callable[[_Job], None]) -> None:
         try:
             step(job)
         except Exception as exc:  # noqa: BLE001 - one image's failure is that image's result
-            job.error = _as_image_error(exc, name)
+            job.error = as_image_error(exc, name)
         job.timings[name] = _ms(started)
 
 
@@ -314,24 +289,9 @@ def _charge(jobs: list[_Job], name: str, total_ms: float, weights: list[float]) 
         job.timings[name] = round(total_ms * ((w or 0) if sum(weights) else 1) / total_weight, 3)
 
 
-def _as_image_error(exc: Exception, step: str) -> ImageError:
-    if isinstance(exc, ImageError):
-        return exc
-    log.error("%s failed: %s", step, exc, exc_info=exc)
-    return ProcessingFailed(f"{step} failed: {type(exc).__name__}: {exc}")
-
-
 def _is_out_of_memory(exc: BaseException) -> bool:
     text = str(exc).lower()
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in text or "can't allocate" in text
-
-
-def _guard(step: Callable[[], EnhanceResult]) -> EnhanceResult | ImageError:
-    """Run one image's work; its failure becomes its result instead of the batch's."""
-    try:
-        return step()
-    except Exception as exc:  # noqa: BLE001 - an unforeseen failure of one image must not cost the others
-        return _as_image_error(exc, "enhancement")
 
 
 def _ms(started: float) -> float:

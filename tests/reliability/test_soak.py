@@ -25,8 +25,9 @@ IMAGES = 1000
 WARM_UP_IMAGES = 200
 #: Largest RSS growth allowed from the end of the warm-up to the end of the run. Measured here (2
 #: cores, fast level, 64x48 JPEGs, SQLite, eight runs): 10-14 MiB over the last 800 images, out of
-#: ~885 MiB resident (torch's libraries); 4 MiB on PostgreSQL, so most of it is SQLite's
-#: per-connection page caches filling as the database grows to ~2.7 MB. 64 MiB is ~5x that, room
+#: ~885 MiB resident (torch's libraries, loaded then even at fast; ~140 MiB without them since);
+#: 4 MiB on PostgreSQL, so most of it is SQLite's per-connection page caches filling as the
+#: database grows to ~2.7 MB. 2.5-3 MiB in the latest runs. 64 MiB is ~5x the old figure, room
 #: for allocator noise, and still catches a leak of ~80 KiB per image (keeping the decoded input
 #: and the result of each image, ~45 KiB, plus their Python objects would cross it).
 RSS_GROWTH_BOUND = 64 * MiB

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import subprocess
+import sys
 import threading
 import time
 
@@ -153,3 +155,41 @@ def test_decoded_file_goes_end_to_end(engine: Engine) -> None:
     decoded = decode_image(buffer.getvalue(), max_pixels=10**6)
     [result] = engine.enhance_batch([EnhanceRequest(decoded, FAST)])
     assert result.pixels.shape == (40, 60, 4)
+
+
+def test_an_engine_for_fast_alone_never_imports_torch(tmp_path) -> None:
+    """A fast-only worker stays small: torch and its libraries (~0.6 GiB resident) are not loaded.
+    In a fresh interpreter, since this test session has imported torch already."""
+    script = f"""
+import sys
+import numpy as np
+from photoenhance.contracts.options import EnhanceOptions, Quality
+from photoenhance.settings import Settings
+from processor.engine import Engine, EnhanceRequest
+from processor.engine.imageio import DecodedImage
+
+engine = Engine.load(Settings(weights_dir={str(tmp_path)!r}, device="cpu"), qualities=[Quality.FAST])
+image = DecodedImage(np.zeros((4, 6, 3), np.uint8), "png", 6, 4, False, 8)
+[result] = engine.enhance_batch([EnhanceRequest(image, EnhanceOptions(quality=Quality.FAST, upscale=2.0))])
+engine.close()
+print(result.pixels.shape, "torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split("\n")[0] == "(8, 12, 3) False", out.stdout + out.stderr
+
+
+def test_fast_images_come_out_the_same_from_the_network_pipeline() -> None:
+    """An engine that also serves balanced or best runs its fast images through the torch pipeline:
+    the same pixels and the same report (the device aside) as the torch-free one."""
+    from processor.engine.fast import FastPipeline
+    from processor.engine.pipeline import Pipeline
+
+    requests = [EnhanceRequest(_image(20, 30, c), FAST) for c in (1, 3, 4)]
+    requests.append(EnhanceRequest(_image(20, 30, 3), EnhanceOptions(quality=Quality.BEST)))
+    network = Pipeline.build(Settings(device="cpu"), frozenset({Quality.FAST})).run(requests)
+    plain = FastPipeline().run(requests)
+    for a, b in zip(network[:3], plain[:3]):
+        assert isinstance(a, EnhanceResult) and isinstance(b, EnhanceResult)
+        assert np.array_equal(a.pixels, b.pixels)
+        assert {**a.report, "timings_ms": None} == {**b.report, "timings_ms": None}
+    assert type(network[3]) is type(plain[3]) and str(network[3]) == str(plain[3])
