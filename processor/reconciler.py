@@ -14,7 +14,9 @@ One pass, over every open batch:
    upload never arrived (code ``upload_missing``), so the batch reaches its end instead of staying
    open for ever; an upload that still arrives supersedes that record;
 5. complete the batch if it is idle (``complete_if_idle``; batches without an expected count only
-   complete this way);
+   complete this way), unless this pass found something of it the database has not seen yet: an
+   object it announced, a young one still on its way, a pending image it re-announced. Completed
+   then, the batch would reopen when that image arrives, and subscribers would see it finish twice;
 
 then, over all batches, re-announce images whose processing lease expired (their worker crashed).
 
@@ -121,15 +123,19 @@ class Reconciler:
         listed = await self.storage.list_prefix(batch.input_bucket, f"{batch.id}/")
         known = await self.repository.known_versions(batch.input_bucket, batch.id)
         report.listed += len(listed)
-        announced_before = report.announced
+        #: Something of this batch is on its way to the database: it is not idle, whatever its rows say.
+        unsettled = False
         for obj in listed:
-            if obj.last_modified is not None and obj.last_modified > cutoff:
-                continue  # young: its notification may still be on its way
             is_manifest = obj.key == f"{batch.id}/{MANIFEST_NAME}"
             if is_manifest and not (batch.source == "direct" and batch.expected_count is None):
                 continue
             if not is_manifest and (obj.key, obj.etag) in known:
                 continue
+            # A manifest may never carry an expected count, and is re-announced each pass: it would
+            # keep the batch open for ever.
+            unsettled = unsettled or not is_manifest
+            if obj.last_modified is not None and obj.last_modified > cutoff:
+                continue  # young: its notification may still be on its way
             body = notification_body(
                 batch.input_bucket, obj.key, obj.etag, obj.size, obj.last_modified or self._now(), source=SOURCE
             )
@@ -142,9 +148,10 @@ class Reconciler:
             if image.state is ImageState.PENDING and image.updated_at < cutoff:
                 await self._announce_image(image)
                 report.pending_requeued += 1
-        # Only in a pass that announced nothing of this batch: an object announced a moment ago
-        # is not registered yet and must not be taken for missing.
-        if report.announced == announced_before and self._uploads_overdue(batch):
+                unsettled = True
+        if unsettled:
+            return  # an object announced a moment ago is not registered yet: not missing, not idle
+        if self._uploads_overdue(batch):
             failed = await self.repository.fail_missing_uploads(batch.id, reason=UPLOAD_MISSING_REASON)
             report.uploads_missing += sum(1 for e in failed if e.type is EventType.IMAGE_FAILED)
             await self.publisher.progress(failed)
