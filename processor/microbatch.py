@@ -2,9 +2,10 @@
 
 The first image opens a window of ``window_ms``; the batch runs when ``max_images`` have joined or
 the window closes, whichever comes first. An image that gains nothing from company (``fast``: a
-Lanczos resize per image) opens no window: its batch takes what is already waiting and runs. One batch runs at a time (the engine has one inference
-thread); images arriving meanwhile gather for the next batch. Each caller awaits its own slot's
-result, so one bad image never fails its neighbours.
+Lanczos resize per image) opens no window: its batch takes what is already waiting and runs. One
+batch runs at a time (the engine has one inference thread); images arriving meanwhile gather for
+the next batch. Each caller awaits its own slot's result, so one bad image never fails its
+neighbours.
 """
 
 from __future__ import annotations

@@ -7,6 +7,15 @@ failure of the whole engine (a missing or altered weight file).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from photoenhance.contracts.options import Quality
+
+if TYPE_CHECKING:
+    from processor.engine.records import EnhanceResult
+
 __all__ = [
     "CorruptImage",
     "EngineClosed",
@@ -14,10 +23,17 @@ __all__ = [
     "NotAnImage",
     "OutputTooLarge",
     "ProcessingFailed",
+    "QualityNotLoaded",
     "TooManyPixels",
     "UnsupportedImage",
     "WeightsError",
+    "as_image_error",
+    "guard",
+    "not_loaded",
 ]
+
+log = logging.getLogger(__name__)
+
 
 
 class ImageError(Exception):
@@ -72,6 +88,34 @@ class ProcessingFailed(ImageError):
     """The networks failed on this image (for example out of memory even at the smallest tile)."""
 
     code = "processing_failed"
+
+
+class QualityNotLoaded(ImageError):
+    """The request asks for a quality level this engine was not loaded for."""
+
+    code = "quality_not_loaded"
+
+
+def not_loaded(quality: Quality, loaded: frozenset[Quality]) -> QualityNotLoaded:
+    """The error for a request at ``quality`` on an engine that loaded ``loaded``."""
+    names = ", ".join(sorted(q.value for q in loaded)) or "none"
+    return QualityNotLoaded(f"quality {quality.value!r} is not available on this worker (loaded: {names})")
+
+
+def as_image_error(exc: Exception, step: str) -> ImageError:
+    """``exc`` as one image's error (unforeseen ones logged with their traceback)."""
+    if isinstance(exc, ImageError):
+        return exc
+    log.error("%s failed: %s", step, exc, exc_info=exc)
+    return ProcessingFailed(f"{step} failed: {type(exc).__name__}: {exc}")
+
+
+def guard(step: Callable[[], EnhanceResult]) -> EnhanceResult | ImageError:
+    """Run one image's work; its failure becomes its result instead of the batch's."""
+    try:
+        return step()
+    except Exception as exc:  # noqa: BLE001 - an unforeseen failure of one image must not cost the others
+        return as_image_error(exc, "enhancement")
 
 
 class WeightsError(Exception):

@@ -21,14 +21,14 @@ from photoenhance.contracts.options import Quality
 from photoenhance.settings import Settings
 from processor.engine import align, background, detect, paste, restore
 from processor.engine.device import resolve_device
-from processor.engine.errors import ImageError, ProcessingFailed
-from processor.engine.fast import QualityNotLoaded, as_image_error, fast_result, guard, not_loaded, report_for
+from processor.engine.errors import ImageError, ProcessingFailed, as_image_error, guard, not_loaded
+from processor.engine.fast import fast_result
 from processor.engine.models import Models, load_models
 from processor.engine.precision import dtype_for
-from processor.engine.records import EnhanceRequest, EnhanceResult
+from processor.engine.records import EnhanceRequest, EnhanceResult, report_for
 from processor.engine.resize import output_size
 
-__all__ = ["Limits", "Pipeline", "QualityNotLoaded"]
+__all__ = ["Limits", "Pipeline"]
 
 log = logging.getLogger(__name__)
 

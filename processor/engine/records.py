@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from photoenhance.contracts.options import EnhanceOptions, Quality
 from processor.engine.imageio import DecodedImage
+from processor.engine.version import ENGINE_VERSION
 
-__all__ = ["EnhanceRequest", "EnhanceResult", "gains_from_batching"]
+__all__ = ["EnhanceRequest", "EnhanceResult", "gains_from_batching", "report_for"]
 
 
 @dataclass(frozen=True)
@@ -43,3 +44,21 @@ class EnhanceResult:
 
     pixels: np.ndarray
     report: dict[str, Any]
+
+
+def report_for(request: EnhanceRequest, pixels: np.ndarray, *, timings: dict[str, float], device: str,
+               faces: Sequence[Any] = ()) -> dict[str, Any]:
+    """The report of :class:`EnhanceResult` that every level gives (the network levels add the
+    background model and tile); ``faces`` are the restored faces, each with ``to_report()``."""
+    image = request.image
+    return {
+        "quality": request.options.quality.value,
+        "input": {"width": image.width, "height": image.height, "channels": int(image.pixels.shape[2]),
+                  "bit_depth": image.bit_depth},
+        "output": {"width": int(pixels.shape[1]), "height": int(pixels.shape[0])},
+        "faces_found": len(faces),
+        "faces": [face.to_report() for face in faces],
+        "timings_ms": timings,
+        "device": device,
+        "engine_version": ENGINE_VERSION,
+    }
