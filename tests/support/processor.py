@@ -27,12 +27,12 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import aio_pika
 import numpy as np
 import pytest
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractIncomingMessage
 from minio import Minio
 from PIL import Image
 
@@ -231,61 +231,52 @@ def output_keys(settings: Settings, prefix: str = "") -> list[str]:
 
 
 # -- progress and waiting --------------------------------------------------------------------------
-class _Tap:
-    """A private queue bound to an exchange of the pipeline, each message handed to :meth:`take`;
-    an async context manager (the queue lives as long as its connection)."""
+async def _tap(
+    settings: Settings,
+    exchange: Callable[[AbstractChannel], Awaitable[AbstractExchange]],
+    routing_key: str,
+    take: Callable[[bytes], None],
+) -> AbstractConnection:
+    """A private queue bound to one of the pipeline's exchanges, each message body handed to
+    ``take``; the queue lives as long as the returned connection."""
+    connection = await aio_pika.connect(settings.amqp_url)
+    channel = await connection.channel()
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(await exchange(channel), routing_key=routing_key)
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        take(message.body)
+        await message.ack()
+
+    await queue.consume(on_message)
+    return connection
+
+
+class ProgressRecorder:
+    """Records every progress event published for any batch (a queue bound with ``batch.#``)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.events: list[ProgressEvent] = []
 
-    async def _exchange(self, channel: AbstractChannel) -> AbstractExchange:
-        raise NotImplementedError
-
-    def _routing_key(self) -> str:
-        raise NotImplementedError
-
-    def take(self, body: bytes) -> None:
-        raise NotImplementedError
-
-    async def __aenter__(self) -> Self:
-        self._connection = await aio_pika.connect(self.settings.amqp_url)
-        channel = await self._connection.channel()
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        await queue.bind(await self._exchange(channel), routing_key=self._routing_key())
-
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            self.take(message.body)
-            await message.ack()
-
-        await queue.consume(on_message)
+    async def __aenter__(self) -> ProgressRecorder:
+        self._connection = await _tap(
+            self.settings,
+            lambda channel: declare_progress_exchange(channel, self.settings),
+            "batch.#",
+            lambda body: self.events.append(ProgressEvent.from_json(body)),
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self._connection.close()
-
-
-class ProgressRecorder(_Tap):
-    """Records every progress event published for any batch (a queue bound with ``batch.#``)."""
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.events: list[ProgressEvent] = []
-
-    async def _exchange(self, channel: AbstractChannel) -> AbstractExchange:
-        return await declare_progress_exchange(channel, self.settings)
-
-    def _routing_key(self) -> str:
-        return "batch.#"
-
-    def take(self, body: bytes) -> None:
-        self.events.append(ProgressEvent.from_json(body))
 
     def distinct(self, batch_id: str) -> dict[int, ProgressEvent]:
         """The batch's events by sequence number (re-published ones counted once)."""
         return {e.seq: e for e in self.events if e.batch_id == batch_id}
 
 
-class AnnouncementTap(_Tap):
+class AnnouncementTap:
     """Records the keys the object store announces (a queue of its own on the events exchange, with
     the work queue's routing key), so a test knows when an upload's event has reached the broker.
 
@@ -296,17 +287,20 @@ class AnnouncementTap(_Tap):
     """
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
+        self.settings = settings
         self.keys: list[str] = []
 
-    async def _exchange(self, channel: AbstractChannel) -> AbstractExchange:
-        return await channel.get_exchange(self.settings.amqp_events_exchange)
+    async def __aenter__(self) -> AnnouncementTap:
+        self._connection = await _tap(
+            self.settings,
+            lambda channel: channel.get_exchange(self.settings.amqp_events_exchange),
+            self.settings.amqp_events_routing_key,
+            lambda body: self.keys.extend(record.key for record in parse_notification(body)),
+        )
+        return self
 
-    def _routing_key(self) -> str:
-        return self.settings.amqp_events_routing_key
-
-    def take(self, body: bytes) -> None:
-        self.keys.extend(record.key for record in parse_notification(body))
+    async def __aexit__(self, *exc: object) -> None:
+        await self._connection.close()
 
     async def announced(self, *keys: str, timeout: float = WAIT_S) -> None:
         """Wait until every one of ``keys`` has been announced."""
