@@ -45,7 +45,6 @@ class Engine:
     """
 
     def __init__(self, pipeline: Steps, *, qualities: frozenset[Quality]) -> None:
-        keep_large_buffers()  # before the inference thread exists: its first allocation picks its arena
         self._pipeline = pipeline
         self.qualities = qualities
         self._thread = InferenceThread()
@@ -74,6 +73,9 @@ class Engine:
         else:
             from processor.engine.pipeline import Pipeline  # torch: only for the network levels
 
+            # Before the inference thread exists (its first allocation picks its arena), and only
+            # for torch's big buffers: a fast-only worker keeps glibc's defaults.
+            keep_large_buffers()
             pipeline = Pipeline.build(settings, wanted, background=background)
         log.info("engine %s ready: qualities=%s device=%s", ENGINE_VERSION, sorted(q.value for q in wanted),
                  pipeline.device)

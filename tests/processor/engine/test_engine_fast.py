@@ -158,8 +158,9 @@ def test_decoded_file_goes_end_to_end(engine: Engine) -> None:
 
 
 def test_an_engine_for_fast_alone_never_imports_torch(tmp_path) -> None:
-    """A fast-only worker stays small: torch and its libraries (~0.6 GiB resident) are not loaded.
-    In a fresh interpreter, since this test session has imported torch already."""
+    """A fast-only worker stays small: torch and its libraries (~0.6 GiB resident) are not loaded,
+    and glibc's allocator keeps its defaults (the tuning is for torch's big buffers). In a fresh
+    interpreter, since this test session has imported torch already."""
     script = f"""
 import sys
 import numpy as np
@@ -172,10 +173,11 @@ engine = Engine.load(Settings(weights_dir={str(tmp_path)!r}, device="cpu"), qual
 image = DecodedImage(np.zeros((4, 6, 3), np.uint8), "png", 6, 4, False, 8)
 [result] = engine.enhance_batch([EnhanceRequest(image, EnhanceOptions(quality=Quality.FAST, upscale=2.0))])
 engine.close()
-print(result.pixels.shape, "torch" in sys.modules)
+from processor.engine import allocator
+print(result.pixels.shape, "torch" in sys.modules, allocator._applied)
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
-    assert out.stdout.split("\n")[0] == "(8, 12, 3) False", out.stdout + out.stderr
+    assert out.stdout.split("\n")[0] == "(8, 12, 3) False None", out.stdout + out.stderr
 
 
 def test_fast_images_come_out_the_same_from_the_network_pipeline() -> None:
