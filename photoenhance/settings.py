@@ -109,9 +109,22 @@ class Settings:
     max_input_pixels: int = _env(
         "MAX_INPUT_PIXELS", 50_000_000, "Largest input accepted, in pixels, checked before decoding."
     )
+    max_output_pixels: int = _env(
+        "MAX_OUTPUT_PIXELS",
+        64_000_000,
+        "Largest result, in pixels (input pixels x upscale²), checked from the header before decoding; "
+        "larger fails with `output_too_large` naming the largest upscale that fits.",
+    )
 
     # -- processor ---------------------------------------------------------------------------
     prefetch: int = _env("PREFETCH", 4, "Unacknowledged messages one worker holds (its in-flight window).")
+    worker_memory_budget_mb: int = _env(
+        "WORKER_MEMORY_BUDGET_MB",
+        0,
+        "Memory the images one worker has in flight may take together (estimated from their headers); "
+        "an image waits until its share fits, one that needs more than all of it fails with `over_memory_budget`. "
+        "0: 60 % of the host's (or container's) memory. On CUDA, 80 % of the device's memory is budgeted as well.",
+    )
     microbatch_max_images: int = _env(
         "MICROBATCH_MAX_IMAGES", 4, "Most images handed to the engine together."
     )

@@ -33,6 +33,7 @@ from photoenhance.contracts.options import EnhanceOptions
 from photoenhance.contracts.progress import EventType, ProgressEvent
 from photoenhance.contracts.states import ImageState
 from photoenhance.settings import Settings
+from processor.admission import Admission, Slot
 from processor.batches import Batches
 from processor.engine.errors import ImageError
 from processor.engine.imageio import decode_image, encode_image
@@ -119,6 +120,7 @@ class ImagePipeline:
         enhance: Enhance,
         executor: Executor,
         metrics: ProcessorMetrics,
+        admission: Admission | None = None,
     ) -> None:
         self.settings = settings
         self.worker_id = worker_id
@@ -130,6 +132,7 @@ class ImagePipeline:
         self._enhance = enhance
         self._executor = executor
         self.metrics = metrics
+        self.admission = admission or Admission.for_worker(settings, executor)
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -171,8 +174,9 @@ class ImagePipeline:
                                   backoff=attempt.deferrals + 1)
                 return Outcome.DEFERRED
             timeline.mark("claimed")
-            async with held_lease(self.repository, image.id, self.worker_id, self.settings.lease_seconds):
-                return await self._enhance_and_store(claimed, batch, record, timeline)
+            async with held_lease(self.repository, image.id, self.worker_id, self.settings.lease_seconds), \
+                    self.admission.slot() as memory:
+                return await self._enhance_and_store(claimed, batch, record, timeline, memory)
         except _LostClaim:
             return Outcome.LOST_CLAIM
         except asyncio.CancelledError:
@@ -185,7 +189,7 @@ class ImagePipeline:
     # -- the steps -------------------------------------------------------------------------
 
     async def _enhance_and_store(
-        self, image: ImageRecord, batch: BatchRecord, record: ObjectCreated, timeline: Timeline
+        self, image: ImageRecord, batch: BatchRecord, record: ObjectCreated, timeline: Timeline, memory: Slot
     ) -> Outcome:
         if record.size > self.settings.max_file_bytes:
             raise PermanentFailure(
@@ -197,6 +201,7 @@ class ImagePipeline:
             )
         timeline.mark("fetched")
         options = EnhanceOptions.from_metadata(source.metadata, base=EnhanceOptions.from_dict(batch.options or {}))
+        await memory.admit(source.data, options)  # sized from the header; waits until its memory fits
         result_key = await self.repository.reserve_output_key(
             image.id, self.worker_id, result_key_candidates(record.batch_id, record.name, options)
         )

@@ -24,6 +24,7 @@ from db.connection import Database
 from db.repository import Repository
 from photoenhance.contracts.options import Quality
 from photoenhance.settings import Settings
+from processor.admission import Admission
 from processor.consumer import Consumer
 from processor.deadletters import DeadLetterWatch
 from processor.engine.records import gains_from_batching
@@ -106,6 +107,7 @@ class Worker:
             enhance=self._batcher.submit,
             executor=self._executor,
             metrics=self.metrics,
+            admission=Admission.for_worker(settings, self._executor, str(getattr(self._engine, "device", "cpu"))),
         )
         self.reconciler = Reconciler(settings, repository, storage, publisher)
         self._work = Consumer(queues.topology.work_queue, MessageHandler(self.pipeline), "work")

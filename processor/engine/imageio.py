@@ -26,9 +26,11 @@ from processor.engine.sniff import png_bit_depth, sniff_format
 __all__ = [
     "DecodedImage",
     "EncodedImage",
+    "ImageHeader",
     "apply_orientation",
     "decode_image",
     "encode_image",
+    "read_header",
 ]
 
 #: EXIF tag number of "Orientation".
@@ -129,6 +131,45 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
         source_mode=mode,
         orientation=orientation,
     )
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a file's header says about the pixels :func:`decode_image` would return, read without
+    decoding any of them: what memory the image will cost is known before it is spent."""
+
+    #: ``"jpeg"``, ``"png"`` or ``"webp"``, from the bytes.
+    source_format: str
+    #: Width and height after EXIF orientation.
+    width: int
+    height: int
+    #: Channels of the decoded layout: 1 (grey), 3 (RGB) or 4 (RGBA).
+    channels: int
+    #: 1 (uint8) or 2 (uint16).
+    bytes_per_sample: int
+
+
+def read_header(data: bytes, *, max_pixels: int) -> ImageHeader:
+    """The :class:`ImageHeader` of ``data``; the same typed errors as :func:`decode_image` for what
+    is not a supported image or announces more than ``max_pixels`` (nothing is decoded)."""
+    fmt = sniff_format(data)
+    image = _open(data, fmt)
+    try:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise TooManyPixels(_too_many(width, height, max_pixels))
+        mode = image.mode
+        if mode in _GREY16:
+            channels, depth = 1, 2
+        else:
+            alpha = mode in _TO_RGBA or (mode == "P" and "transparency" in image.info)
+            channels = 1 if mode in _TO_GREY else 4 if alpha else 3
+            depth = 2 if fmt == "png" and png_bit_depth(data) == 16 else 1
+        if _orientation(image) >= 5:  # a quarter turn swaps the edges
+            width, height = height, width
+    finally:
+        image.close()
+    return ImageHeader(fmt, width, height, channels, depth)
 
 
 def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
