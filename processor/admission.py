@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import math
+import sys
 import traceback
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -40,6 +42,7 @@ from pathlib import Path
 
 from photoenhance.contracts.options import EnhanceOptions, Quality
 from photoenhance.settings import Settings
+from processor.engine.allocator import keeps_large_buffers
 from processor.engine.errors import OutputTooLarge
 from processor.engine.imageio import ImageHeader, read_header
 from processor.engine.resize import output_size
@@ -86,6 +89,10 @@ TILES_PER_FORWARD = {False: 4, True: 8}
 #: Share of the host's memory, and of the device's, that the default budget takes.
 HOST_SHARE = 0.6
 DEVICE_SHARE = 0.8
+
+#: After an image estimated at this many bytes or more, free heap memory goes back to the system
+#: before the next image is admitted (see :func:`_return_free_memory`).
+TRIM_ABOVE = 64 * MIB
 
 #: Upscale steps tried when looking for the largest that fits (the option takes any float).
 _UPSCALE_STEP = 0.01
@@ -172,6 +179,21 @@ def _meminfo_total() -> int:
         if line.startswith("MemTotal:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("MemTotal missing from /proc/meminfo")
+
+
+def _return_free_memory() -> None:
+    """Hand the C heap's free memory back to the system (glibc's ``malloc_trim``).
+
+    Pillow holds pictures in 16 MiB blocks, which glibc serves from the arena of the thread that
+    asked, and keeps once freed: with one arena per I/O thread, four large images serialised by the
+    budget still left four images' worth of resident memory behind (measured: 553 MiB of growth for
+    four 6000 x 6000 results under a 500 MiB budget). Skipped where the allocator is tuned to keep
+    large buffers for torch (processor.engine.allocator), which reuses them from one heap instead.
+    """
+    if keeps_large_buffers() or not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _device_total(device: str) -> int:
@@ -309,6 +331,8 @@ class Admission:
             raise
         finally:
             if slot.held is not None:
+                if slot.held.host >= TRIM_ABOVE:
+                    _return_free_memory()
                 self.budget.release(slot.held)
 
     def over_budget(self, header: ImageHeader, options: EnhanceOptions, need: Footprint) -> str:

@@ -19,7 +19,7 @@ import ctypes
 import logging
 import sys
 
-__all__ = ["keep_large_buffers"]
+__all__ = ["keep_large_buffers", "keeps_large_buffers"]
 
 log = logging.getLogger(__name__)
 
@@ -56,3 +56,9 @@ def keep_large_buffers() -> bool:
     )
     log.debug("glibc allocator keeps large buffers: %s", _applied)
     return _applied
+
+
+def keeps_large_buffers() -> bool:
+    """Whether :func:`keep_large_buffers` is in effect in this process (then freed memory is kept
+    on purpose and must not be handed back to the system)."""
+    return bool(_applied)

@@ -165,7 +165,9 @@ def read_header(data: bytes, *, max_pixels: int) -> ImageHeader:
             alpha = mode in _TO_RGBA or (mode == "P" and "transparency" in image.info)
             channels = 1 if mode in _TO_GREY else 4 if alpha else 3
             depth = 2 if fmt == "png" and png_bit_depth(data) == 16 else 1
-        if _orientation(image) >= 5:  # a quarter turn swaps the edges
+        # A quarter turn swaps the edges. Only EXIF read with the header: Pillow's PNG reader
+        # decodes every pixel to look for an eXIf chunk after the image data.
+        if "exif" in image.info and _orientation(image) >= 5:
             width, height = height, width
     finally:
         image.close()

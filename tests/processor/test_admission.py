@@ -207,3 +207,14 @@ async def test_a_network_level_over_the_budget_is_told_to_tile() -> None:
     async with admission.slot() as slot:
         with pytest.raises(PermanentFailure, match="set a background tile"):
             await slot.admit(zeros_png(1000, 1000), options(quality="balanced", upscale=1))
+
+
+def test_reading_the_header_decodes_no_pixel(monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import ImageFile
+
+    loads: list[str] = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: loads.append(self.format))
+    for data in (zeros_png(300, 200), encoded(np.zeros((20, 30, 3), np.uint8), "JPEG"),
+                 encoded(np.zeros((20, 30, 3), np.uint8), "WEBP")):
+        read_header(data, max_pixels=10**6)
+    assert loads == []
