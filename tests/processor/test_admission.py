@@ -7,6 +7,7 @@ import asyncio
 import io
 import re
 import zlib
+from typing import Any
 
 import cv2
 import numpy as np
@@ -218,3 +219,40 @@ def test_reading_the_header_decodes_no_pixel(monkeypatch: pytest.MonkeyPatch) ->
                  encoded(np.zeros((20, 30, 3), np.uint8), "WEBP")):
         read_header(data, max_pixels=10**6)
     assert loads == []
+
+
+# -- in a worker -----------------------------------------------------------------------------------
+@pytest.mark.objectstore
+async def test_an_image_waiting_for_memory_keeps_its_lease_and_the_loop_free(
+    processor_settings: Settings, repository: Any, fast_engine: Any
+) -> None:
+    """While the budget is full, an image waits past two leases without losing its claim or
+    blocking the worker's event loop (/healthz answers); once memory is free it completes."""
+    from datetime import datetime, timezone
+
+    from photoenhance.contracts.states import ImageState
+    from tests.support.processor import eventually, image_bytes, put_async, running_worker
+
+    settings = processor_settings.replace(worker_memory_budget_mb=64, lease_seconds=3)
+    async with running_worker(settings, fast_engine) as worker:
+        budget = worker.pipeline.admission.budget
+        everything = Footprint(budget.capacity.host)
+        await budget.acquire(everything)  # another image holds all of it
+        await put_async(settings, "waits/photo.jpg", image_bytes(seed=3), {"photoenhance-quality": "fast"})
+        await eventually(lambda: asyncio.sleep(0, budget.waiting == 1), what="the image to wait for memory")
+        waited_since = asyncio.get_running_loop().time()
+        while asyncio.get_running_loop().time() - waited_since < 2.5 * settings.lease_seconds:
+            image = (await repository.batch_snapshot("waits")).images[0]
+            assert image.state is ImageState.PROCESSING and image.lease_owner == worker.worker_id
+            assert image.lease_expires_at.replace(tzinfo=timezone.utc) > datetime.now(timezone.utc)
+            assert worker.status()["in_flight"] == 1
+            await asyncio.sleep(0.5)
+        budget.release(everything)
+
+        async def completed() -> Any:
+            image = (await repository.batch_snapshot("waits")).images[0]
+            return image if image.state.is_final else None
+
+        image = await eventually(completed, what="the image to complete")
+        assert (image.state, image.attempts) == (ImageState.COMPLETED, 1), image.reason
+        assert budget.in_use == Footprint(0, 0)
