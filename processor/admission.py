@@ -311,7 +311,7 @@ class Admission:
     def for_worker(cls, settings: Settings, executor: Executor | None, device: str = "cpu") -> Admission:
         """The host budget from ``WORKER_MEMORY_BUDGET_MB`` (0: derived from the host), and on a
         CUDA ``device`` a device budget of :data:`DEVICE_SHARE` of its memory."""
-        host = settings.worker_memory_budget_mb * MIB or default_budget()
+        host = settings.worker_memory_budget_mb * MIB if settings.worker_memory_budget_mb > 0 else default_budget()
         device_total = _device_total(device)
         device_budget = int(device_total * DEVICE_SHARE)
         log.info("memory budget: host %d MiB%s", host // MIB,

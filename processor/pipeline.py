@@ -2,7 +2,8 @@
 
 Steps, in order: find or create the batch → register the version (idempotent by bucket, key and
 etag) → claim it (lease) → fetch exactly that version → options (batch, then object metadata) →
-reserve the result key → decode → enhance (micro-batched) → encode → store the result → record it
+admission (:mod:`processor.admission`: the header against the output limit, then a wait for the
+image's share of the memory budget) → reserve the result key → decode → enhance (micro-batched) → encode → store the result → record it
 (completed) → publish the progress events. Object I/O, decoding and encoding run on the I/O
 thread pool, inference on the engine's thread; the event loop only coordinates.
 

@@ -256,3 +256,10 @@ async def test_an_image_waiting_for_memory_keeps_its_lease_and_the_loop_free(
         image = await eventually(completed, what="the image to complete")
         assert (image.state, image.attempts) == (ImageState.COMPLETED, 1), image.reason
         assert budget.in_use == Footprint(0, 0)
+
+
+def test_the_default_budget_is_a_share_of_this_hosts_memory() -> None:
+    total = next(int(line.split()[1]) * 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal:"))
+    derived = Admission.for_worker(Settings(), None).budget.capacity
+    assert 0 < derived.host <= 0.6 * total and derived.device == 0
+    assert Admission.for_worker(Settings(worker_memory_budget_mb=300), None).budget.capacity == Footprint(300 * MIB, 0)
