@@ -13,10 +13,13 @@ Two limits, both checked after the object is fetched and before any pixel is dec
   served, with its lease renewed (the pipeline waits inside ``held_lease``). ``PREFETCH`` still
   caps the count; the budget caps the bytes.
 
-An image whose host estimate exceeds the whole budget fails at once with ``over_memory_budget``:
-running it alone would still ask for more than the operator allowed (and on the CPU the network
-levels' untiled working set can be tens of GB), and the reason says what would fit (a smaller
-upscale, or a ``tile`` for the network levels). The device budget never fails an image: the
+On the CPU the network levels' untiled working set is large (Real-ESRGAN: ~3 KB per input
+pixel, 36 GB for a 12 MP photo): an image at ``balanced`` or ``best`` without a ``tile`` that does
+not fit the whole budget untiled gets the largest background tile that does (512, 256, 128 or 64
+pixels, the sizes the engine's own out-of-memory back-off goes through). An image whose host
+estimate still exceeds the whole budget fails at once with ``over_memory_budget``: running it
+alone would still ask for more than the operator allowed, and the reason says what would fit (the
+largest upscale, or a smaller image). The device budget never fails an image: the
 engine halves its background tile when the device runs out of memory, so on the device the
 estimate is clamped to the budget and such an image simply runs with the device to itself.
 
@@ -82,6 +85,10 @@ TILE_CONTEXT = 192
 #: ``best``: an allowance for face detection (on at most 2048 pixels a side), GFPGAN and ParseNet
 #: at 512 x 512; not measured with real faces (random weights find none).
 FACE_ALLOWANCE = 1536 * MIB
+
+#: Background tiles tried, largest first, for a network level that does not fit untiled on the
+#: CPU: the sizes the engine's own out-of-memory back-off goes through (Limits.oom_first_tile on).
+TILE_CHOICES = (512, 256, 128, 64)
 
 #: Windows per background forward (processor.engine.pipeline.Limits): CPU, CUDA.
 TILES_PER_FORWARD = {False: 4, True: 8}
@@ -280,21 +287,29 @@ class Slot:
         self._admission = admission
         self.held: Footprint | None = None
 
-    async def admit(self, data: bytes, options: EnhanceOptions) -> ImageHeader:
+    async def admit(self, data: bytes, options: EnhanceOptions) -> EnhanceOptions:
         """Read ``data``'s header, refuse what is too large (``too_many_pixels``,
-        ``output_too_large``, ``over_memory_budget``), then wait until the image's working set fits."""
+        ``output_too_large``, ``over_memory_budget``), then wait until the image's working set fits.
+
+        Returns the options to enhance with: ``options``, or on the CPU, for a network level whose
+        untiled working set exceeds the whole budget, the same with the largest background tile
+        that fits (the engine would otherwise only find out by running out of memory)."""
         admission = self._admission
         settings = admission.settings
         header = await asyncio.get_running_loop().run_in_executor(
             admission.executor, partial(read_header, data, max_pixels=settings.max_input_pixels)
         )
         check_output(header, options, settings.max_output_pixels)
-        need = admission.budget.clamp(estimate(header, options, on_device=admission.on_device))
+        tried = options
+        options, need = admission.fitting(header, options)
         if need.host > admission.budget.capacity.host:
-            raise PermanentFailure("over_memory_budget", admission.over_budget(header, options, need))
+            raise PermanentFailure("over_memory_budget", admission.over_budget(header, tried, need))
+        if options.tile != tried.tile:
+            log.info("a %dx%d image at %s gets %d-pixel background tiles to fit the memory budget",
+                     header.width, header.height, options.quality.value, options.tile)
         await admission.budget.acquire(need)
         self.held = need
-        return header
+        return options
 
 
 class Admission:
@@ -335,18 +350,27 @@ class Admission:
                     _return_free_memory()
                 self.budget.release(slot.held)
 
+    def fitting(self, header: ImageHeader, options: EnhanceOptions) -> tuple[EnhanceOptions, Footprint]:
+        """``options`` and their footprint; on the CPU, when a network level does not fit the whole
+        budget untiled, the largest of :data:`TILE_CHOICES` that does (if any)."""
+        need = self.budget.clamp(estimate(header, options, on_device=self.on_device))
+        capacity = self.budget.capacity.host
+        if need.host <= capacity or self.on_device or options.quality is Quality.FAST or options.tile:
+            return options, need
+        for tile in TILE_CHOICES:
+            tiled = EnhanceOptions.from_dict({**options.to_dict(), "tile": tile})
+            tiled_need = self.budget.clamp(estimate(header, tiled, on_device=False))
+            if tiled_need.host <= capacity:
+                return tiled, tiled_need
+        return options, need
+
     def over_budget(self, header: ImageHeader, options: EnhanceOptions, need: Footprint) -> str:
         """The reason given when one image alone needs more than the whole budget."""
         capacity = self.budget.capacity.host
-        best = largest_upscale(
-            lambda u: self.budget.clamp(estimate(header, _at(options, u), on_device=self.on_device)).host <= capacity
-        )
-        if best is not None:
-            advice = f"the largest upscale that fits is {best:g}"
-        elif options.quality is not Quality.FAST and not options.tile:
-            advice = "set a background tile (the `tile` option, e.g. 256) or send a smaller image"
-        else:
-            advice = "send a smaller image"
+        best = largest_upscale(lambda u: self.fitting(header, _at(options, u))[1].host <= capacity)
+        advice = f"the largest upscale that fits is {best:g}" if best is not None else "send a smaller image"
+        if options.quality is not Quality.FAST and not options.tile and not self.on_device:
+            advice = f"even with {TILE_CHOICES[-1]}-pixel background tiles; {advice}"
         return (
             f"a {header.width}x{header.height} image at {options.quality.value} with upscale {options.upscale:g} "
             f"needs about {math.ceil(need.host / MIB)} MiB, more than this worker's whole memory budget of "

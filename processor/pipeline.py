@@ -202,7 +202,7 @@ class ImagePipeline:
             )
         timeline.mark("fetched")
         options = EnhanceOptions.from_metadata(source.metadata, base=EnhanceOptions.from_dict(batch.options or {}))
-        await memory.admit(source.data, options)  # sized from the header; waits until its memory fits
+        options = await memory.admit(source.data, options)  # sized from the header; waits until its memory fits
         result_key = await self.repository.reserve_output_key(
             image.id, self.worker_id, result_key_candidates(record.batch_id, record.name, options)
         )

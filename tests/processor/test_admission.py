@@ -203,11 +203,31 @@ async def test_an_image_larger_than_the_whole_budget_fails_at_once_saying_what_f
     assert admission.budget.in_use == Footprint(0)
 
 
-async def test_a_network_level_over_the_budget_is_told_to_tile() -> None:
+async def test_a_network_level_too_large_untiled_on_the_cpu_gets_the_largest_tile_that_fits() -> None:
+    admission = Admission(Settings(), None, MemoryBudget(12 * 1024 * MIB))
+    data = zeros_png(4000, 3000)  # a 12 MP photo: ~36 GB untiled
+    async with admission.slot() as slot:
+        chosen = await slot.admit(data, options(quality="balanced", upscale=2))
+        assert chosen.tile == 512 and chosen.quality.value == "balanced" and chosen.upscale == 2
+        header = read_header(data, max_pixels=10**8)
+        assert estimate(header, options(quality="balanced", upscale=2)).host > 30e9
+        assert admission.budget.in_use.host == estimate(header, chosen).host <= 12 * 1024 * MIB
+    # a tile the client chose is kept, and fails when even that does not fit
+    small = Admission(Settings(), None, MemoryBudget(4 * 1024 * MIB))
+    async with small.slot() as slot:
+        with pytest.raises(PermanentFailure, match="needs about"):
+            await slot.admit(data, options(quality="balanced", upscale=2, tile=512))
+        chosen = await slot.admit(data, options(quality="balanced", upscale=2))
+        assert chosen.tile == 64
+
+
+async def test_a_network_level_over_the_budget_even_with_the_smallest_tile_fails() -> None:
     admission = Admission(Settings(), None, MemoryBudget(1024 * MIB))
     async with admission.slot() as slot:
-        with pytest.raises(PermanentFailure, match="set a background tile"):
+        with pytest.raises(PermanentFailure) as refused:
             await slot.admit(zeros_png(1000, 1000), options(quality="balanced", upscale=1))
+    assert refused.value.code == "over_memory_budget"
+    assert refused.value.reason.endswith("even with 64-pixel background tiles; send a smaller image")
 
 
 def test_reading_the_header_decodes_no_pixel(monkeypatch: pytest.MonkeyPatch) -> None:
