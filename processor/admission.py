@@ -13,8 +13,8 @@ Two limits, both checked after the object is fetched and before any pixel is dec
   served, with its lease renewed (the pipeline waits inside ``held_lease``). ``PREFETCH`` still
   caps the count; the budget caps the bytes.
 
-On the CPU the network levels' untiled working set is large (Real-ESRGAN: ~3 KB per input
-pixel, 36 GB for a 12 MP photo): an image at ``balanced`` or ``best`` without a ``tile`` that does
+On the CPU the network levels' untiled working set is large (Real-ESRGAN: ~3.5 KB per input
+pixel, 43 GB for a 12 MP photo): an image at ``balanced`` or ``best`` without a ``tile`` that does
 not fit the whole budget untiled gets the largest background tile that does (512, 256, 128 or 64
 pixels, the sizes the engine's own out-of-memory back-off goes through). An image whose host
 estimate still exceeds the whole budget fails at once with ``over_memory_budget``: running it
@@ -23,8 +23,8 @@ largest upscale, or a smaller image). The device budget never fails an image: th
 engine halves its background tile when the device runs out of memory, so on the device the
 estimate is clamped to the budget and such an image simply runs with the device to itself.
 
-The working-set factors are measurements (bench/memory_bounds.py; random weights, this CPU), not
-guesses; they are deliberately rounded up.
+The working-set factors are measurements (bench/working_set.py; random weights, this CPU), not
+guesses; they are rounded up.
 """
 
 from __future__ import annotations
@@ -72,9 +72,9 @@ MIB = 1 << 20
 FAST_FACTOR = {1: 4.0, 2: 8.0}
 
 #: Network levels: bytes per input pixel of one RGB plane while Real-ESRGAN x2plus runs over it
-#: (activations, float32), measured 2.5-2.8 KiB at 384-512 pixels on the CPU; an alpha channel is
-#: a second plane.
-NETWORK_BYTES_PER_PIXEL = 3000
+#: (activations, float32), measured up to 3.2 KB at 384-512 pixels on the CPU (bench/working_set.py);
+#: an alpha channel is a second plane.
+NETWORK_BYTES_PER_PIXEL = 3600
 
 #: Network levels: bytes per input pixel of one plane outside the network (float planes in and out).
 PLANE_BYTES_PER_PIXEL = 64
