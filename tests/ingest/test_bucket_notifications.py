@@ -25,7 +25,7 @@ from ingest.notifications import configure_bucket_notifications, delete_rgw_topi
 from photoenhance.contracts.events import ObjectCreated, parse_notification
 from photoenhance.settings import Settings
 from photoenhance.topology import declare_topology
-from tests.support.objectstore import ObjectStore, put_bytes
+from harness.objectstore import ObjectStore, put_bytes
 
 pytestmark = pytest.mark.objectstore
 

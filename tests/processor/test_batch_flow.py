@@ -20,7 +20,7 @@ from photoenhance.contracts.states import ImageState
 from photoenhance.settings import Settings
 from processor.engine import ENGINE_VERSION
 from processor.publisher import Publisher
-from tests.support.processor import (
+from harness.processor import (
     ProgressRecorder,
     batch_completed,
     eventually,

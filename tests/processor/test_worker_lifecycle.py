@@ -20,7 +20,7 @@ from ingest.notifications import minio_client
 from photoenhance.contracts.keys import MANIFEST_NAME
 from photoenhance.contracts.states import ImageState
 from photoenhance.settings import Settings
-from tests.support.processor import (
+from harness.processor import (
     REPO,
     AnnouncementTap,
     WorkerProcess,

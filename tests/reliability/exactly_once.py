@@ -14,7 +14,7 @@ and the output bucket, that:
 - every image is completed, for the very version (eTag) that was uploaded;
 - the output bucket holds exactly one result per input under the contract's key, nothing else, and
   each result's ``photoenhance-source-etag`` names the uploaded version;
-- with a :class:`~tests.support.processor.ProgressRecorder`, that every event in the database was
+- with a :class:`~harness.processor.ProgressRecorder`, that every event in the database was
   also published on the progress exchange (re-publications allowed, told apart by ``seq``), the
   same event under each number: a subscriber misses nothing.
 """
@@ -34,7 +34,7 @@ from photoenhance.contracts.keys import MANIFEST_NAME, output_key
 from photoenhance.contracts.progress import EventType, ProgressEvent
 from photoenhance.contracts.states import ImageState
 from photoenhance.settings import Settings
-from tests.support.processor import (
+from harness.processor import (
     WAIT_S,
     ProgressRecorder,
     WorkerProcess,

@@ -48,7 +48,7 @@ from tests.security.bombs import (
     png_claiming,
     webp_lossy_claiming,
 )
-from tests.support.processor import (
+from harness.processor import (
     REPO,
     WorkerProcess,
     eventually,
@@ -162,7 +162,7 @@ PROBE = """
 import json, resource, sys
 from processor.engine.imageio import decode_image
 from tests.security.bombs import HEADER_BOMBS, UNDECODED_BOMBS, ZLIB_BOMBS
-from tests.support.processor import image_bytes
+from harness.processor import image_bytes
 
 for fmt in ("JPEG", "PNG", "WEBP"):  # first decodes load codecs and tables: keep them out of the count
     decode_image(image_bytes(32, 24, fmt=fmt), max_pixels=int(sys.argv[1]))

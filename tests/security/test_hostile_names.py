@@ -35,7 +35,7 @@ from ingest.presign import Presigner
 from photoenhance.contracts.keys import parse_input_key
 from photoenhance.settings import Settings
 from tests.ingest.conftest import StartIngest, image_file
-from tests.support.processor import eventually, image_bytes, running_worker
+from harness.processor import eventually, image_bytes, running_worker
 
 pytestmark = pytest.mark.security
 

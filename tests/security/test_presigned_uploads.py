@@ -32,8 +32,8 @@ from photoenhance.settings import Settings
 from tests.ingest.conftest import StartIngest, image_file
 from tests.ingest.test_api import count_rows
 from tests.ingest.test_bucket_notifications import next_record, work_queue_inbox
-from tests.support.objectstore import ObjectStore, put_bytes
-from tests.support.processor import eventually, image_bytes, running_worker
+from harness.objectstore import ObjectStore, put_bytes
+from harness.processor import eventually, image_bytes, running_worker
 
 pytestmark = [pytest.mark.objectstore, pytest.mark.security]
 
