@@ -27,7 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "reconcile": ("processor.reconcile_cli", "List open batches against the store and enqueue what was missed."),
     "notifier": ("notifier.cli", "Serve progress over WebSocket and SSE."),
     "weights": ("processor.engine.weights_cli", "Check, fetch or convert model weights."),
-    "enhance": ("ingest.client.cli", "Enhance local photos through a running pipeline."),
+    "enhance": ("client.cli", "Enhance local photos through a running pipeline."),
     "migrate": ("db.migrate_cli", "Apply database migrations."),
 }
 

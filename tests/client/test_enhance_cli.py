@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from db.repository import Repository
-from ingest.client.state import STATE_FILE
+from client.state import STATE_FILE
 from ingest.notifications import minio_client
 from photoenhance.settings import Settings
 from harness.processor import REPO, WAIT_S, batch_completed, image_bytes
