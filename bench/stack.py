@@ -7,7 +7,7 @@ What :func:`bench_stack` brings up, in a temporary folder, and takes down again:
 - exchange, queue and routing-key names of its own (``bench<hex>.*``) and a fresh database: an
   SQLite file (default), or with ``database="postgresql"`` a new database on the local PostgreSQL
   (``BENCH_POSTGRES_URL``, a user that may create databases), dropped afterwards;
-- what ``photoenhance init`` prepares (:func:`ingest.bootstrap.bootstrap`): topology, migrations,
+- what ``photoenhance init`` prepares (:func:`provision.bootstrap.bootstrap`): topology, migrations,
   buckets, the RGW topic and bucket notification, CORS;
 - ``photoenhance ingest`` and ``photoenhance notifier`` as child processes on free ports;
 - ``photoenhance processor`` workers at the ``fast`` level, started and stopped per measured
@@ -40,7 +40,7 @@ from pathlib import Path
 import aio_pika
 
 from bench.procstats import ProcSample, sample
-from ingest.bootstrap import bootstrap
+from provision.bootstrap import bootstrap
 from photoenhance.settings import Settings
 from processor.queues import processor_queue_names
 from harness.objectstore import CephCluster

@@ -59,7 +59,7 @@ from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import MinioException
 
-from ingest.notifications import configure_bucket_notifications, delete_rgw_topic, ensure_bucket, minio_client
+from provision.notifications import configure_bucket_notifications, delete_rgw_topic, ensure_bucket, minio_client
 from photoenhance.settings import Settings
 from photoenhance.topology import declare_topology
 from harness.services import unique_name

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from db.connection import Database
-from ingest.cors import configure_upload_cors
+from provision.cors import configure_upload_cors
 from photoenhance.settings import Settings
 from harness.processor import REPO, WAIT_S, WorkerProcess, free_port
 

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from db.records import BatchRecord
 from db.repository import Repository
-from ingest.notifications import minio_client
+from provision.notifications import minio_client
 from photoenhance.contracts.keys import MANIFEST_NAME, output_key
 from photoenhance.contracts.progress import EventType, ProgressEvent
 from photoenhance.contracts.states import ImageState
@@ -58,7 +58,7 @@ __all__ = [
 
 #: Uploads running at once: 4 outrun any worker here, like a client script with a thread pool.
 #: (They once crashed radosgw 16.2.15 mid-soak; the cause was the topic's broker ack, see
-#: ingest/notifications.py, not the concurrency.)
+#: provision/notifications.py, not the concurrency.)
 UPLOAD_THREADS = 4
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from db.repository import Repository
-from ingest.notifications import configure_bucket_notifications
+from provision.notifications import configure_bucket_notifications
 from photoenhance.settings import Settings
 from tests.reliability.exactly_once import (
     assert_exactly_once,

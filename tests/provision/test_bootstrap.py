@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from ingest.bootstrap import LIFECYCLE_RULE_ID
-from ingest.notifications import minio_client
+from provision.bootstrap import LIFECYCLE_RULE_ID
+from provision.notifications import minio_client
 from photoenhance.settings import Settings
-from tests.ingest.test_bucket_notifications import next_record, put, work_queue_inbox
+from tests.provision.test_bucket_notifications import next_record, put, work_queue_inbox
 from harness.objectstore import remove_bucket
 from harness.services import delete_amqp_names, unique_name
 
