@@ -59,7 +59,8 @@ from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import MinioException
 
-from provision.notifications import configure_bucket_notifications, delete_rgw_topic, ensure_bucket, minio_client
+from provision.notifications import configure_bucket_notifications, delete_rgw_topic, ensure_bucket
+from photoenhance.s3 import minio_client
 from photoenhance.settings import Settings
 from photoenhance.topology import declare_topology
 from harness.services import unique_name

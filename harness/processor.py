@@ -37,7 +37,7 @@ from minio import Minio
 from PIL import Image
 
 from db.repository import Repository
-from provision.notifications import minio_client
+from photoenhance.s3 import minio_client
 from photoenhance.contracts.events import parse_notification
 from photoenhance.contracts.progress import ProgressEvent
 from photoenhance.settings import Settings

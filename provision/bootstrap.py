@@ -34,7 +34,8 @@ from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 from db.connection import Database
 from db.migrate import current_revision, head_revision, upgrade
 from provision.cors import SERVER_WIDE, CorsSetupError, configure_upload_cors
-from provision.notifications import configure_bucket_notifications, ensure_bucket, minio_client
+from provision.notifications import configure_bucket_notifications, ensure_bucket
+from photoenhance.s3 import minio_client
 from photoenhance.settings import Settings
 from photoenhance.topology import declare_topology
 

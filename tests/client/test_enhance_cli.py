@@ -23,7 +23,7 @@ from PIL import Image
 
 from db.repository import Repository
 from client.state import STATE_FILE
-from provision.notifications import minio_client
+from photoenhance.s3 import minio_client
 from photoenhance.settings import Settings
 from harness.processor import REPO, WAIT_S, batch_completed, image_bytes
 from harness.stack import Stack, StartStack

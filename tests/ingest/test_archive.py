@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from provision.notifications import minio_client
+from photoenhance.s3 import minio_client
 from photoenhance.settings import Settings
 from tests.ingest.conftest import StartIngest, image_file, record_result
 from harness.objectstore import put_bytes

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from db.repository import Repository
-from provision.notifications import minio_client
+from photoenhance.s3 import minio_client
 from photoenhance.contracts.events import notification_body
 from photoenhance.contracts.keys import MANIFEST_NAME
 from photoenhance.contracts.progress import EventType

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from db.repository import Repository
-from provision.notifications import minio_client
+from photoenhance.s3 import minio_client
 from photoenhance.contracts.keys import MANIFEST_NAME
 from photoenhance.contracts.states import ImageState
 from photoenhance.settings import Settings

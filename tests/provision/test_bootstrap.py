@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from provision.bootstrap import LIFECYCLE_RULE_ID
-from provision.notifications import minio_client
+from photoenhance.s3 import minio_client
 from photoenhance.settings import Settings
 from tests.provision.test_bucket_notifications import next_record, put, work_queue_inbox
 from harness.objectstore import remove_bucket

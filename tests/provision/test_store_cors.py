@@ -13,7 +13,7 @@ import urllib3
 
 from provision.bootstrap import Change, bootstrap
 from provision.cors import CORS_RULE_ID, configure_upload_cors
-from provision.notifications import boto_client
+from photoenhance.s3 import boto_client
 from photoenhance.settings import Settings
 
 pytestmark = pytest.mark.objectstore

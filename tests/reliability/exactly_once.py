@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from db.records import BatchRecord
 from db.repository import Repository
-from provision.notifications import minio_client
+from photoenhance.s3 import minio_client
 from photoenhance.contracts.keys import MANIFEST_NAME, output_key
 from photoenhance.contracts.progress import EventType, ProgressEvent
 from photoenhance.contracts.states import ImageState

@@ -28,7 +28,7 @@ from yarl import URL
 from db.connection import Database
 from db.models import Base
 from db.repository import Repository
-from provision.notifications import minio_client
+from photoenhance.s3 import minio_client
 from ingest.presign import Presigner
 from photoenhance.contracts.states import ImageState
 from photoenhance.contracts.tokens import hash_token

@@ -30,7 +30,7 @@ from yarl import URL
 
 from db.repository import Repository
 from ingest.names import content_disposition
-from provision.notifications import boto_client
+from photoenhance.s3 import boto_client
 from ingest.presign import Presigner
 from photoenhance.contracts.keys import parse_input_key
 from photoenhance.settings import Settings

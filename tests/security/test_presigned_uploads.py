@@ -25,7 +25,7 @@ from minio.error import S3Error
 
 from db.records import BatchRecord
 from db.repository import Repository
-from provision.notifications import minio_client
+from photoenhance.s3 import minio_client
 from ingest.presign import Presigner
 from photoenhance.contracts.states import BatchState, ImageState
 from photoenhance.settings import Settings
