@@ -2,7 +2,7 @@
 
 The limit (``MAX_INPUT_PIXELS``, 50 MP by default) is checked against the dimensions the header
 announces (processor/engine/imageio.py), and formats the engine does not decode are refused from
-their signature (processor/engine/sniff.py) before any parser opens them. "Before decoding" is
+their signature (photoenhance/formats.py) before any parser opens them. "Before decoding" is
 shown three ways: spies on every decoder (Pillow's ``load`` and OpenCV's ``imdecode``) see no
 call, the peak memory of a fresh interpreter refusing every bomb does not grow, and a real worker
 process handed the bombs through the bucket fails each with its code, keeps its peak memory and
