@@ -299,7 +299,7 @@ def x4plus_tiling(scratch: Path, device: str, *, tile: int = 80, control_context
     """
     from skimage import data
 
-    from processor.engine.weights_cli import import_ncnn
+    from provision.weights_cli import import_ncnn
 
     folder = scratch / "ncnn"
     import_ncnn(folder, keys=["x4plus-ncnn"])

@@ -26,7 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "processor": ("processor.cli", "Run a worker that turns bucket notifications into results."),
     "reconcile": ("processor.reconcile_cli", "List open batches against the store and enqueue what was missed."),
     "notifier": ("notifier.cli", "Serve progress over WebSocket and SSE."),
-    "weights": ("processor.engine.weights_cli", "Check, fetch or convert model weights."),
+    "weights": ("provision.weights_cli", "Check, fetch or convert model weights."),
     "enhance": ("client.cli", "Enhance local photos through a running pipeline."),
     "migrate": ("db.migrate_cli", "Apply database migrations."),
 }
