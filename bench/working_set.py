@@ -50,8 +50,7 @@ def data_of(edge, layout):
     buffer = io.BytesIO(); Image.fromarray(pixels).save(buffer, "PNG"); return buffer.getvalue()
 
 if level != "fast" and not (Path(weights) / "RealESRGAN_x2plus.pth").exists():
-    sys.path.insert(0, ".")
-    from harness_weights import write_random_weights
+    from harness.weights import write_random_weights
     write_random_weights(Path(weights))
 engine = Engine.load(Settings(weights_dir=Path(weights), device="cpu", allow_custom_weights=True), qualities=[Quality(level)])
 options = EnhanceOptions.from_dict({"quality": level, "upscale": upscale, "output_format": fmt})
@@ -72,19 +71,10 @@ print(json.dumps({"grew": grew, "estimate": estimate(header, options).host, "pix
                   "result_sample_bytes": int(edge * upscale) ** 2 * header.channels * header.bytes_per_sample}))
 """
 
-#: What a weight-writing probe imports: the harness's writer, found wherever the layout puts it.
-WEIGHTS_SHIM = """
-try:
-    from harness.weights import write_random_weights
-except ImportError:
-    from tests.support.weights import write_random_weights
-"""
-
-
 def probe(level: str, edge: int, layout: str, upscale: float, fmt: str, weights: Path) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-c", PROBE, level, str(edge), layout, str(upscale), fmt, str(weights)],
-        cwd=weights.parent, env={"PYTHONPATH": f"{REPO}:{weights.parent}", "PATH": "/usr/bin:/bin"},
+        cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
         capture_output=True, text=True, timeout=900, check=False,
     )
     if done.returncode != 0:
@@ -104,7 +94,6 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="pe-working-set-") as tmp:
         weights = Path(tmp) / "weights"
-        (Path(tmp) / "harness_weights.py").write_text(WEIGHTS_SHIM)
         for layout in ("rgb8", "rgba16"):
             for upscale in (1.0, 2.0, 4.0):
                 for fmt in ("jpeg", "png"):

@@ -90,7 +90,7 @@ FACE_ALLOWANCE = 1536 * MIB
 #: CPU: the sizes the engine's own out-of-memory back-off goes through (Limits.oom_first_tile on).
 TILE_CHOICES = (512, 256, 128, 64)
 
-#: Windows per background forward (processor.engine.pipeline.Limits): CPU, CUDA.
+#: Windows per background forward (processor.engine.batch_steps.Limits): CPU, CUDA.
 TILES_PER_FORWARD = {False: 4, True: 8}
 
 #: Share of the host's memory, and of the device's, that the default budget takes.

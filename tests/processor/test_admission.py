@@ -251,7 +251,7 @@ async def test_an_image_waiting_for_memory_keeps_its_lease_and_the_loop_free(
     from datetime import datetime, timezone
 
     from photoenhance.contracts.states import ImageState
-    from tests.support.processor import eventually, image_bytes, put_async, running_worker
+    from harness.processor import eventually, image_bytes, put_async, running_worker
 
     settings = processor_settings.replace(worker_memory_budget_mb=64, lease_seconds=3)
     async with running_worker(settings, fast_engine) as worker:

@@ -33,7 +33,7 @@ from db.repository import Repository
 from photoenhance.contracts.states import ImageState
 from photoenhance.settings import Settings
 from tests.security.bombs import png
-from tests.support.processor import WorkerProcess, eventually, image_bytes, put_async
+from harness.processor import WorkerProcess, eventually, image_bytes, put_async
 
 pytestmark = [pytest.mark.security, pytest.mark.objectstore]
 
