@@ -19,9 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pillow_heif
-from PIL import Image
+from PIL import Image, ImageCms
 
-__all__ = ["CMYK_PROFILE", "adobe_rgb_icc", "avif_bytes", "display_p3_icc", "grey_icc", "heic_bytes"]
+__all__ = [
+    "CMYK_PROFILE", "adobe_rgb_icc", "avif_bytes", "delta_e", "display_p3_icc", "grey_icc", "heic_bytes", "patches",
+    "profiled_patches", "without_profile",
+]
 
 #: Ghostscript's CMYK (SWOP) profile, from Debian's libgs-common.
 CMYK_PROFILE = Path("/usr/share/color/icc/ghostscript/default_cmyk.icc")
@@ -145,4 +148,74 @@ def avif_bytes(array: np.ndarray, *, bits: int = 8, quality: int = 90, **info: o
         return imagecodecs.avif_encode(array, level=quality, bitspersample=bits)
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(array)).save(buffer, "AVIF", quality=quality, **info)
+    return buffer.getvalue()
+
+
+# -- colour accuracy (tests and bench/colour.py) ---------------------------------------------------
+
+
+def patches(colours: list[tuple[int, int, int]] | None = None) -> np.ndarray:
+    """Saturated patches (primaries, secondaries at 100 % and 80 %, mixtures, greys), 16x16 each."""
+    colours = colours or [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255),
+               (204, 0, 0), (0, 204, 0), (0, 0, 204), (204, 204, 0), (0, 204, 204), (204, 0, 204),
+               (230, 120, 40), (60, 150, 220), (0, 0, 0), (128, 128, 128), (255, 255, 255), (200, 170, 150)]
+    tiles = [np.full((PATCH, PATCH, 3), c, np.uint8) for c in colours]
+    return np.concatenate([np.concatenate(tiles[i:i + 6], axis=1) for i in range(0, len(tiles), 6)], axis=0)
+
+
+def profiled_patches(icc: bytes, colours: list[tuple[int, int, int]] | None = None, *, in_srgb: bool = True) -> bytes:
+    """A PNG of :func:`patches` embedding ``icc``: the sRGB colours converted into its space
+    (``in_srgb``), or the numbers written as they are (saturated in the wide space, partly outside sRGB)."""
+    target = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    if not in_srgb:
+        buffer = io.BytesIO()
+        Image.fromarray(patches(colours)).save(buffer, "PNG", icc_profile=icc)
+        return buffer.getvalue()
+    moved = ImageCms.profileToProfile(Image.fromarray(patches(colours)), ImageCms.createProfile("sRGB"), target,
+                                      renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC)
+    buffer = io.BytesIO()
+    moved.save(buffer, "PNG", icc_profile=icc)
+    return buffer.getvalue()
+
+
+#: Edge of a patch, and the margin left out of the measurement: Lanczos rings for a few pixels
+#: at the hard edge between two saturated patches, in the input's space as in sRGB.
+PATCH, MARGIN = 16, 4
+
+
+def patch_interiors(values: np.ndarray) -> np.ndarray:
+    """``values`` (h, w) restricted to the interior of each patch."""
+    inside = np.zeros(PATCH, bool)
+    inside[MARGIN:PATCH - MARGIN] = True
+    rows = np.tile(inside, values.shape[0] // PATCH)
+    cols = np.tile(inside, values.shape[1] // PATCH)
+    return values[np.ix_(rows, cols)]
+
+
+def delta_e(input_data: bytes, result_data: bytes) -> np.ndarray:
+    """ΔE2000 per pixel (patch interiors) between an input and a result brought back to the
+    input's size, each read through the profile it embeds (sRGB when none)."""
+    from skimage.color import deltaE_ciede2000
+
+    def lab(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
+        image = Image.open(io.BytesIO(data)).convert("RGB")
+        if size is not None:
+            image = image.resize(size, Image.Resampling.LANCZOS)
+        icc = image.info.get("icc_profile") or Image.open(io.BytesIO(data)).info.get("icc_profile")
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc)) if icc else ImageCms.createProfile("sRGB")
+        transform = ImageCms.buildTransform(source, ImageCms.createProfile("LAB", 6500), "RGB", "LAB",
+                                            renderingIntent=ImageCms.Intent.ABSOLUTE_COLORIMETRIC)
+        raw = np.asarray(ImageCms.applyTransform(image, transform)).astype(np.float64)
+        return np.stack([raw[..., 0] * 100 / 255, raw[..., 1] - 128, raw[..., 2] - 128], axis=2)
+
+    size = Image.open(io.BytesIO(input_data)).size
+    return patch_interiors(deltaE_ciede2000(lab(input_data), lab(result_data, size)))
+
+
+def without_profile(data: bytes) -> bytes:
+    """The same pixels with the profile dropped, as the worker before issue 16 treated them."""
+    decoded = Image.open(io.BytesIO(data))
+    decoded.info.pop("icc_profile")  # Pillow would write it again from here
+    buffer = io.BytesIO()
+    decoded.save(buffer, "PNG")
     return buffer.getvalue()

@@ -167,7 +167,7 @@ async def test_five_photos_four_enhanced_one_fails_with_its_reason(
     await expect(row(page, "beach.jpg").locator(".file-size")).to_have_text(re.compile(r"^\d+(\.\d)? (B|KB)$"))
     # the page refuses what is not an image before anything is uploaded
     await expect(row(page, "notes.txt").locator(".file-status")).to_have_text(
-        "Not uploaded: Not an image: only JPEG, PNG and WebP photos can be enhanced."
+        "Not uploaded: Not an image: only JPEG, PNG, WebP, HEIC and AVIF photos can be enhanced."
     )
     await expect(page.get_by_role("button", name="Enhance")).to_be_enabled()
 

@@ -19,7 +19,8 @@ from processor.engine.imageio import decode_image, encode_image
 from processor.engine.records import EnhanceRequest
 from processor.engine.sniff import sniff_format
 from tests.support.pictures import (
-    CMYK_PROFILE, adobe_rgb_icc, avif_bytes, display_p3_icc, grey_icc, heic_bytes,
+    CMYK_PROFILE, adobe_rgb_icc, avif_bytes, delta_e, display_p3_icc, grey_icc, heic_bytes, profiled_patches,
+    without_profile,
 )
 
 MAX = 50_000_000
@@ -158,68 +159,6 @@ def test_one_by_one_avif_is_enhanced() -> None:
 # -- colour ---------------------------------------------------------------------------------------
 
 
-def _patches() -> np.ndarray:
-    """Saturated patches (primaries, secondaries at 100 % and 80 %, mixtures, greys), 16x16 each."""
-    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255),
-               (204, 0, 0), (0, 204, 0), (0, 0, 204), (204, 204, 0), (0, 204, 204), (204, 0, 204),
-               (230, 120, 40), (60, 150, 220), (0, 0, 0), (128, 128, 128), (255, 255, 255), (200, 170, 150)]
-    tiles = [np.full((PATCH, PATCH, 3), c, np.uint8) for c in colours]
-    return np.concatenate([np.concatenate(tiles[i:i + 6], axis=1) for i in range(0, 18, 6)], axis=0)
-
-
-def profiled_patches(icc: bytes) -> bytes:
-    """A PNG of :func:`_patches` (sRGB colours) converted into the space of ``icc``, embedding it."""
-    target = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-    moved = ImageCms.profileToProfile(Image.fromarray(_patches()), ImageCms.createProfile("sRGB"), target,
-                                      renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC)
-    buffer = io.BytesIO()
-    moved.save(buffer, "PNG", icc_profile=icc)
-    return buffer.getvalue()
-
-
-#: Edge of a patch, and the margin left out of the measurement: Lanczos rings for a few pixels
-#: at the hard edge between two saturated patches, in the input's space as in sRGB.
-PATCH, MARGIN = 16, 4
-
-
-def patch_interiors(values: np.ndarray) -> np.ndarray:
-    """``values`` (h, w) restricted to the interior of each patch."""
-    inside = np.zeros(PATCH, bool)
-    inside[MARGIN:PATCH - MARGIN] = True
-    rows = np.tile(inside, values.shape[0] // PATCH)
-    cols = np.tile(inside, values.shape[1] // PATCH)
-    return values[np.ix_(rows, cols)]
-
-
-def delta_e(input_data: bytes, result_data: bytes) -> np.ndarray:
-    """ΔE2000 per pixel (patch interiors) between an input and a result brought back to the
-    input's size, each read through the profile it embeds (sRGB when none)."""
-    from skimage.color import deltaE_ciede2000
-
-    def lab(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
-        image = Image.open(io.BytesIO(data)).convert("RGB")
-        if size is not None:
-            image = image.resize(size, Image.Resampling.LANCZOS)
-        icc = image.info.get("icc_profile") or Image.open(io.BytesIO(data)).info.get("icc_profile")
-        source = ImageCms.ImageCmsProfile(io.BytesIO(icc)) if icc else ImageCms.createProfile("sRGB")
-        transform = ImageCms.buildTransform(source, ImageCms.createProfile("LAB", 6500), "RGB", "LAB",
-                                            renderingIntent=ImageCms.Intent.ABSOLUTE_COLORIMETRIC)
-        raw = np.asarray(ImageCms.applyTransform(image, transform)).astype(np.float64)
-        return np.stack([raw[..., 0] * 100 / 255, raw[..., 1] - 128, raw[..., 2] - 128], axis=2)
-
-    size = Image.open(io.BytesIO(input_data)).size
-    return patch_interiors(deltaE_ciede2000(lab(input_data), lab(result_data, size)))
-
-
-def _without_profile(data: bytes) -> bytes:
-    """The same pixels with the profile dropped, as the worker before issue 16 treated them."""
-    decoded = Image.open(io.BytesIO(data))
-    decoded.info.pop("icc_profile")  # Pillow would write it again from here
-    buffer = io.BytesIO()
-    decoded.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize("profile", [display_p3_icc, adobe_rgb_icc], ids=["display-p3", "adobe-rgb"])
 def test_profiled_input_comes_back_looking_the_same(profile) -> None:
     """ΔE2000 below 2 (mean and max) through ``fast``, and far below what dropping the profile gives.
@@ -233,7 +172,7 @@ def test_profiled_input_comes_back_looking_the_same(profile) -> None:
     result, report = _fast(data, upscale=2.0)
     assert report["source"]["colour_profile"] == "converted"
     handled = delta_e(data, result)
-    dropped = delta_e(data, _fast(_without_profile(data), upscale=2.0)[0])
+    dropped = delta_e(data, _fast(without_profile(data), upscale=2.0)[0])
     assert handled.mean() < 2 and handled.max() < 2
     assert dropped.mean() > 2 * handled.mean() and dropped.max() > handled.max()
 
