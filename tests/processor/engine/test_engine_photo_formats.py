@@ -285,3 +285,14 @@ def test_avif_output_is_written_when_asked() -> None:
     result, _ = _fast(data, output_format=OutputFormat.AVIF)
     assert sniff_format(result) == "avif"
     assert Image.open(io.BytesIO(result)).size == (128, 96)
+
+
+def test_animated_avif_gives_its_first_frame_and_says_so() -> None:
+    frames = [Image.fromarray(_gradient()), Image.new("RGB", (64, 48), (0, 0, 0)), Image.new("RGB", (64, 48), "white")]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "AVIF", save_all=True, append_images=frames[1:], quality=100, duration=100)
+    data = buffer.getvalue()
+    assert sniff_format(data) == "avif"
+    decoded = decode_image(data, max_pixels=MAX)
+    assert np.abs(decoded.pixels.astype(int) - _gradient()).mean() < 6
+    assert decoded.notes["images_in_file"] == 3 and decoded.notes["used"] == "primary image only"
