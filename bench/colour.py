@@ -2,7 +2,7 @@
 (brought back to the input's size), with the profile handled as the worker does and with it
 dropped as the worker did before issue 16.
 
-Inputs (PNG, lossless, made in tests/support/pictures.py): Display P3 and Adobe RGB (1998)
+Inputs (PNG, lossless, made in harness/pictures.py): Display P3 and Adobe RGB (1998)
 profiles built by Little CMS; two patch sets each:
 
 - ``in-sRGB``: saturated sRGB primaries, secondaries, mixtures and greys written in the wide space
@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.pictures import adobe_rgb_icc, delta_e, display_p3_icc, profiled_patches, without_profile
 from photoenhance.contracts.options import EnhanceOptions, Quality
 from processor.engine.fast import fast_result
 from processor.engine.imageio import decode_image, encode_image
 from processor.engine.records import EnhanceRequest
-from tests.support.pictures import adobe_rgb_icc, delta_e, display_p3_icc, profiled_patches, without_profile
 
 PROFILES = {"Display P3": display_p3_icc, "Adobe RGB (1998)": adobe_rgb_icc}
 

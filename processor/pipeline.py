@@ -33,11 +33,11 @@ from photoenhance.contracts.keys import OUTPUT_EXTENSIONS, output_key
 from photoenhance.contracts.options import EnhanceOptions
 from photoenhance.contracts.progress import EventType, ProgressEvent
 from photoenhance.contracts.states import ImageState
+from photoenhance.formats import sniff_format
 from photoenhance.settings import Settings
 from processor.batches import Batches
 from processor.engine.errors import ImageError
 from processor.engine.imageio import decode_image, encode_image
-from processor.engine.sniff import sniff_format
 from processor.engine.records import EnhanceRequest
 from processor.engine.version import ENGINE_VERSION
 from processor.failures import Failure, PermanentFailure, RetryPolicy, classify

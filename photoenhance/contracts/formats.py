@@ -25,7 +25,7 @@ __all__ = [
 class InputFormat:
     """A format the worker decodes."""
 
-    #: The name :func:`processor.engine.sniff.sniff_format` returns.
+    #: The name :func:`photoenhance.formats.sniff_format` returns.
     name: str
     #: The registered content type an upload declares.
     content_type: str

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from photoenhance.formats import png_bit_depth, sniff_format
 from processor.engine.errors import CorruptImage, TooManyPixels
-from processor.engine.sniff import png_bit_depth, sniff_format
 
 __all__ = ["ImageHeader", "check_pixels", "read_header"]
 
@@ -34,7 +34,7 @@ _HEADER_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeEr
 class ImageHeader:
     """A file's own account of its picture, read without decoding it."""
 
-    #: A name of :data:`processor.engine.sniff.SUPPORTED_FORMATS`.
+    #: A name of :data:`photoenhance.formats.SUPPORTED_FORMATS`.
     format: str
     #: Stored size (before EXIF orientation); for HEIF the largest image the file declares.
     width: int

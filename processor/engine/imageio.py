@@ -14,7 +14,6 @@ import warnings
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-
 from typing import Any
 
 import cv2
@@ -25,11 +24,11 @@ from PIL import Image, PngImagePlugin, features
 from photoenhance.contracts.formats import OUTPUT_CONTENT_TYPES, resolve_output_format
 from photoenhance.contracts.keys import OUTPUT_EXTENSIONS
 from photoenhance.contracts.options import EnhanceOptions, OutputFormat
+from photoenhance.formats import png_bit_depth
 from processor.engine.colour import SRGB_ICC, to_srgb
 from processor.engine.errors import CorruptImage, OutputTooLarge, TooManyPixels, UnsupportedImage
 from processor.engine.header import ImageHeader, check_pixels, read_header
 from processor.engine.metadata import SourceMetadata, read_exif, result_exif, result_xmp
-from processor.engine.sniff import png_bit_depth
 
 __all__ = [
     "DecodedImage",

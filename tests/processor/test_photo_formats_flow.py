@@ -1,7 +1,7 @@
 """HEIC and AVIF photos through a plain S3 upload into the real store (Ceph RGW), its notifications,
 RabbitMQ and a running worker: results are JPEG (output format ``auto``) with the EXIF carried and
 sRGB embedded; the bad HEIC/AVIF inputs of issue 16 each end with a clear outcome and the worker
-goes on. Inputs come from real encoders (tests/support/pictures.py).
+goes on. Inputs come from real encoders (harness/pictures.py).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import pytest
 from PIL import Image, ImageCms
 
 from db.repository import Repository
-from ingest.notifications import minio_client
+from harness.pictures import avif_bytes, display_p3_icc, heic_bytes
+from harness.processor import eventually, output_keys, put_async, running_worker
 from photoenhance.contracts.states import ImageState
+from photoenhance.s3 import minio_client
 from photoenhance.settings import Settings
 from tests.processor.test_bad_input import check_worker_goes_on, image_state
-from tests.support.pictures import avif_bytes, display_p3_icc, heic_bytes
-from tests.support.processor import eventually, output_keys, put_async, running_worker
 
 pytestmark = pytest.mark.objectstore
 

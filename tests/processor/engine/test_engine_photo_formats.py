@@ -1,5 +1,5 @@
 """HEIC and AVIF inputs, 10/12-bit precision, colour profiles, EXIF/XMP carried, output ``auto``,
-and the bad inputs of issue 16: every input made by a real encoder (tests/support/pictures.py)."""
+and the bad inputs of issue 16: every input made by a real encoder (harness/pictures.py)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,18 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
+from harness.pictures import (
+    CMYK_PROFILE, adobe_rgb_icc, avif_bytes, delta_e, display_p3_icc, grey_icc, heic_bytes, profiled_patches,
+    without_profile,
+)
 from photoenhance.contracts.formats import resolve_output_format
 from photoenhance.contracts.options import EnhanceOptions, OutputFormat, Quality
+from photoenhance.formats import sniff_format
 from processor.engine.errors import CorruptImage, TooManyPixels
 from processor.engine.fast import fast_result
 from processor.engine.header import read_header
 from processor.engine.imageio import decode_image, encode_image
 from processor.engine.records import EnhanceRequest
-from processor.engine.sniff import sniff_format
-from tests.support.pictures import (
-    CMYK_PROFILE, adobe_rgb_icc, avif_bytes, delta_e, display_p3_icc, grey_icc, heic_bytes, profiled_patches,
-    without_profile,
-)
 
 MAX = 50_000_000
 

@@ -9,8 +9,8 @@ an :class:`UnsupportedImage` error so people learn what to convert, and anything
 
 from __future__ import annotations
 
+from photoenhance.contracts.failures import NotAnImage, UnsupportedImage
 from photoenhance.contracts.formats import INPUT_FORMATS
-from processor.engine.errors import NotAnImage, UnsupportedImage
 
 __all__ = ["SUPPORTED_FORMATS", "png_bit_depth", "sniff_format"]
 
