@@ -500,9 +500,21 @@ def _to_pillow(pixels: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(pixels), "RGBA" if channels == 4 else "RGB")
 
 
+#: Save parameters that carry the input's metadata (never needed for the picture itself).
+_METADATA_PARAMS = ("icc_profile", "exif", "xmp", "pnginfo")
+
+
 def _save(image: Image.Image, fmt: str, **params: object) -> bytes:
+    """Encode with Pillow; metadata the container refuses (a JPEG segment holds 64 KiB: a camera's
+    huge XMP or EXIF) is left out rather than costing the result."""
     buffer = io.BytesIO()
-    image.save(buffer, fmt, **params)
+    try:
+        image.save(buffer, fmt, **params)
+    except (ValueError, OSError, struct.error):
+        if not any(name in params for name in _METADATA_PARAMS):
+            raise
+        buffer = io.BytesIO()
+        image.save(buffer, fmt, **{k: v for k, v in params.items() if k not in _METADATA_PARAMS})
     return buffer.getvalue()
 
 

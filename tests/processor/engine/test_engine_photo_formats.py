@@ -296,3 +296,11 @@ def test_animated_avif_gives_its_first_frame_and_says_so() -> None:
     decoded = decode_image(data, max_pixels=MAX)
     assert np.abs(decoded.pixels.astype(int) - _gradient()).mean() < 6
     assert decoded.notes["images_in_file"] == 3 and decoded.notes["used"] == "primary image only"
+
+
+def test_metadata_too_large_for_a_jpeg_segment_is_left_out_not_the_picture() -> None:
+    huge_xmp = XMP.replace(b"dc:format", b"dc:description=\"" + b"x" * 70_000 + b"\" dc:format")
+    data = heic_bytes(_gradient(), xmp=huge_xmp)
+    result, _ = _fast(data)
+    out = Image.open(io.BytesIO(result))
+    assert out.format == "JPEG" and sorted(out.size) == [96, 128] and "xmp" not in out.info
