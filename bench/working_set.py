@@ -37,7 +37,8 @@ from photoenhance.contracts.options import EnhanceOptions, Quality
 from photoenhance.settings import Settings
 from processor.admission import estimate
 from processor.engine import Engine
-from processor.engine.imageio import decode_image, encode_image, read_header
+from processor.engine.header import read_header
+from processor.engine.imageio import decode_image, encode_image
 from processor.engine.records import EnhanceRequest
 
 level, edge, layout, upscale, fmt, weights = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4]), sys.argv[5], sys.argv[6]

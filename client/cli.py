@@ -21,7 +21,7 @@ from pathlib import Path
 from client.enhance import Enhancer, Job, RunAborted
 from client.report import Reporter
 from client.state import StateError
-from photoenhance.contracts.options import EnhanceOptions, OptionsError, Quality
+from photoenhance.contracts.options import EnhanceOptions, OptionsError, OutputFormat, Quality
 from photoenhance.settings import Settings
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_UNUSABLE", "add_arguments", "run"]
@@ -39,13 +39,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Exit status: 0 all enhanced, 1 some failed (listed with reasons), 2 usage error or server "
         "unreachable, 130 interrupted (re-run to continue)."
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="photos, or folders of photos (JPEG, PNG, WebP)")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="photos, or folders of photos (JPEG, PNG, WebP, HEIC, AVIF)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the results (and the resume state)")
     parser.add_argument(
         "--quality", choices=[q.value for q in Quality], default=Quality.BEST.value,
         help="best: restore faces and upscale; balanced: upscale only; fast: resize only (default: best)",
     )
     parser.add_argument("--upscale", type=float, default=2.0, metavar="N", help="output size relative to the input, 1 to 4 (default: 2)")
+    parser.add_argument(
+        "--format", choices=[f.value for f in OutputFormat], default=OutputFormat.AUTO.value, dest="output_format",
+        help="result format; auto keeps JPEG, PNG and WebP and makes JPEG of HEIC and AVIF (default: auto)",
+    )
+    parser.add_argument("--keep-gps", action="store_true", help="keep the photos' GPS position in the results' EXIF")
     parser.add_argument("--server", metavar="URL", help="ingest API address (default: http://INGEST_HOST:INGEST_PORT)")
     parser.add_argument(
         "--direct", action="store_true",
@@ -59,7 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run the command; returns the exit status."""
     try:
-        options = EnhanceOptions.from_dict({"quality": args.quality, "upscale": args.upscale}).to_dict()
+        options = EnhanceOptions.from_dict({
+            "quality": args.quality, "upscale": args.upscale,
+            "output_format": getattr(args, "output_format", "auto"), "keep_gps": getattr(args, "keep_gps", False),
+        }).to_dict()
     except OptionsError as exc:
         print(f"photoenhance enhance: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE

@@ -37,6 +37,7 @@ from client.inputs import LocalFile, gather
 from client.report import Reporter
 from client.state import BatchState, FileState, Progress, RunState
 from client.uploads import UploadFailed, upload
+from photoenhance.contracts.formats import format_of_content_type, resolve_output_format
 from photoenhance.contracts.keys import OUTPUT_EXTENSIONS
 from photoenhance.contracts.progress_stream import MessageKind
 from photoenhance.settings import Settings
@@ -282,7 +283,9 @@ class Enhancer:
     def _result_name(self, local: LocalFile) -> str:
         """The result's file name: the photo's own stem, the output format's extension, unique."""
         assert self.state is not None
-        ext = OUTPUT_EXTENSIONS[self.job.options["output_format"]]
+        fmt = resolve_output_format(self.job.options.get("output_format", "auto"),
+                                    format_of_content_type(local.content_type))
+        ext = OUTPUT_EXTENSIONS[fmt]
         stem = Path(local.name).stem or "photo"
         taken = self.state.results_taken()
         candidate, n = stem + ext, 1

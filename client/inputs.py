@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from photoenhance.contracts.failures import ImageError
+from photoenhance.contracts.formats import INPUT_FORMATS
 from photoenhance.formats import sniff_format
 
 __all__ = ["LocalFile", "Refused", "gather"]
@@ -25,7 +26,7 @@ HEAD_BYTES = 1024
 CHUNK_BYTES = 256 * 1024
 
 #: Content type the API is told, by the format found in the bytes.
-CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+CONTENT_TYPES = {f.name: f.content_type for f in INPUT_FORMATS}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ingest.validation import ACCEPTED_CONTENT_TYPES, UPLOAD_METHODS
+from photoenhance.contracts.options import OutputFormat
 from photoenhance.settings import Settings
 
 __all__ = ["ERROR_CODES", "openapi_document"]
@@ -247,7 +248,20 @@ def _create_request(settings: Settings) -> dict[str, Any]:
             },
             "options": {
                 "type": "object",
-                "description": "Enhancement options (quality, upscale, fidelity, only_center_face, output_format, output_quality, tile)",
+                "description": "Enhancement options (quality, upscale, fidelity, only_center_face, output_format, output_quality, tile, keep_gps)",
+                "properties": {
+                    "output_format": {
+                        "type": "string",
+                        "enum": [f.value for f in OutputFormat] + ["jpg"],
+                        "default": OutputFormat.AUTO.value,
+                        "description": "auto: JPEG, PNG and WebP inputs keep their format, HEIC and AVIF become JPEG",
+                    },
+                    "keep_gps": {
+                        "type": "boolean",
+                        "default": False,
+                        "description": "keep the EXIF GPS position in results (removed by default)",
+                    },
+                },
             },
             "upload": {"type": "string", "enum": list(UPLOAD_METHODS), "default": "post"},
         },

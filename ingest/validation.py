@@ -12,17 +12,16 @@ from typing import Any
 
 from ingest.errors import ApiError
 from ingest.names import NameRefused, assign_names
+from photoenhance.contracts.formats import ACCEPTED_CONTENT_TYPES, CONTENT_TYPE_ALIASES
 from photoenhance.contracts.options import EnhanceOptions, OptionsError
 from photoenhance.settings import Settings
 
 __all__ = ["ACCEPTED_CONTENT_TYPES", "CreateBatch", "DeclaredUpload", "UPLOAD_METHODS", "parse_create_request"]
 
-#: Content types an upload may declare: the formats the engine decodes. SVG and other types a
-#: browser would execute or render as a page are never signed for.
-ACCEPTED_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp")
-
-#: Common spellings normalised to the registered type.
-_CONTENT_TYPE_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}
+#: Content types an upload may declare: the formats the engine decodes (one list,
+#: photoenhance/contracts/formats.py). SVG and other types a browser would execute or render as a
+#: page are never signed for. Common spellings (image/jpg, image/heif) become the registered type.
+_CONTENT_TYPE_ALIASES = CONTENT_TYPE_ALIASES
 
 #: How clients may upload: an HTML-form POST policy (the default), which the store checks field by
 #: field, or a presigned PUT, only where INGEST_ALLOW_PUT_UPLOADS turns it on. The store binds none

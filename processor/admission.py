@@ -47,7 +47,7 @@ from photoenhance.contracts.options import EnhanceOptions, Quality
 from photoenhance.settings import Settings
 from processor.engine.allocator import keeps_large_buffers
 from processor.engine.errors import OutputTooLarge
-from processor.engine.imageio import ImageHeader, read_header
+from processor.engine.header import ImageHeader, read_header
 from processor.engine.resize import output_size
 from processor.failures import PermanentFailure
 

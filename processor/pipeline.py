@@ -29,10 +29,12 @@ from urllib.parse import quote
 from db.records import BatchRecord, ImageRecord, ImageVersion
 from db.repository import Repository
 from photoenhance.contracts.events import ObjectCreated, notification_body
+from photoenhance.contracts.formats import resolve_output_format
 from photoenhance.contracts.keys import OUTPUT_EXTENSIONS, output_key
 from photoenhance.contracts.options import EnhanceOptions
 from photoenhance.contracts.progress import EventType, ProgressEvent
 from photoenhance.contracts.states import ImageState
+from photoenhance.formats import sniff_format
 from photoenhance.settings import Settings
 from processor.admission import Admission, Slot
 from processor.batches import Batches
@@ -96,15 +98,27 @@ class _LostClaim(Exception):
     """This worker no longer holds the image."""
 
 
-def result_key_candidates(batch_id: str, name: str, options: EnhanceOptions) -> list[str]:
+def result_key_candidates(batch_id: str, name: str, options: EnhanceOptions, source_format: str | None = None) -> list[str]:
     """Result keys for an input, in order of preference.
 
     First the contract's :func:`output_key` (``a.png`` → ``a.jpg``); if another input of the batch
     holds it (``a.jpg`` itself), the input's full name plus the output extension (``a.png.jpg``).
+    The extension is the resolved output format's: ``auto`` follows ``source_format`` (sniffed
+    from the bytes), as :func:`~processor.engine.imageio.encode_image` does.
     """
-    first = output_key(batch_id, name, options.output_format.value)
-    second = f"{batch_id}/{name}{OUTPUT_EXTENSIONS[options.output_format.value]}"
+    fmt = resolve_output_format(options.output_format.value, source_format)
+    first = output_key(batch_id, name, fmt)
+    second = f"{batch_id}/{name}{OUTPUT_EXTENSIONS[fmt]}"
     return [first] if second == first else [first, second]
+
+
+def _sniffed(data: bytes) -> str | None:
+    """The input's format for resolving ``auto``; None for bytes that are no image (decoding
+    then fails them with the reason)."""
+    try:
+        return sniff_format(data)
+    except ImageError:
+        return None
 
 
 class ImagePipeline:
@@ -203,15 +217,14 @@ class ImagePipeline:
         timeline.mark("fetched")
         options = EnhanceOptions.from_metadata(source.metadata, base=EnhanceOptions.from_dict(batch.options or {}))
         options = await memory.admit(source.data, options)  # sized from the header; waits until its memory fits
-        result_key = await self.repository.reserve_output_key(
-            image.id, self.worker_id, result_key_candidates(record.batch_id, record.name, options)
-        )
+        candidates = result_key_candidates(record.batch_id, record.name, options, _sniffed(source.data))
+        result_key = await self.repository.reserve_output_key(image.id, self.worker_id, candidates)
         if result_key is None:
             await self._check_still_mine(image.id)
             raise PermanentFailure(
                 "output_key_conflict",
                 "every result key for this name is taken by another input of the batch "
-                f"({', '.join(result_key_candidates(record.batch_id, record.name, options))})",
+                f"({', '.join(candidates)})",
             )
         timeline.mark("reserved")
         with self.metrics.step("decode"):
@@ -223,7 +236,7 @@ class ImagePipeline:
             raise enhanced
         timeline.mark("enhanced")
         with self.metrics.step("encode"):
-            encoded = await self._in_thread(partial(encode_image, enhanced.pixels, options))
+            encoded = await self._in_thread(partial(encode_image, enhanced.pixels, options, decoded))
         timeline.mark("encoded")
         with self.metrics.step("store"):
             await self.storage.put(

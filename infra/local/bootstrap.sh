@@ -21,6 +21,9 @@ APT_PACKAGES=(
   chromium libgl1
   # Compose v1 (Python): validates infra/docker-compose.yml without a Docker engine.
   docker-compose
+  # Colour tests: Little CMS (builds the Display P3 / Adobe RGB test profiles) and Ghostscript's
+  # CMYK profile (no Debian package ships a free Display P3 or CMYK profile of its own).
+  liblcms2-2 libgs-common
 )
 
 install_apt() {

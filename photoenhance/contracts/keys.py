@@ -34,7 +34,7 @@ MANIFEST_NAME = "_batch.json"
 MAX_KEY_BYTES = 1024
 
 #: File extension written for each output format.
-OUTPUT_EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}
+OUTPUT_EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "avif": ".avif"}
 
 
 class KeyRejected(ValueError):
@@ -110,6 +110,8 @@ def output_key(batch_id: str, name: str, output_format: str) -> str:
     """The result's key: the input's name with the output format's extension.
 
     ``photo.png`` with JPEG output becomes ``photo.jpg``; a name without an extension gets one.
+    ``output_format`` is a resolved format (``"auto"`` is resolved from the input's bytes first,
+    :func:`photoenhance.contracts.formats.resolve_output_format`), so ``"auto"`` is refused.
     """
     try:
         ext = OUTPUT_EXTENSIONS[output_format]

@@ -28,9 +28,14 @@ class Quality(str, Enum):
 class OutputFormat(str, Enum):
     """Encoding of the result object."""
 
+    #: The input's own format for JPEG, PNG and WebP; JPEG for HEIC and AVIF inputs
+    #: (:func:`photoenhance.contracts.formats.resolve_output_format`).
+    AUTO = "auto"
     JPEG = "jpeg"
     PNG = "png"
     WEBP = "webp"
+    #: Where the worker's Pillow can write AVIF (``PIL.features.check("avif")``).
+    AVIF = "avif"
 
 
 #: Prefix of object user metadata that carries options (``x-amz-meta-photoenhance-quality: best``).
@@ -48,11 +53,13 @@ class EnhanceOptions:
     fidelity: float = 0.5
     #: Restore only the face nearest the centre.
     only_center_face: bool = False
-    output_format: OutputFormat = OutputFormat.JPEG
+    output_format: OutputFormat = OutputFormat.AUTO
     #: Encoder quality for JPEG and WebP, 1 to 100.
     output_quality: int = 92
     #: Background tile edge in input pixels; 0 runs the whole image at once.
     tile: int = 0
+    #: Keep the EXIF GPS position in results; off by default, since people share results.
+    keep_gps: bool = False
 
     def __post_init__(self) -> None:
         if not 1.0 <= self.upscale <= 4.0 or not math.isfinite(self.upscale):
@@ -107,7 +114,7 @@ def _coerce(name: str, value: Any) -> Any:
             return Quality(value)
         if name == "output_format":
             return OutputFormat("jpeg" if value == "jpg" else value)
-        if name == "only_center_face":
+        if name in {"only_center_face", "keep_gps"}:
             if isinstance(value, bool):
                 return value
             if isinstance(value, str) and value.lower() in {"true", "false", "1", "0"}:

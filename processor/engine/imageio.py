@@ -13,15 +13,22 @@ import struct
 import warnings
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
-from PIL import Image
+import pillow_heif
+from PIL import Image, PngImagePlugin, features
 
+from photoenhance.contracts.formats import OUTPUT_CONTENT_TYPES, resolve_output_format
+from photoenhance.contracts.keys import OUTPUT_EXTENSIONS
 from photoenhance.contracts.options import EnhanceOptions, OutputFormat
+from photoenhance.formats import png_bit_depth
+from processor.engine.colour import SRGB_ICC, to_srgb
 from processor.engine.errors import CorruptImage, OutputTooLarge, TooManyPixels, UnsupportedImage
-from photoenhance.formats import png_bit_depth, sniff_format
+from processor.engine.header import ImageHeader, check_pixels, read_header
+from processor.engine.metadata import SourceMetadata, read_exif, result_exif, result_xmp
 
 __all__ = [
     "DecodedImage",
@@ -30,6 +37,7 @@ __all__ = [
     "apply_orientation",
     "decode_image",
     "encode_image",
+    "output_format_for",
     "read_header",
 ]
 
@@ -54,7 +62,7 @@ _INFLATE_PIECE = 1 << 20
 _FEED_PIECE = 1 << 16
 
 #: Errors Pillow and its codecs raise for damaged data (truncation is an OSError).
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, zlib.error, TypeError)
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, zlib.error, TypeError, RuntimeError)
 
 #: Pillow modes turned into 8-bit RGB, RGBA or grey, by what they become.
 _TO_RGB = {"RGB", "RGBX", "CMYK", "YCbCr"}
@@ -69,7 +77,7 @@ class DecodedImage:
 
     #: ``(height, width, channels)``, channels 1, 3 or 4 in RGB(A) order, uint8 or uint16.
     pixels: np.ndarray
-    #: ``"jpeg"``, ``"png"`` or ``"webp"``, from the bytes.
+    #: ``"jpeg"``, ``"png"``, ``"webp"``, ``"heic"`` or ``"avif"``, from the bytes.
     source_format: str
     #: Width and height after EXIF orientation.
     width: int
@@ -81,6 +89,11 @@ class DecodedImage:
     source_mode: str = ""
     #: EXIF orientation that was applied (1 = none).
     orientation: int = 1
+    #: Profile, EXIF and XMP to carry to the result.
+    metadata: SourceMetadata = field(default_factory=SourceMetadata)
+    #: What decoding did that the report should say: ``colour_profile`` (converted, none, kept,
+    #: ignored with a ``reason``), ``exif`` when dropped, ``images_in_file`` for multi-image files.
+    notes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def megapixels(self) -> float:
@@ -102,25 +115,66 @@ class EncodedImage:
 def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
     """Decode ``data`` into a :class:`DecodedImage` or raise a typed :class:`ImageError`.
 
-    The pixel count is checked from the header, before decoding, against ``max_pixels``.
+    The pixel count is checked from the header (:func:`~processor.engine.header.read_header`),
+    before decoding, against ``max_pixels``. HEIC files and animated AVIF give their primary image
+    (the first frame); ``notes["images_in_file"]`` says how many the file held. 8-bit pixels with an
+    embedded ICC profile are converted to sRGB (:mod:`processor.engine.colour`).
     """
-    fmt = sniff_format(data)
+    header = read_header(data)
+    check_pixels(header, max_pixels)
+    fmt = header.format
+    if fmt == "heic":
+        return _decode_heic(data, header)
     image = _open(data, fmt)
     try:
         width, height = image.size
         if width * height > max_pixels:
             raise TooManyPixels(_too_many(width, height, max_pixels))
         mode = image.mode
+        frames = int(getattr(image, "n_frames", 1) or 1)
         _load(image)
         orientation = _orientation(image)
+        info = dict(image.info)
         if fmt == "png" and png_bit_depth(data) == 16 and mode not in _GREY16:
             # Pillow keeps only 8 of the 16 bits of colour PNGs; OpenCV keeps all of them.
-            pixels = _decode_png16(data)
+            pixels, colour = _decode_png16(data), None
+        elif fmt == "avif" and header.bit_depth > 8:
+            # Pillow's AVIF decoder gives 8 bits; libavif through imagecodecs gives all of them.
+            pixels, colour = _decode_avif_deep(data, header.bit_depth), None
+        elif mode in _GREY16:
+            pixels, colour = _pillow_to_array(image), None
         else:
-            pixels = _pillow_to_array(image)
+            pixels, colour = _to_srgb_array(image, info.get("icc_profile"))
     finally:
         image.close()
     pixels = apply_orientation(pixels, orientation)
+    return _decoded(pixels, fmt, mode, orientation, info, colour, frames)
+
+
+def _decoded(pixels: np.ndarray, fmt: str, mode: str, orientation: int, info: dict[str, Any],
+             colour: dict[str, str] | None, frames: int) -> DecodedImage:
+    """The :class:`DecodedImage` of normalised pixels; ``colour`` is None for samples kept in their
+    own profile (16-bit), else the note of the sRGB conversion."""
+    icc = info.get("icc_profile") or None
+    if colour is None:
+        colour = {"colour_profile": "kept", "reason": "16-bit samples keep their own profile"} if icc else \
+            {"colour_profile": "none"}
+        out_icc = icc
+    else:
+        # Converted, untagged (taken as sRGB) or ignored (processed as sRGB): sRGB is embedded,
+        # except in grey results, which an RGB profile does not fit.
+        out_icc = SRGB_ICC if pixels.shape[2] >= 3 else None
+    raw_exif = info.get("exif") or None
+    notes: dict[str, Any] = dict(colour)
+    if raw_exif is not None and read_exif(raw_exif) is None:
+        notes["exif"] = "dropped: the EXIF block could not be read"
+        raw_exif = None
+    if frames > 1:
+        notes["images_in_file"] = frames
+        notes["used"] = "primary image only"
+    xmp = info.get("xmp") or info.get("XML:com.adobe.xmp") or None
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8")
     return DecodedImage(
         pixels=pixels,
         source_format=fmt,
@@ -130,48 +184,9 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
         bit_depth=16 if pixels.dtype == np.uint16 else 8,
         source_mode=mode,
         orientation=orientation,
+        metadata=SourceMetadata(icc_profile=out_icc, exif=raw_exif, xmp=xmp),
+        notes=notes,
     )
-
-
-@dataclass(frozen=True)
-class ImageHeader:
-    """What a file's header says about the pixels :func:`decode_image` would return, read without
-    decoding any of them: what memory the image will cost is known before it is spent."""
-
-    #: ``"jpeg"``, ``"png"`` or ``"webp"``, from the bytes.
-    source_format: str
-    #: Width and height after EXIF orientation.
-    width: int
-    height: int
-    #: Channels of the decoded layout: 1 (grey), 3 (RGB) or 4 (RGBA).
-    channels: int
-    #: 1 (uint8) or 2 (uint16).
-    bytes_per_sample: int
-
-
-def read_header(data: bytes, *, max_pixels: int) -> ImageHeader:
-    """The :class:`ImageHeader` of ``data``; the same typed errors as :func:`decode_image` for what
-    is not a supported image or announces more than ``max_pixels`` (nothing is decoded)."""
-    fmt = sniff_format(data)
-    image = _open(data, fmt)
-    try:
-        width, height = image.size
-        if width * height > max_pixels:
-            raise TooManyPixels(_too_many(width, height, max_pixels))
-        mode = image.mode
-        if mode in _GREY16:
-            channels, depth = 1, 2
-        else:
-            alpha = mode in _TO_RGBA or (mode == "P" and "transparency" in image.info)
-            channels = 1 if mode in _TO_GREY else 4 if alpha else 3
-            depth = 2 if fmt == "png" and png_bit_depth(data) == 16 else 1
-        # A quarter turn swaps the edges. Only EXIF read with the header: Pillow's PNG reader
-        # decodes every pixel to look for an eXIf chunk after the image data.
-        if "exif" in image.info and _orientation(image) >= 5:
-            width, height = height, width
-    finally:
-        image.close()
-    return ImageHeader(fmt, width, height, channels, depth)
 
 
 def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
@@ -195,16 +210,25 @@ def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def encode_image(pixels: np.ndarray, options: EnhanceOptions) -> EncodedImage:
-    """Encode ``(h, w, c)`` RGB(A)/grey pixels as ``options.output_format``.
+def output_format_for(options: EnhanceOptions, source_format: str | None) -> OutputFormat:
+    """The format a result is written in: the options' own, or for ``auto`` the one
+    :func:`~photoenhance.contracts.formats.resolve_output_format` picks for ``source_format``."""
+    return OutputFormat(resolve_output_format(options.output_format.value, source_format))
 
-    JPEG has no alpha: transparent areas are composited onto white. JPEG and WebP hold 8 bits, so
-    16-bit pixels are reduced; PNG keeps 16 bits. No metadata is written: the orientation is already
-    applied, so copying EXIF would turn the picture twice.
+
+def encode_image(pixels: np.ndarray, options: EnhanceOptions, source: DecodedImage | None = None) -> EncodedImage:
+    """Encode ``(h, w, c)`` RGB(A)/grey pixels in the output format the options ask for (``auto``:
+    decided by ``source``'s format).
+
+    JPEG has no alpha: transparent areas are composited onto white. JPEG, WebP and AVIF hold 8
+    bits here, so 16-bit pixels are reduced (rounded, 65535 -> 255); PNG keeps 16 bits. With a
+    ``source``, the result carries its profile, its EXIF rewritten for the result
+    (:func:`~processor.engine.metadata.result_exif`: orientation 1, new dimensions and resolution,
+    no thumbnail, no GPS unless ``keep_gps``) and its XMP, as far as the container holds them.
     """
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
-    fmt = options.output_format
+    fmt = output_format_for(options, source.source_format if source is not None else None)
     height, width = pixels.shape[:2]
     limit = _WEBP_MAX_EDGE if fmt is OutputFormat.WEBP else _JPEG_MAX_EDGE
     if max(width, height) > limit:
@@ -212,21 +236,59 @@ def encode_image(pixels: np.ndarray, options: EnhanceOptions) -> EncodedImage:
             f"the result would be {width}x{height}, larger than {fmt.value.upper()} can hold "
             f"({limit} pixels per edge); choose a smaller upscale or another format"
         )
+    meta = _result_metadata(source, width, height, options.keep_gps)
+    content_type, extension = OUTPUT_CONTENT_TYPES[fmt.value], OUTPUT_EXTENSIONS[fmt.value][1:]
     if fmt is OutputFormat.PNG:
         if pixels.dtype == np.uint16:
-            return EncodedImage(_encode_png16(pixels), "image/png", "png")
-        buffer = _save(_to_pillow(_to_uint8(pixels)), "PNG", compress_level=6)
-        return EncodedImage(buffer, "image/png", "png")
+            return EncodedImage(_encode_png16(pixels, meta), content_type, extension)
+        buffer = _save(_to_pillow(_to_uint8(pixels)), "PNG", compress_level=6, **_png_params(meta))
+        return EncodedImage(buffer, content_type, extension)
     eight = _to_uint8(pixels)
     if fmt is OutputFormat.JPEG:
         if eight.shape[2] == 4:
             eight = _flatten_on_white(eight)
-        data = _save(_to_pillow(eight), "JPEG", quality=options.output_quality, optimize=True)
-        return EncodedImage(data, "image/jpeg", "jpg")
-    if eight.shape[2] == 1:  # WebP has no grey mode
+        data = _save(_to_pillow(eight), "JPEG", quality=options.output_quality, optimize=True, **meta)
+        return EncodedImage(data, content_type, extension)
+    if eight.shape[2] == 1:  # WebP and AVIF results are RGB(A)
         eight = np.repeat(eight, 3, axis=2)
-    data = _save(_to_pillow(eight), "WEBP", quality=options.output_quality, method=4)
-    return EncodedImage(data, "image/webp", "webp")
+    if fmt is OutputFormat.AVIF:
+        if not features.check("avif"):
+            raise UnsupportedImage("this worker's Pillow cannot write AVIF; choose another output format")
+        data = _save(_to_pillow(eight), "AVIF", quality=options.output_quality, **meta)
+        return EncodedImage(data, content_type, extension)
+    data = _save(_to_pillow(eight), "WEBP", quality=options.output_quality, method=4, **meta)
+    return EncodedImage(data, content_type, extension)
+
+
+def _png_params(meta: dict[str, bytes]) -> dict[str, object]:
+    """Pillow's PNG writer takes XMP only as an ``iTXt`` chunk of its own name."""
+    params: dict[str, object] = {k: v for k, v in meta.items() if k != "xmp"}
+    if "xmp" in meta:
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("XML:com.adobe.xmp", meta["xmp"].decode("utf-8", "replace"))
+        params["pnginfo"] = info
+    return params
+
+
+def _result_metadata(source: DecodedImage | None, width: int, height: int, keep_gps: bool) -> dict[str, bytes]:
+    """Pillow save parameters (``icc_profile``, ``exif``, ``xmp``) for a result of ``width`` x ``height``.
+
+    A grey result gets no RGB profile (it would not fit); every container here holds the rest.
+    """
+    if source is None:
+        return {}
+    meta = source.metadata
+    out: dict[str, bytes] = {}
+    if meta.icc_profile and (source.pixels.shape[2] >= 3 or meta.icc_profile[16:20] == b"GRAY"):
+        out["icc_profile"] = meta.icc_profile
+    exif = result_exif(meta.exif, width=width, height=height, scale=width / max(source.width, 1),
+                       keep_gps=keep_gps)
+    if exif:
+        out["exif"] = exif
+    xmp = result_xmp(meta.xmp, keep_gps=keep_gps)
+    if xmp:
+        out["xmp"] = xmp
+    return out
 
 
 # -- decoding helpers -------------------------------------------------------------------------
@@ -245,6 +307,71 @@ def _open(data: bytes, fmt: str) -> Image.Image:
         raise CorruptImage(f"the {fmt.upper()} header is damaged and cannot be read") from exc
     except _DECODE_ERRORS as exc:
         raise CorruptImage(f"the {fmt.upper()} header is damaged: {exc}") from exc
+
+
+def _decode_heic(data: bytes, header: ImageHeader) -> DecodedImage:
+    """The primary image of a HEIC file, 10/12-bit samples widened to 16 bits.
+
+    libheif applies the file's rotation and mirroring (``irot``/``imir``) itself, so EXIF
+    orientation is not applied again.
+    """
+    try:
+        heif = pillow_heif.open_heif(data, convert_hdr_to_8bit=False)
+        frames = len(heif)
+        info = dict(heif.info)
+        depth = int(info.get("bit_depth") or 8)
+        if depth > 8:
+            mode = f"{heif.mode}"
+            pixels = _widen(np.asarray(heif), depth)
+            if pixels.ndim == 2:
+                pixels = pixels[:, :, None]
+            colour = None
+        else:
+            image = heif.to_pillow()
+            mode = image.mode
+            pixels, colour = _to_srgb_array(image, info.get("icc_profile"))
+    except (ValueError, RuntimeError, OSError, EOFError, SyntaxError) as exc:
+        if "runcat" in str(exc) or "end of" in str(exc).lower():
+            raise CorruptImage(f"the HEIC data is truncated ({exc})") from exc
+        raise CorruptImage(f"the HEIC data is damaged ({exc})") from exc
+    return _decoded(pixels, header.format, mode, 1, info, colour, frames)
+
+
+def _widen(samples: np.ndarray, depth: int) -> np.ndarray:
+    """``depth``-bit samples stored in the top bits of uint16 (pillow-heif), or in the low bits
+    (libavif), scaled to the full 16-bit range: 1023 -> 65535, 512 -> 32800."""
+    samples = samples.astype(np.uint32)
+    top = (1 << depth) - 1
+    if samples.max(initial=0) > top:  # stored shifted up
+        samples >>= 16 - depth
+    return ((samples * 65535 + top // 2) // top).astype(np.uint16)
+
+
+def _decode_avif_deep(data: bytes, depth: int) -> np.ndarray:
+    """All bits of a 10- or 12-bit AVIF, as (h, w, 1|3|4) uint16 over the full range."""
+    try:
+        import imagecodecs  # only deep AVIF needs it
+
+        samples = imagecodecs.avif_decode(data)
+    except Exception as exc:  # imagecodecs raises its own error types
+        raise CorruptImage(f"the AVIF data is damaged ({exc})") from exc
+    pixels = _widen(np.asarray(samples), depth)
+    return pixels[:, :, None] if pixels.ndim == 2 else pixels
+
+
+def _to_srgb_array(image: Image.Image, icc: bytes | None) -> tuple[np.ndarray, dict[str, str]]:
+    """8-bit pixels of a loaded Pillow image, converted into sRGB from ``icc``, and the note."""
+    mode = image.mode
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode in {"RGBa", "La", "PA"}:
+        image = image.convert("RGBA")
+    elif mode in {"RGBX", "YCbCr"}:
+        image = image.convert("RGB")
+    elif mode == "1":
+        image = image.convert("L")
+    converted, note = to_srgb(image, icc)
+    return _pillow_to_array(converted), note
 
 
 def _load(image: Image.Image) -> None:
@@ -375,13 +502,25 @@ def _to_pillow(pixels: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(pixels), "RGBA" if channels == 4 else "RGB")
 
 
+#: Save parameters that carry the input's metadata (never needed for the picture itself).
+_METADATA_PARAMS = ("icc_profile", "exif", "xmp", "pnginfo")
+
+
 def _save(image: Image.Image, fmt: str, **params: object) -> bytes:
+    """Encode with Pillow; metadata the container refuses (a JPEG segment holds 64 KiB: a camera's
+    huge XMP or EXIF) is left out rather than costing the result."""
     buffer = io.BytesIO()
-    image.save(buffer, fmt, **params)
+    try:
+        image.save(buffer, fmt, **params)
+    except (ValueError, OSError, struct.error):
+        if not any(name in params for name in _METADATA_PARAMS):
+            raise
+        buffer = io.BytesIO()
+        image.save(buffer, fmt, **{k: v for k, v in params.items() if k not in _METADATA_PARAMS})
     return buffer.getvalue()
 
 
-def _encode_png16(pixels: np.ndarray) -> bytes:
+def _encode_png16(pixels: np.ndarray, meta: dict[str, bytes]) -> bytes:
     channels = pixels.shape[2]
     if channels == 1:
         bgr = pixels[:, :, 0]
@@ -392,4 +531,24 @@ def _encode_png16(pixels: np.ndarray) -> bytes:
     ok, buffer = cv2.imencode(".png", bgr)
     if not ok:  # pragma: no cover - OpenCV fails only on invalid arrays, which we never build
         raise RuntimeError("OpenCV could not encode a 16-bit PNG")
-    return buffer.tobytes()
+    return _png_with_metadata(buffer.tobytes(), meta)
+
+
+def _png_with_metadata(png: bytes, meta: dict[str, bytes]) -> bytes:
+    """``png`` with ``iCCP``, ``eXIf`` and an XMP ``iTXt`` chunk after its header (OpenCV writes none).
+
+    PNG wants the profile before the image data; the chunks go right after IHDR (8 + 25 bytes).
+    """
+    chunks = []
+    if "icc_profile" in meta:
+        chunks.append(_png_chunk(b"iCCP", b"icc\0\0" + zlib.compress(meta["icc_profile"])))
+    if "exif" in meta:
+        exif = meta["exif"]
+        chunks.append(_png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif))
+    if "xmp" in meta:
+        chunks.append(_png_chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + meta["xmp"]))
+    return png[:33] + b"".join(chunks) + png[33:]
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)

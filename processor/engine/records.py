@@ -56,6 +56,9 @@ def report_for(request: EnhanceRequest, pixels: np.ndarray, *, timings: dict[str
         "input": {"width": image.width, "height": image.height, "channels": int(image.pixels.shape[2]),
                   "bit_depth": image.bit_depth},
         "output": {"width": int(pixels.shape[1]), "height": int(pixels.shape[0])},
+        # What decoding did: format, colour profile (converted, kept, none, or ignored and why),
+        # EXIF dropped, how many images the file held.
+        "source": {"format": image.source_format, **image.notes},
         "faces_found": len(faces),
         "faces": [face.to_report() for face in faces],
         "timings_ms": timings,

@@ -139,7 +139,7 @@ async def test_twenty_photos_three_bad_interrupted_and_run_again(start_stack: St
         _, said = first.communicate(timeout=60)
     assert first.returncode == 130, said
     assert "interrupted; run the same command again to continue" in said
-    assert "refused  " in said and "notes.jpg: the data is not a JPEG, PNG or WebP image" in said
+    assert "refused  " in said and "notes.jpg: the data is not a JPEG, PNG, WebP, HEIC or AVIF image" in said
     assert "empty.png: the file is empty (0 bytes)" in said
     uploaded_once = input_objects(stack.settings)
     assert len(uploaded_once) == 18
@@ -158,7 +158,9 @@ async def test_twenty_photos_three_bad_interrupted_and_run_again(start_stack: St
     assert input_objects(stack.settings) == uploaded_once  # same objects, not one rewritten
     for name, (width, height) in sizes.items():
         result = Path(files[name]["result"])
-        assert result.parent == out and result.suffix == ".jpg"
+        # output format auto (the default): PNG stays PNG, JPEG stays JPEG
+        assert result.parent == out and result.suffix == Path(name).suffix
+        assert Image.open(result).format == {".png": "PNG", ".jpg": "JPEG"}[result.suffix]
         assert Image.open(result).size == (2 * width, 2 * height)
     assert len(summary["batches"]) == 1
 

@@ -14,6 +14,10 @@ from photoenhance.formats import png_bit_depth, sniff_format
         (b"\xff\xd8\xff\xe0\x00\x10JFIF", "jpeg"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "png"),
         (b"RIFF\x10\x00\x00\x00WEBPVP8 ", "webp"),
+        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "heic"),
+        (b"\x00\x00\x00\x1cftypmif1\x00\x00\x00\x00mif1heixmiaf", "heic"),
+        (b"\x00\x00\x00\x20ftypavif\x00\x00\x00\x00avifmif1miafMA1B", "avif"),
+        (b"\x00\x00\x00\x1cftypmif1\x00\x00\x00\x00mif1avifmiaf", "avif"),
     ],
 )
 def test_supported_formats_are_recognised_by_their_signature(head: bytes, expected: str) -> None:
@@ -27,8 +31,7 @@ def test_supported_formats_are_recognised_by_their_signature(head: bytes, expect
         (b"BM\x00\x00\x00\x00", "BMP"),
         (b"II*\x00\x08\x00\x00\x00", "TIFF"),
         (b"MM\x00*\x00\x00\x00\x08", "TIFF"),
-        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00", "HEIC"),
-        (b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00", "AVIF"),
+        (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"),
         (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>', "SVG"),
     ],
 )

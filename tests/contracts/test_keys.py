@@ -47,3 +47,12 @@ def test_output_key_takes_the_format_extension(name: str, fmt: str, expected: st
 def test_output_key_refuses_unknown_formats() -> None:
     with pytest.raises(ValueError, match="unknown output format"):
         output_key("b1", "a.jpg", "gif")
+
+
+def test_output_key_takes_a_resolved_format() -> None:
+    from photoenhance.contracts.keys import output_key
+
+    assert output_key("b", "IMG_0001.HEIC", "jpeg") == "b/IMG_0001.jpg"
+    assert output_key("b", "IMG_0001.HEIC", "avif") == "b/IMG_0001.avif"
+    with pytest.raises(ValueError, match="auto"):
+        output_key("b", "IMG_0001.HEIC", "auto")

@@ -49,3 +49,12 @@ def test_metadata_overrides_base_options() -> None:
     assert (options.quality, options.output_format, options.upscale) == (Quality.FAST, OutputFormat.PNG, 2.0)
     with pytest.raises(OptionsError):
         EnhanceOptions.from_metadata({"photoenhance-upscale": "nine"})
+
+
+def test_output_format_defaults_to_auto_and_keep_gps_to_false() -> None:
+    options = EnhanceOptions.from_dict({})
+    assert options.output_format is OutputFormat.AUTO and options.keep_gps is False
+    assert EnhanceOptions.from_dict({"keep_gps": True, "output_format": "avif"}).keep_gps is True
+    assert EnhanceOptions.from_metadata({"photoenhance-keep-gps": "true"}).keep_gps is True
+    with pytest.raises(OptionsError, match="keep_gps"):
+        EnhanceOptions.from_dict({"keep_gps": "maybe"})

@@ -26,7 +26,8 @@ from processor.admission import (
     output_pixels,
 )
 from processor.engine.errors import OutputTooLarge, TooManyPixels
-from processor.engine.imageio import ImageHeader, decode_image, read_header
+from processor.engine.header import ImageHeader, read_header
+from processor.engine.imageio import decode_image
 from processor.failures import PermanentFailure, classify
 from tests.security.bombs import png
 
@@ -89,7 +90,7 @@ def test_the_header_of_a_small_file_claiming_50_megapixels_is_read_without_decod
 
 # -- the output limit ------------------------------------------------------------------------------
 def test_the_attacks_upscale_is_refused_with_the_limit_and_the_largest_upscale_that_fits() -> None:
-    header = ImageHeader("png", 7071, 7071, 3, 1)
+    header = ImageHeader("png", 7071, 7071, 3, 8)
     with pytest.raises(OutputTooLarge) as refused:
         check_output(header, options(upscale=4), 64_000_000)
     reason = refused.value.reason
@@ -102,31 +103,31 @@ def test_the_attacks_upscale_is_refused_with_the_limit_and_the_largest_upscale_t
 
 def test_a_phone_photo_at_upscale_2_and_every_accepted_input_at_1_pass_the_default() -> None:
     limit = Settings.from_env(environ={}).max_output_pixels
-    check_output(ImageHeader("jpeg", 4032, 3024, 3, 1), options(upscale=2), limit)
+    check_output(ImageHeader("jpeg", 4032, 3024, 3, 8), options(upscale=2), limit)
     biggest = Settings.from_env(environ={}).max_input_pixels
-    check_output(ImageHeader("png", biggest, 1, 3, 1), options(upscale=1), limit)
+    check_output(ImageHeader("png", biggest, 1, 3, 8), options(upscale=1), limit)
 
 
 def test_no_upscale_fits_when_even_the_input_is_larger_than_the_limit() -> None:
     with pytest.raises(OutputTooLarge, match="no upscale fits"):
-        check_output(ImageHeader("png", 100, 100, 3, 1), options(upscale=1), 9_999)
+        check_output(ImageHeader("png", 100, 100, 3, 8), options(upscale=1), 9_999)
     assert largest_upscale(lambda u: False) is None
     assert largest_upscale(lambda u: True) == 4.0
 
 
 # -- the estimate ----------------------------------------------------------------------------------
 def test_the_estimate_grows_with_upscale_squared_channels_and_depth() -> None:
-    rgb = ImageHeader("png", 1000, 1000, 3, 1)
+    rgb = ImageHeader("png", 1000, 1000, 3, 8)
     one, four = estimate(rgb, options(upscale=1)).host, estimate(rgb, options(upscale=4)).host
     assert four == 16 * one
-    rgba16 = estimate(ImageHeader("png", 1000, 1000, 4, 2), options(upscale=4)).host
+    rgba16 = estimate(ImageHeader("png", 1000, 1000, 4, 16), options(upscale=4)).host
     assert rgba16 / four == pytest.approx(4 / 3 * 2 * 2)  # channels, bytes, float32 reduction to 8 bits
     # the attack: ~8 GB measured on main; the estimate must not be below it
-    assert estimate(ImageHeader("png", 7071, 7071, 3, 1), options(upscale=4)).host > 7.5e9
+    assert estimate(ImageHeader("png", 7071, 7071, 3, 8), options(upscale=4)).host > 7.5e9
 
 
 def test_network_levels_cost_their_working_set_bounded_by_the_tile() -> None:
-    header = ImageHeader("jpeg", 2000, 2000, 3, 1)
+    header = ImageHeader("jpeg", 2000, 2000, 3, 8)
     fast = estimate(header, options(upscale=2)).host
     untiled = estimate(header, options(quality="balanced", upscale=2)).host
     tiled = estimate(header, options(quality="balanced", upscale=2, tile=64)).host

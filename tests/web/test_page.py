@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
 import pytest
 from PIL import Image
 from playwright.async_api import BrowserContext, Page, async_playwright, expect
@@ -167,7 +168,7 @@ async def test_five_photos_four_enhanced_one_fails_with_its_reason(
     await expect(row(page, "beach.jpg").locator(".file-size")).to_have_text(re.compile(r"^\d+(\.\d)? (B|KB)$"))
     # the page refuses what is not an image before anything is uploaded
     await expect(row(page, "notes.txt").locator(".file-status")).to_have_text(
-        "Not uploaded: Not an image: only JPEG, PNG and WebP photos can be enhanced."
+        "Not uploaded: Not an image: only JPEG, PNG, WebP, HEIC and AVIF photos can be enhanced."
     )
     await expect(page.get_by_role("button", name="Enhance")).to_be_enabled()
 
@@ -288,3 +289,36 @@ async def test_uploads_survive_the_store_and_the_notifier_going_down(
     assert watch.refusals == []
     assert len(watch.uploads) == 2
     assert [e for e in watch.errors if not e.startswith("WebSocket connection to")] == []
+
+
+async def test_heic_and_avif_photos_are_enhanced_from_the_page(
+    start_stack: StartStack, browser_context: BrowserContext
+) -> None:
+    """An iPhone-style HEIC (picked with no type, as file managers without HEIC support give it)
+    and an AVIF, both made by real encoders, go through the page's first-bytes check, the POST
+    policy and a worker, and come back as JPEG results (output format auto) twice their size."""
+    from harness.pictures import avif_bytes, display_p3_icc, heic_bytes
+
+    stack = await start_stack()
+    page, watch = await open_page(browser_context, stack)
+    picture = np.asarray(Image.open(io.BytesIO(jpeg(80, 60, 21))).convert("RGB"))
+    files = [
+        ("IMG_0042.HEIC", heic_bytes(picture, icc_profile=display_p3_icc()), ""),
+        ("sunset.avif", avif_bytes(picture), "image/avif"),
+    ]
+    await drop(page, files)
+    await choose_fast_and_start(page)
+    await expect(page.locator("#summary")).to_have_text(re.compile(r"^Done: 2 of 2 enhanced"), timeout=WAIT_MS)
+    for name, _, _ in files:
+        item = row(page, name)
+        await expect(item).to_have_attribute("data-state", "completed")
+        after = item.get_by_role("img", name=f"After: {name}")
+        await expect(after).to_have_js_property("complete", True)
+        assert await after.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [160, 120]
+        async with page.expect_download() as single:
+            await item.get_by_role("link", name=re.compile(r"^Download ")).click()
+        download = await single.value
+        assert download.suggested_filename.endswith(".jpg")
+        assert Image.open(await download.path()).format == "JPEG"
+    assert len(watch.uploads) == 2
+    assert watch.refusals == []
