@@ -73,7 +73,7 @@ def zeros_png(width: int, height: int) -> bytes:
 )
 def test_the_header_announces_the_layout_decoding_gives(data: bytes, expected: tuple) -> None:
     header = read_header(data, max_pixels=10**6)
-    assert (header.source_format, header.width, header.height, header.channels, header.bytes_per_sample) == expected
+    assert (header.format, header.width, header.height, header.channels, header.bytes_per_sample) == expected
     decoded = decode_image(data, max_pixels=10**6)
     assert decoded.pixels.shape == (header.height, header.width, header.channels)
     assert decoded.pixels.dtype.itemsize == header.bytes_per_sample
