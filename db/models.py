@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Batch", "BatchFile", "Event", "Image", "UTCDateTime", "utcnow"]
+__all__ = ["Base", "Batch", "BatchFile", "Event", "Image", "RateCounter", "UTCDateTime", "utcnow"]
 
 #: A 64-bit id on PostgreSQL; SQLite only auto-increments a column declared INTEGER.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -61,6 +61,7 @@ class Batch(Base):
     """A group of uploads under one key prefix, with its counters and event sequence."""
 
     __tablename__ = "batches"
+    __table_args__ = (Index("ix_batches_quota_subject_state", "quota_subject", "state"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     state: Mapped[str] = mapped_column(String(16), default="open")
@@ -82,6 +83,23 @@ class Batch(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_upload_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Whose quota the batch counts against (``key:<hash>`` or ``addr:<address>``); None if none.
+    quota_subject: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    #: Images not processed because the batch was cancelled before a worker claimed them.
+    cancelled: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class RateCounter(Base):
+    """How much of one quota a subject used in one fixed window (shared by every ingest replica)."""
+
+    __tablename__ = "rate_counters"
+
+    subject: Mapped[str] = mapped_column(String(80), primary_key=True)
+    #: ``batches``, ``files`` or ``bytes``.
+    counter: Mapped[str] = mapped_column(String(32), primary_key=True)
+    #: Start of the window, in seconds since the epoch.
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
 
 
 class BatchFile(Base):

@@ -34,6 +34,12 @@ ERROR_CODES: dict[str, str] = {
     "not_found": "No such route.",
     "method_not_allowed": "The route does not take this method.",
     "internal_error": "A fault on our side; details are in the server log.",
+    "batch_completed": "The batch has completed; there is nothing left to cancel (409).",
+    "batch_cancelled": "The batch was cancelled; it cannot be retried (409).",
+    "quota_batches_per_hour": "Over the batches-per-hour limit of this API key or client address (429, see Retry-After).",
+    "quota_files_per_day": "Over the files-per-day limit of this API key or client address (429, see Retry-After).",
+    "quota_bytes_per_day": "Over the bytes-per-day limit of this API key or client address (429, see Retry-After).",
+    "quota_open_batches": "Too many batches of this API key or client address are still open (429, see Retry-After).",
 }
 
 _ERROR = {
@@ -88,7 +94,7 @@ _PROGRESS = {
 _LINKS = {
     "type": "object",
     "required": ["self", "archive", "retry"],
-    "properties": {name: {"type": "string"} for name in ("self", "archive", "retry")},
+    "properties": {name: {"type": "string"} for name in ("self", "archive", "retry", "cancel")},
 }
 
 _IMAGE = {
@@ -99,7 +105,7 @@ _IMAGE = {
         "original_name": {"type": "string"},
         "state": {
             "type": "string",
-            "enum": ["awaiting_upload", "pending", "processing", "completed", "failed"],
+            "enum": ["awaiting_upload", "pending", "processing", "completed", "failed", "cancelled"],
         },
         "size": {"type": ["integer", "null"]},
         "reason": {"type": ["string", "null"]},
@@ -124,6 +130,20 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         "CreateBatchRequest": _create_request(settings),
         "CreateBatchResponse": _create_response(),
         "BatchStatus": _status(),
+        "CancelResponse": {
+            "type": "object",
+            "required": ["batch_id", "state", "cancelled_now", "counts"],
+            "properties": {
+                "batch_id": {"type": "string"},
+                "state": {
+                    "type": "string",
+                    "enum": ["cancelling", "cancelled"],
+                    "description": "cancelling while images are in flight; batch.cancelled follows the last",
+                },
+                "cancelled_now": {"type": "integer", "description": "Images this request kept from processing"},
+                "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+            },
+        },
         "RetryResponse": {
             "type": "object",
             "required": ["batch_id", "retried", "announced"],
@@ -167,6 +187,10 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "responses": {
                         "201": _json_response("Batch created; the token is shown only here", "CreateBatchResponse"),
                         **_errors("400", "401", "413", "415"),
+                        "429": {
+                            **_json_response("Over a quota; retry after `Retry-After` seconds", "Error"),
+                            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                        },
                     },
                 }
             },
@@ -200,7 +224,16 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "summary": "Re-run the batch's failed images (and re-announce pending ones)",
                     "security": [{"bearer": []}],
                     "parameters": [batch_id],
-                    "responses": {"202": _json_response("Retried", "RetryResponse"), **_errors("404", "503")},
+                    "responses": {"202": _json_response("Retried", "RetryResponse"), **_errors("404", "409", "503")},
+                }
+            },
+            "/api/v1/batches/{batch_id}/cancel": {
+                "post": {
+                    "operationId": "cancelBatch",
+                    "summary": "Cancel: unclaimed images are not processed, in-flight ones finish, later uploads are ignored",
+                    "security": [{"bearer": []}],
+                    "parameters": [batch_id],
+                    "responses": {"202": _json_response("Cancelled", "CancelResponse"), **_errors("404", "409")},
                 }
             },
             "/api/v1/openapi.json": {
@@ -273,13 +306,13 @@ def _create_response() -> dict[str, Any]:
 
 
 def _status() -> dict[str, Any]:
-    counts = ["expected", "uploaded", "awaiting_upload", "pending", "completed", "failed"]
+    counts = ["expected", "uploaded", "awaiting_upload", "pending", "completed", "failed", "cancelled"]
     return {
         "type": "object",
         "required": ["batch_id", "state", "counts", "images", "progress", "links"],
         "properties": {
             "batch_id": {"type": "string"},
-            "state": {"type": "string", "enum": ["open", "completed"]},
+            "state": {"type": "string", "enum": ["open", "completed", "cancelling", "cancelled"]},
             "source": {"type": "string"},
             "options": {"type": "object"},
             "counts": {

@@ -181,6 +181,38 @@ class Settings:
     max_file_bytes: int = _env("MAX_FILE_BYTES", 50 * 1024 * 1024, "Largest upload accepted, in bytes.")
     presign_expiry_s: int = _env("PRESIGN_EXPIRY_S", 900, "Lifetime of presigned upload and result URLs.")
 
+    # -- quotas and rate limits (shared by every ingest replica, counted in the database) -------
+    trusted_proxies: tuple[str, ...] = _env(
+        "TRUSTED_PROXIES",
+        (),
+        "Addresses or CIDR blocks of reverse proxies whose `X-Forwarded-For` names the client (read right to left); "
+        "from any other peer the header is ignored.",
+    )
+    quota_public_batches_per_hour: int = _env(
+        "QUOTA_PUBLIC_BATCHES_PER_HOUR", 20, "Batches one client address (no API key) may create per hour; 0: no limit."
+    )
+    quota_public_files_per_day: int = _env(
+        "QUOTA_PUBLIC_FILES_PER_DAY", 2000, "Files one client address may declare per day (UTC); 0: no limit."
+    )
+    quota_public_bytes_per_day: int = _env(
+        "QUOTA_PUBLIC_BYTES_PER_DAY", 5 * 1024**3, "Bytes one client address may declare per day (UTC); 0: no limit."
+    )
+    quota_public_open_batches: int = _env(
+        "QUOTA_PUBLIC_OPEN_BATCHES", 3, "Batches of one client address open at once; 0: no limit."
+    )
+    quota_key_batches_per_hour: int = _env(
+        "QUOTA_KEY_BATCHES_PER_HOUR", 600, "Batches one API key may create per hour; 0: no limit."
+    )
+    quota_key_files_per_day: int = _env(
+        "QUOTA_KEY_FILES_PER_DAY", 200_000, "Files one API key may declare per day (UTC); 0: no limit."
+    )
+    quota_key_bytes_per_day: int = _env(
+        "QUOTA_KEY_BYTES_PER_DAY", 1024**4, "Bytes one API key may declare per day (UTC); 0: no limit."
+    )
+    quota_key_open_batches: int = _env(
+        "QUOTA_KEY_OPEN_BATCHES", 100, "Batches of one API key open at once; 0: no limit."
+    )
+
     # -- notifier ----------------------------------------------------------------------------
     notifier_host: str = _env("NOTIFIER_HOST", "127.0.0.1", "Interface the notifier listens on.")
     notifier_port: int = _env("NOTIFIER_PORT", 8081, "Port of the WebSocket / SSE notifier.")

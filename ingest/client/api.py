@@ -50,6 +50,10 @@ class Api:
         """``GET /api/v1/batches/{id}``: state, counts, every image's state, reason and result link."""
         return await self._call("GET", f"/api/v1/batches/{batch_id}", credential)
 
+    async def cancel_batch(self, batch_id: str, credential: str) -> dict[str, Any]:
+        """``POST /api/v1/batches/{id}/cancel``: unclaimed images are not processed, in-flight ones finish."""
+        return await self._call("POST", f"/api/v1/batches/{batch_id}/cancel", credential)
+
     async def _call(self, method: str, path: str, credential: str | None, body: Any = None) -> dict[str, Any]:
         headers = {"Accept": "application/json"}
         if credential:

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from ingest.client.enhance import Enhancer, Job, RunAborted
+from ingest.client.interrupt import cancel_batches, should_cancel
 from ingest.client.report import Reporter
 from ingest.client.state import StateError
 from photoenhance.contracts.options import EnhanceOptions, OptionsError, Quality
@@ -52,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="upload straight into the input bucket with the S3 credentials of the settings; needs an API key",
     )
     parser.add_argument("--api-key", metavar="KEY", help="API key (default: the first of API_KEYS); --direct needs one")
+    parser.add_argument(
+        "--cancel-on-interrupt", action="store_true",
+        help="on Ctrl-C, cancel this run's batches on the server without asking (on a terminal it asks; otherwise it does not cancel)",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON summary on standard output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars, even on a terminal")
 
@@ -79,6 +84,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"photoenhance enhance: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     except KeyboardInterrupt:
+        credentials = enhancer.open_batch_credentials()
+        if should_cancel(list(credentials), always=args.cancel_on_interrupt):
+            for batch_id, state in asyncio.run(cancel_batches(job.server, credentials)).items():
+                print(f"photoenhance enhance: batch {batch_id}: {state}", file=sys.stderr)
+            return EXIT_INTERRUPTED
         print("photoenhance enhance: interrupted; run the same command again to continue", file=sys.stderr)
         return EXIT_INTERRUPTED
     if args.json:

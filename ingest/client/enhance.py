@@ -168,6 +168,16 @@ class Enhancer:
                 self.reporter.close()
         return self.summary(time.monotonic() - started)
 
+    def open_batch_credentials(self) -> dict[str, str]:
+        """Each batch this run follows with an unfinished file, and the credential that may cancel it."""
+        if self.state is None or not hasattr(self, "batches"):
+            return {}
+        return {
+            batch_id: self.batches.credential(run.state)
+            for batch_id, run in self.runs.items()
+            if not run.settled() and batch_id in self.state.batches
+        }
+
     def _batches(self, session: aiohttp.ClientSession) -> ApiBatches | DirectBatches:
         if not self.job.direct:
             return ApiBatches(self.api, self.job.options, self.job.api_key)
@@ -225,8 +235,8 @@ class Enhancer:
             if batch.mode != DirectBatches.mode:
                 return self._forget(batch_id, items)  # expired or deleted: start again
             status = {"images": []}  # a direct batch the pipeline has not registered yet
-        if batch.mode != self.batches.mode:
-            return self._forget(batch_id, items)
+        if batch.mode != self.batches.mode or status.get("state") in ("cancelling", "cancelled"):
+            return self._forget(batch_id, items)  # a cancelled batch processes nothing more: start anew
         on_server = {image["name"]: image for image in status.get("images", [])}
         run = self.runs.setdefault(batch_id, BatchRun(batch_id, batch, {}))
         moved: list[Item] = []

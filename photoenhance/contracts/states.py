@@ -24,11 +24,13 @@ class ImageState(str, Enum):
     FAILED = "failed"
     #: A newer version of the same key arrived; this one no longer counts. Final.
     SUPERSEDED = "superseded"
+    #: Its batch was cancelled before a worker claimed it (or it arrived afterwards). Final.
+    CANCELLED = "cancelled"
 
     @property
     def is_final(self) -> bool:
         """Whether no worker will touch the image again without being asked to."""
-        return self in {ImageState.COMPLETED, ImageState.FAILED, ImageState.SUPERSEDED}
+        return self in {ImageState.COMPLETED, ImageState.FAILED, ImageState.SUPERSEDED, ImageState.CANCELLED}
 
 
 class BatchState(str, Enum):
@@ -38,3 +40,7 @@ class BatchState(str, Enum):
     OPEN = "open"
     #: Every image the batch expects is final (some may have failed). A new upload reopens it.
     COMPLETED = "completed"
+    #: Cancelled while images were in flight: those finish, nothing else is processed.
+    CANCELLING = "cancelling"
+    #: Cancelled, and nothing is in flight any more. Final: later uploads are ignored.
+    CANCELLED = "cancelled"
