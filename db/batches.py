@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.event_log import EventLog
 from db.quotas import charge_quota
+from db.webhooks import NewSubscription, add_subscription
 from db.models import Batch, BatchFile, Image
 from db.records import BatchRecord, BatchSnapshot, ImageRecord
 from db.transactions import BatchExists, batch_record, image_record
@@ -47,6 +48,7 @@ class BatchOperations(EventLog):
         token_hash: str | None = None,
         files: Sequence[DeclaredFile] = (),
         quota: QuotaPlan | None = None,
+        webhook: NewSubscription | None = None,
     ) -> BatchRecord:
         """Create a batch (and the files it declares); :class:`BatchExists` if the id is taken.
 
@@ -97,6 +99,8 @@ class BatchOperations(EventLog):
                         for f in files
                     ],
                 )
+            if webhook is not None:
+                await add_subscription(conn, batch_id, webhook, now)
             return batch_record(row)
 
         return await self._write(op)

@@ -7,6 +7,7 @@ Routes (described for clients in :mod:`ingest.openapi`):
 - ``GET  /api/v1/batches/{batch_id}/archive`` streamed ZIP (:mod:`ingest.handlers.archive`)
 - ``POST /api/v1/batches/{batch_id}/retry`` re-run failed images
 - ``POST /api/v1/batches/{batch_id}/cancel`` stop a batch (:mod:`ingest.handlers.cancel`)
+- ``GET  /api/v1/batches/{batch_id}/deliveries`` webhook deliveries (:mod:`ingest.handlers.deliveries`)
 - ``GET  /api/v1/openapi.json`` and ``GET /healthz``
 - ``GET  /`` and ``/static/...``: the web page, when ``ingest/web/index.html`` exists
 """
@@ -27,6 +28,7 @@ from ingest.errors import error_middleware
 from ingest.handlers.archive import get_archive
 from ingest.handlers.batches import create_batch, get_batch, retry_batch
 from ingest.handlers.cancel import cancel_batch
+from ingest.handlers.deliveries import get_deliveries
 from ingest.openapi import openapi_document
 from ingest.presign import Presigner
 from ingest.publisher import EventPublisher
@@ -67,6 +69,7 @@ def create_app(
     app.router.add_get("/api/v1/batches/{batch_id}/archive", get_archive)
     app.router.add_post("/api/v1/batches/{batch_id}/retry", retry_batch)
     app.router.add_post("/api/v1/batches/{batch_id}/cancel", cancel_batch)
+    app.router.add_get("/api/v1/batches/{batch_id}/deliveries", get_deliveries)
     app.router.add_get("/api/v1/openapi.json", _openapi)
     app.router.add_get("/healthz", _healthz)
     if web_dir is not None and (web_dir / "index.html").is_file():

@@ -39,6 +39,14 @@ ERROR_CODES: dict[str, str] = {
     "quota_batches_per_hour": "Over the batches-per-hour limit of this API key or client address (429, see Retry-After).",
     "quota_files_per_day": "Over the files-per-day limit of this API key or client address (429, see Retry-After).",
     "quota_bytes_per_day": "Over the bytes-per-day limit of this API key or client address (429, see Retry-After).",
+    "webhooks_disabled": "A webhook was named but this server has no WEBHOOK_SECRETS_KEY.",
+    "invalid_webhook_events": "webhook.events lists an unknown event type.",
+    "webhook_url_invalid": "The webhook URL is not a URL (or has no host).",
+    "webhook_url_too_long": "The webhook URL is longer than 2048 characters.",
+    "webhook_url_scheme": "The webhook URL is not https (http only where WEBHOOK_ALLOW_HTTP is on).",
+    "webhook_url_credentials": "The webhook URL holds user:password@.",
+    "webhook_url_unresolvable": "The webhook host does not resolve.",
+    "webhook_url_not_public": "The webhook host resolves to a loopback, private, link-local or otherwise non-public address.",
     "quota_open_batches": "Too many batches of this API key or client address are still open (429, see Retry-After).",
 }
 
@@ -236,6 +244,18 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "responses": {"202": _json_response("Cancelled", "CancelResponse"), **_errors("404", "409")},
                 }
             },
+            "/api/v1/batches/{batch_id}/deliveries": {
+                "get": {
+                    "operationId": "getDeliveries",
+                    "summary": "The batch's webhook and each event's delivery: retrying, delivered, dead or gone",
+                    "security": [{"bearer": []}],
+                    "parameters": [batch_id],
+                    "responses": {
+                        "200": {"description": "Deliveries", "content": {"application/json": {}}},
+                        **_errors("404"),
+                    },
+                }
+            },
             "/api/v1/openapi.json": {
                 "get": {
                     "operationId": "getOpenApi",
@@ -283,6 +303,19 @@ def _create_request(settings: Settings) -> dict[str, Any]:
                 "description": "Enhancement options (quality, upscale, fidelity, only_center_face, output_format, output_quality, tile)",
             },
             "upload": {"type": "string", "enum": list(UPLOAD_METHODS), "default": "post"},
+            "webhook": {
+                "type": "object",
+                "required": ["url"],
+                "additionalProperties": False,
+                "description": "POST each progress event here, signed per Standard Webhooks",
+                "properties": {
+                    "url": {"type": "string", "maxLength": 2048, "description": "https, public addresses only"},
+                    "events": {
+                        "type": "array",
+                        "items": {"type": "string", "enum": ["image.completed", "image.failed", "batch.completed", "batch.cancelled"]},
+                    },
+                },
+            },
         },
     }
 
@@ -301,6 +334,11 @@ def _create_response() -> dict[str, Any]:
             "uploads": {"type": "array", "items": {"$ref": "#/components/schemas/Upload"}},
             "progress": {"$ref": "#/components/schemas/Progress"},
             "links": {"$ref": "#/components/schemas/Links"},
+            "webhook": {
+                "type": "object",
+                "description": "Present when a webhook was named; the signing secret is shown only here",
+                "properties": {"url": {"type": "string"}, "events": {"type": "array"}, "secret": {"type": "string"}},
+            },
         },
     }
 

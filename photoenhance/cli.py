@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "processor": ("processor.cli", "Run a worker that turns bucket notifications into results."),
     "reconcile": ("processor.reconcile_cli", "List open batches against the store and enqueue what was missed."),
     "notifier": ("notifier.cli", "Serve progress over WebSocket and SSE."),
+    "webhooks": ("webhooks.cli", "Deliver progress events to webhook receivers, signed, with retries."),
     "weights": ("processor.engine.weights_cli", "Check, fetch or convert model weights."),
     "enhance": ("ingest.client.cli", "Enhance local photos through a running pipeline."),
     "migrate": ("db.migrate_cli", "Apply database migrations."),

@@ -213,6 +213,41 @@ class Settings:
         "QUOTA_KEY_OPEN_BATCHES", 100, "Batches of one API key open at once; 0: no limit."
     )
 
+    # -- webhooks (``photoenhance webhooks``) --------------------------------------------------
+    webhook_secrets_key: str = _env(
+        "WEBHOOK_SECRETS_KEY",
+        "",
+        "Key that seals webhook signing secrets in the database (AES-GCM); empty: webhooks are off. Keep it out of the database.",
+    )
+    webhook_allow_http: bool = _env(
+        "WEBHOOK_ALLOW_HTTP", False, "Accept http:// webhook URLs (development only; https otherwise)."
+    )
+    webhook_allow_private: tuple[str, ...] = _env(
+        "WEBHOOK_ALLOW_PRIVATE",
+        (),
+        "Addresses or CIDR blocks webhooks may reach although not public (loopback, private, link-local are refused otherwise).",
+    )
+    webhook_timeout_s: float = _env(
+        "WEBHOOK_TIMEOUT_S", 10.0, "How long one delivery may take, connect to last byte, before it counts as failed."
+    )
+    webhook_max_per_host: int = _env(
+        "WEBHOOK_MAX_PER_HOST", 4, "Deliveries in flight to one receiver host per sender process; more wait in a delay queue."
+    )
+    webhook_prefetch: int = _env(
+        "WEBHOOK_PREFETCH", 64, "Events one sender process holds unacknowledged (deliveries in flight overall)."
+    )
+    webhook_retry_base_s: float = _env(
+        "WEBHOOK_RETRY_BASE_S", 5.0, "First back-off after a failed delivery; each retry doubles it."
+    )
+    webhook_retry_max_delay_s: float = _env(
+        "WEBHOOK_RETRY_MAX_DELAY_S", 3600.0, "Longest single back-off between two attempts of one delivery."
+    )
+    webhook_retry_max_s: int = _env(
+        "WEBHOOK_RETRY_MAX_S", 86_400, "How long a delivery is retried (from its first attempt) before it is dead."
+    )
+    webhooks_host: str = _env("WEBHOOKS_HOST", "127.0.0.1", "Interface of the webhook sender's /healthz and /metrics.")
+    webhooks_port: int = _env("WEBHOOKS_PORT", 8083, "Port of the webhook sender's /healthz and /metrics.")
+
     # -- notifier ----------------------------------------------------------------------------
     notifier_host: str = _env("NOTIFIER_HOST", "127.0.0.1", "Interface the notifier listens on.")
     notifier_port: int = _env("NOTIFIER_PORT", 8081, "Port of the WebSocket / SSE notifier.")

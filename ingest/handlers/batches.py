@@ -18,6 +18,7 @@ from ingest.presign import Upload
 from ingest.publisher import BrokerUnavailable
 from ingest.quota_guard import charged, creation_quota
 from ingest.validation import DeclaredUpload, parse_create_request
+from ingest.webhook_request import requested_webhook
 from photoenhance.contracts.events import notification_body
 from photoenhance.contracts.states import BatchState, ImageState
 from photoenhance.contracts.tokens import new_batch_token
@@ -38,6 +39,7 @@ async def create_batch(request: web.Request) -> web.Response:
     req = parse_create_request(await request.read(), ctx.settings)
     quota = creation_quota(request, ctx.settings, files=len(req.files), total_bytes=sum(f.size for f in req.files))
     batch_id = new_ulid()
+    webhook = await requested_webhook(req.webhook, ctx.settings, batch_id)
     token, token_hash = new_batch_token()
     # Signing is local computation; do it before the batch exists so a failure leaves nothing.
     uploads = [_sign(ctx, batch_id, f, req.upload) for f in req.files]
@@ -52,6 +54,7 @@ async def create_batch(request: web.Request) -> web.Response:
             token_hash=token_hash,
             files=[DeclaredFile(f.name, f.original_name, f.size, f.content_type) for f in req.files],
             quota=quota,
+            webhook=None if webhook is None else webhook.subscription,
         )
     )
     log.info("batch %s created with %d files (%s uploads)", batch_id, len(req.files), req.upload)
@@ -75,6 +78,8 @@ async def create_batch(request: web.Request) -> web.Response:
         "progress": progress_urls(ctx.settings, batch_id),
         "links": _links(batch_id),
     }
+    if webhook is not None:
+        body["webhook"] = webhook.to_dict()  # the secret is shown here only
     return web.json_response(body, status=201, headers={"Location": f"/api/v1/batches/{batch_id}"})
 
 
