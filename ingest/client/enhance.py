@@ -19,6 +19,7 @@ those again).
 from __future__ import annotations
 
 import asyncio
+import sys
 import contextlib
 import time
 from collections.abc import Awaitable
@@ -81,6 +82,8 @@ class Job:
     server: str
     direct: bool = False
     api_key: str | None = None
+    #: ``{"url": ..., "events": [...]}`` for batches this run creates (``--webhook``).
+    webhook: dict[str, Any] | None = None
 
 
 @dataclass
@@ -180,7 +183,7 @@ class Enhancer:
 
     def _batches(self, session: aiohttp.ClientSession) -> ApiBatches | DirectBatches:
         if not self.job.direct:
-            return ApiBatches(self.api, self.job.options, self.job.api_key)
+            return ApiBatches(self.api, self.job.options, self.job.api_key, self.job.webhook)
         if not self.job.api_key:
             raise RunAborted("--direct follows progress with an API key: pass --api-key or set API_KEYS")
         return DirectBatches(session, self.settings, self.job.options, self.job.api_key)
@@ -276,6 +279,9 @@ class Enhancer:
             raise RunAborted(str(exc)) from exc
         for local, reason in created.refused:
             self._finish(by_local[id(local)], Outcome.REFUSED, reason, "refused_by_server")
+        secret = getattr(self.batches, "webhook_secrets", {}).get(created.batch_id)
+        if secret is not None:
+            print(f"webhook secret of batch {created.batch_id} (shown once): {secret}", file=sys.stderr)
         if not created.accepted:
             return
         self.state.batches[created.batch_id] = created.state
@@ -520,4 +526,6 @@ class Enhancer:
                 "downloaded": count("downloaded"),
             },
             "files": files,
+            # Shown once by the server: keep them to verify the webhook's signatures.
+            "webhook_secrets": dict(getattr(getattr(self, "batches", None), "webhook_secrets", {})),
         }
