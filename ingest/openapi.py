@@ -241,7 +241,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "summary": "Cancel: unclaimed images are not processed, in-flight ones finish, later uploads are ignored",
                     "security": [{"bearer": []}],
                     "parameters": [batch_id],
-                    "responses": {"202": _json_response("Cancelled", "CancelResponse"), **_errors("404", "409")},
+                    "responses": {"202": _json_response("Cancelled", "CancelResponse"), **_errors("404", "409", "503")},
                 }
             },
             "/api/v1/batches/{batch_id}/deliveries": {
