@@ -15,15 +15,20 @@ from photoenhance.contracts.tokens import is_api_key
 from photoenhance.ratelimit import QuotaPlan
 from photoenhance.settings import Settings
 
-__all__ = ["charged", "creation_quota"]
+__all__ = ["charged", "creation_quota", "creator_api_key"]
 
 T = TypeVar("T")
 
 
+def creator_api_key(request: web.Request, settings: Settings) -> str | None:
+    """The request's API key, when it carries a valid one."""
+    credential = bearer(request)
+    return credential if is_api_key(credential, settings.api_keys) else None
+
+
 def creation_quota(request: web.Request, settings: Settings, *, files: int, total_bytes: int) -> QuotaPlan:
     """What creating this batch costs, and whose limits it counts against."""
-    credential = bearer(request)
-    api_key = credential if is_api_key(credential, settings.api_keys) else None
+    api_key = creator_api_key(request, settings)
     return request_plan(
         settings,
         api_key=api_key,

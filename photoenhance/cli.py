@@ -83,7 +83,7 @@ def _print_settings(settings: Settings, *, markdown: bool) -> int:
 
     for f in fields(settings):
         value = getattr(settings, f.name)
-        if "secret" in f.name or f.name == "api_keys":
+        if "secret" in f.name or f.name in ("api_keys", "api_key_webhooks"):
             value = "***" if value else value
         print(f"{f.metadata['env']}={value}")
     return 0

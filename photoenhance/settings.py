@@ -219,6 +219,12 @@ class Settings:
         "",
         "Key that seals webhook signing secrets in the database (AES-GCM); empty: webhooks are off. Keep it out of the database.",
     )
+    api_key_webhooks: tuple[str, ...] = _env(
+        "API_KEY_WEBHOOKS",
+        (),
+        "Default webhook of an API key's batches, comma-separated `KEY=URL` (all event types; signed with a secret per key, "
+        "returned at each creation). A batch that names its own webhook uses that instead.",
+    )
     webhook_allow_http: bool = _env(
         "WEBHOOK_ALLOW_HTTP", False, "Accept http:// webhook URLs (development only; https otherwise)."
     )

@@ -16,7 +16,7 @@ from ingest.errors import ApiError
 from ingest.ids import new_ulid
 from ingest.presign import Upload
 from ingest.publisher import BrokerUnavailable
-from ingest.quota_guard import charged, creation_quota
+from ingest.quota_guard import charged, creation_quota, creator_api_key
 from ingest.validation import DeclaredUpload, parse_create_request
 from ingest.webhook_request import requested_webhook
 from photoenhance.contracts.events import notification_body
@@ -39,7 +39,7 @@ async def create_batch(request: web.Request) -> web.Response:
     req = parse_create_request(await request.read(), ctx.settings)
     quota = creation_quota(request, ctx.settings, files=len(req.files), total_bytes=sum(f.size for f in req.files))
     batch_id = new_ulid()
-    webhook = await requested_webhook(req.webhook, ctx.settings, batch_id)
+    webhook = await requested_webhook(req.webhook, ctx.settings, batch_id, api_key=creator_api_key(request, ctx.settings))
     token, token_hash = new_batch_token()
     # Signing is local computation; do it before the batch exists so a failure leaves nothing.
     uploads = [_sign(ctx, batch_id, f, req.upload) for f in req.files]

@@ -59,3 +59,25 @@ async def test_the_secret_is_shown_once_and_stored_sealed(start_ingest: StartIng
     assert response.status == 200 and body["deliveries"] == [] and secret not in str(body)
     async with ingest.http.get(ingest.url(f"/api/v1/batches/{created['batch_id']}/deliveries")) as response:
         assert response.status == 404  # no credential: the unknown-batch answer
+
+
+async def test_an_api_keys_default_webhook_and_its_per_key_secret(start_ingest: StartIngest, settings: Settings) -> None:
+    keyed = settings.replace(
+        webhook_secrets_key=KEY, webhook_allow_http=True, webhook_allow_private=("127.0.0.1",),
+        api_keys=("key-one", "key-two"), api_key_webhooks=("key-one=http://127.0.0.1:9/one",),
+    )
+    ingest = await start_ingest(keyed)
+
+    async def create(key: str | None, **extra) -> dict:
+        headers = {} if key is None else {"Authorization": f"Bearer {key}"}
+        async with ingest.http.post(ingest.url("/api/v1/batches"), json={"files": [image_file()], **extra},
+                                    headers=headers) as response:
+            assert response.status == 201
+            return await response.json()
+
+    first, second = await create("key-one"), await create("key-one")
+    assert first["webhook"]["url"] == "http://127.0.0.1:9/one"
+    assert first["webhook"]["secret"] == second["webhook"]["secret"]  # one secret per key
+    assert "webhook" not in await create("key-two") and "webhook" not in await create(None)
+    own = await create("key-one", webhook={"url": "http://127.0.0.1:9/own"})  # a batch's own webhook wins
+    assert own["webhook"]["url"].endswith("/own") and own["webhook"]["secret"] != first["webhook"]["secret"]
