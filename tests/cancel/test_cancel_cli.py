@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ingest.client.interrupt import should_cancel
-from tests.ingest.client.test_enhance_cli import cli_env, progress_of, run_cli, wait_for
-from tests.support.processor import REPO, image_bytes
-from tests.support.stack import StartStack
+from client.interrupt import should_cancel
+from tests.client.test_enhance_cli import cli_env, progress_of, run_cli, wait_for
+from harness.processor import REPO, image_bytes
+from harness.stack import StartStack
 
 
 class _Tty(io.StringIO):

@@ -15,8 +15,8 @@ import pytest
 from db.repository import Repository
 from photoenhance.contracts.progress import EventType
 from photoenhance.contracts.states import BatchState, ImageState
-from tests.support.processor import ProgressRecorder, eventually, image_bytes, output_keys, put_async
-from tests.support.stack import StartStack
+from harness.processor import ProgressRecorder, eventually, image_bytes, output_keys, put_async
+from harness.stack import StartStack
 
 pytestmark = [pytest.mark.objectstore]
 
@@ -116,6 +116,6 @@ async def test_cancel_mid_batch_keeps_what_was_claimed_and_ends_with_batch_cance
 
 
 def _etag_of(stack, batch_id: str) -> str:
-    from ingest.notifications import minio_client
+    from photoenhance.s3 import minio_client
 
     return minio_client(stack.settings).stat_object(stack.settings.s3_input_bucket, f"{batch_id}/late.jpg").etag

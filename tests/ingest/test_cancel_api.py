@@ -7,7 +7,7 @@ import asyncio
 from photoenhance.contracts.progress import EventType
 from photoenhance.settings import Settings
 from tests.ingest.conftest import StartIngest, image_file, record_result
-from tests.support.processor import ProgressRecorder
+from harness.processor import ProgressRecorder
 
 
 async def test_cancel_answers_and_the_batch_cancelled_event(start_ingest: StartIngest, settings: Settings) -> None:

@@ -12,8 +12,8 @@ import pytest
 
 from db.connection import Database
 from photoenhance.settings import Settings
-from tests.support.processor import free_port
-from tests.support.stack import ServiceProcess
+from harness.processor import free_port
+from harness.stack import ServiceProcess
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 

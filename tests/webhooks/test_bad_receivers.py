@@ -19,7 +19,7 @@ from db.webhooks import NewSubscription
 from photoenhance.contracts.progress import BatchCounts, EventType, ProgressEvent, progress_routing_key
 from photoenhance.settings import Settings
 from photoenhance.topology import declare_progress_exchange
-from tests.support.processor import delete_queues, free_port
+from harness.processor import delete_queues, free_port
 from webhooks.queues import declare_webhook_queues, webhook_queue_names
 from webhooks.sender import Sender, open_channel
 from webhooks.signing import new_secret, seal_secret

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from db.repository import Repository
-from tests.ingest.client.test_enhance_cli import run_cli
-from tests.support.processor import image_bytes
-from tests.support.stack import StartStack
+from tests.client.test_enhance_cli import run_cli
+from harness.processor import image_bytes
+from harness.stack import StartStack
 from webhooks.signing import open_secret
 
 pytestmark = pytest.mark.objectstore

@@ -19,8 +19,8 @@ from standardwebhooks.webhooks import Webhook
 from db.repository import Repository
 from photoenhance.contracts.states import BatchState
 from photoenhance.settings import Settings
-from tests.support.processor import delete_queues, free_port, image_bytes, put_async
-from tests.support.stack import ServiceProcess, Stack, StartStack
+from harness.processor import delete_queues, free_port, image_bytes, put_async
+from harness.stack import ServiceProcess, Stack, StartStack
 from webhooks.queues import webhook_queue_names
 
 pytestmark = [pytest.mark.objectstore]

@@ -13,7 +13,7 @@ from typing import TextIO
 
 import aiohttp
 
-from ingest.client.api import Api, ApiError, ServerUnreachable
+from client.api import Api, ApiError, ServerUnreachable
 
 __all__ = ["cancel_batches", "should_cancel"]
 
