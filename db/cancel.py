@@ -17,7 +17,7 @@ from db.event_log import EventLog
 from db.models import Batch, BatchFile, Image
 from db.records import BatchRecord
 from photoenhance.contracts.progress import ProgressEvent
-from photoenhance.contracts.states import BatchState, ImageState
+from photoenhance.contracts.states import CANCELLED_CODE, BatchState, ImageState
 
 __all__ = ["BatchAlreadyCompleted", "CancelOperations", "Cancellation"]
 
@@ -64,7 +64,7 @@ class CancelOperations(EventLog):
                     .values(
                         state=ImageState.CANCELLED.value,
                         reason=_REASON,
-                        code="cancelled",
+                        code=CANCELLED_CODE,
                         finished_at=now,
                         updated_at=now,
                     )
@@ -96,7 +96,7 @@ class CancelOperations(EventLog):
                             "state": ImageState.CANCELLED.value,
                             "attempts": 0,
                             "reason": _REASON,
-                            "code": "cancelled",
+                            "code": CANCELLED_CODE,
                             "created_at": now,
                             "updated_at": now,
                             "finished_at": now,

@@ -15,7 +15,7 @@ from db.models import Batch, Image
 from db.records import BatchRecord, ImageRecord, ImageVersion, Registration
 from db.transactions import CURRENT, UNFINISHED, held_by, image_record
 from photoenhance.contracts.progress import EventType, ProgressEvent
-from photoenhance.contracts.states import BatchState, ImageState
+from photoenhance.contracts.states import CANCELLED_CODE, BatchState, ImageState
 
 __all__ = ["ImageOperations"]
 
@@ -115,7 +115,7 @@ class ImageOperations(EventLog):
                     state=ImageState.SUPERSEDED.value,
                     attempts=0,
                     reason="uploaded after the batch was cancelled",
-                    code="cancelled",
+                    code=CANCELLED_CODE,
                     uploaded_at=version.uploaded_at,
                     created_at=now,
                     updated_at=now,

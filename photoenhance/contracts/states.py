@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from enum import Enum
 
-__all__ = ["UPLOAD_MISSING", "BatchState", "ImageState"]
+__all__ = ["CANCELLED_CODE", "UPLOAD_MISSING", "BatchState", "ImageState"]
 
 #: Failure code of a file declared to the ingest API whose upload never arrived before its upload
 #: links expired. A retry cannot help (there is nothing to process); a late upload supersedes it.
 UPLOAD_MISSING = "upload_missing"
+
+#: Code of an image its batch's cancel kept from processing (or an upload that came after it).
+CANCELLED_CODE = "cancelled"
 
 
 class ImageState(str, Enum):
