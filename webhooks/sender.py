@@ -84,6 +84,7 @@ class Sender:
             outcome = await self._deliver(message)
         except Exception:  # the database or broker: leave the message for redelivery
             log.exception("webhook delivery of a message failed; it will be redelivered")
+            await asyncio.sleep(1.0)  # an outage: do not spin on the same message
             await message.nack(requeue=True)
             return
         self.outcomes[outcome] += 1
