@@ -41,14 +41,25 @@ class Api:
         self.server = server.rstrip("/")
 
     async def create_batch(
-        self, files: list[dict[str, Any]], options: dict[str, Any], credential: str | None = None
+        self,
+        files: list[dict[str, Any]],
+        options: dict[str, Any],
+        credential: str | None = None,
+        webhook: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """``POST /api/v1/batches``; ``credential`` is an API key where the server requires one."""
-        return await self._call("POST", "/api/v1/batches", credential, {"files": files, "options": options})
+        body: dict[str, Any] = {"files": files, "options": options}
+        if webhook is not None:
+            body["webhook"] = webhook
+        return await self._call("POST", "/api/v1/batches", credential, body)
 
     async def get_batch(self, batch_id: str, credential: str) -> dict[str, Any]:
         """``GET /api/v1/batches/{id}``: state, counts, every image's state, reason and result link."""
         return await self._call("GET", f"/api/v1/batches/{batch_id}", credential)
+
+    async def cancel_batch(self, batch_id: str, credential: str) -> dict[str, Any]:
+        """``POST /api/v1/batches/{id}/cancel``: unclaimed images are not processed, in-flight ones finish."""
+        return await self._call("POST", f"/api/v1/batches/{batch_id}/cancel", credential)
 
     async def _call(self, method: str, path: str, credential: str | None, body: Any = None) -> dict[str, Any]:
         headers = {"Accept": "application/json"}

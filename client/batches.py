@@ -77,10 +77,15 @@ class ApiBatches:
 
     mode = "api"
 
-    def __init__(self, api: Api, options: dict[str, Any], api_key: str | None) -> None:
+    def __init__(
+        self, api: Api, options: dict[str, Any], api_key: str | None, webhook: dict[str, Any] | None = None
+    ) -> None:
         self.api = api
         self.options = options
         self.api_key = api_key
+        self.webhook = webhook
+        #: The signing secret of each batch's webhook, shown once by the server (batch id -> secret).
+        self.webhook_secrets: dict[str, str] = {}
 
     def credential(self, batch: BatchState) -> str:
         assert batch.token is not None
@@ -93,7 +98,7 @@ class ApiBatches:
         while wanted:
             request = [{"name": declarable_name(f.name), "size": f.size, "content_type": f.content_type} for f in wanted]
             try:
-                body = await self.api.create_batch(request, self.options, credential=self.api_key)
+                body = await self.api.create_batch(request, self.options, credential=self.api_key, webhook=self.webhook)
             except ApiError as exc:
                 match = _FILE_FIELD.match(exc.field or "")
                 if match is None or int(match.group(1)) >= len(wanted):
@@ -108,6 +113,8 @@ class ApiBatches:
                 expires_at=body["expires_at"],
                 uploads={u["name"]: {k: u[k] for k in ("method", "url", "fields", "headers") if k in u} for u in uploads},
             )
+            if "webhook" in body:
+                self.webhook_secrets[body["batch_id"]] = body["webhook"]["secret"]
             accepted = [(f, u["name"]) for f, u in zip(wanted, uploads, strict=True)]
             return Created(body["batch_id"], state, accepted, refused)
         return Created("", BatchState(mode=self.mode, websocket=""), [], refused)

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from client.enhance import Enhancer, Job, RunAborted
+from client.interrupt import cancel_batches, should_cancel
 from client.report import Reporter
 from client.state import StateError
 from photoenhance.contracts.options import EnhanceOptions, OptionsError, OutputFormat, Quality
@@ -57,6 +58,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="upload straight into the input bucket with the S3 credentials of the settings; needs an API key",
     )
     parser.add_argument("--api-key", metavar="KEY", help="API key (default: the first of API_KEYS); --direct needs one")
+    parser.add_argument(
+        "--webhook", metavar="URL",
+        help="the server POSTs each progress event of the new batches here, signed (the secret is printed once)",
+    )
+    parser.add_argument(
+        "--webhook-events", metavar="TYPES", default=None,
+        help="comma-separated event types for --webhook (default: all: image.completed,image.failed,batch.completed,batch.cancelled)",
+    )
+    parser.add_argument(
+        "--cancel-on-interrupt", action="store_true",
+        help="on Ctrl-C, cancel this run's batches on the server without asking (on a terminal it asks; otherwise it does not cancel)",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON summary on standard output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars, even on a terminal")
 
@@ -71,6 +84,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except OptionsError as exc:
         print(f"photoenhance enhance: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
+    if args.webhook and args.direct:
+        print("photoenhance enhance: --webhook needs batches created through the API (not --direct)", file=sys.stderr)
+        return EXIT_UNUSABLE
     job = Job(
         paths=list(args.paths),
         out=args.out,
@@ -78,6 +94,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         server=args.server or f"http://{settings.ingest_host}:{settings.ingest_port}",
         direct=args.direct,
         api_key=args.api_key or (settings.api_keys[0] if settings.api_keys else None),
+        webhook=_webhook(args),
     )
     reporter = Reporter(json_mode=args.json, bars=False if args.no_progress else None)
     enhancer = Enhancer(job, settings, reporter)
@@ -87,6 +104,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"photoenhance enhance: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     except KeyboardInterrupt:
+        credentials = enhancer.open_batch_credentials()
+        if should_cancel(list(credentials), always=args.cancel_on_interrupt):
+            for batch_id, state in asyncio.run(cancel_batches(job.server, credentials)).items():
+                print(f"photoenhance enhance: batch {batch_id}: {state}", file=sys.stderr)
+            return EXIT_INTERRUPTED
         print("photoenhance enhance: interrupted; run the same command again to continue", file=sys.stderr)
         return EXIT_INTERRUPTED
     if args.json:
@@ -94,6 +116,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(_closing_line(summary))
     return EXIT_OK if summary["ok"] else EXIT_FAILED
+
+
+def _webhook(args: argparse.Namespace) -> dict | None:
+    if not args.webhook:
+        return None
+    webhook: dict = {"url": args.webhook}
+    if args.webhook_events:
+        webhook["events"] = [t.strip() for t in args.webhook_events.split(",") if t.strip()]
+    return webhook
 
 
 def _closing_line(summary: dict) -> str:

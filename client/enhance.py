@@ -19,6 +19,7 @@ those again).
 from __future__ import annotations
 
 import asyncio
+import sys
 import contextlib
 import time
 from collections.abc import Awaitable
@@ -82,6 +83,8 @@ class Job:
     server: str
     direct: bool = False
     api_key: str | None = None
+    #: ``{"url": ..., "events": [...]}`` for batches this run creates (``--webhook``).
+    webhook: dict[str, Any] | None = None
 
 
 @dataclass
@@ -169,9 +172,19 @@ class Enhancer:
                 self.reporter.close()
         return self.summary(time.monotonic() - started)
 
+    def open_batch_credentials(self) -> dict[str, str]:
+        """Each batch this run follows with an unfinished file, and the credential that may cancel it."""
+        if self.state is None or not hasattr(self, "batches"):
+            return {}
+        return {
+            batch_id: self.batches.credential(run.state)
+            for batch_id, run in self.runs.items()
+            if not run.settled() and batch_id in self.state.batches
+        }
+
     def _batches(self, session: aiohttp.ClientSession) -> ApiBatches | DirectBatches:
         if not self.job.direct:
-            return ApiBatches(self.api, self.job.options, self.job.api_key)
+            return ApiBatches(self.api, self.job.options, self.job.api_key, self.job.webhook)
         if not self.job.api_key:
             raise RunAborted("--direct follows progress with an API key: pass --api-key or set API_KEYS")
         return DirectBatches(session, self.settings, self.job.options, self.job.api_key)
@@ -226,8 +239,8 @@ class Enhancer:
             if batch.mode != DirectBatches.mode:
                 return self._forget(batch_id, items)  # expired or deleted: start again
             status = {"images": []}  # a direct batch the pipeline has not registered yet
-        if batch.mode != self.batches.mode:
-            return self._forget(batch_id, items)
+        if batch.mode != self.batches.mode or status.get("state") in ("cancelling", "cancelled"):
+            return self._forget(batch_id, items)  # a cancelled batch processes nothing more: start anew
         on_server = {image["name"]: image for image in status.get("images", [])}
         run = self.runs.setdefault(batch_id, BatchRun(batch_id, batch, {}))
         moved: list[Item] = []
@@ -267,6 +280,9 @@ class Enhancer:
             raise RunAborted(str(exc)) from exc
         for local, reason in created.refused:
             self._finish(by_local[id(local)], Outcome.REFUSED, reason, "refused_by_server")
+        secret = getattr(self.batches, "webhook_secrets", {}).get(created.batch_id)
+        if secret is not None:
+            print(f"webhook secret of batch {created.batch_id} (shown once): {secret}", file=sys.stderr)
         if not created.accepted:
             return
         self.state.batches[created.batch_id] = created.state
@@ -513,4 +529,6 @@ class Enhancer:
                 "downloaded": count("downloaded"),
             },
             "files": files,
+            # Shown once by the server: keep them to verify the webhook's signatures.
+            "webhook_secrets": dict(getattr(getattr(self, "batches", None), "webhook_secrets", {})),
         }

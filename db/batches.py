@@ -12,11 +12,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.event_log import EventLog
+from db.quotas import charge_quota
+from db.webhooks import NewSubscription, add_subscription
 from db.models import Batch, BatchFile, Image
 from db.records import BatchRecord, BatchSnapshot, ImageRecord
 from db.transactions import BatchExists, batch_record, image_record
 from photoenhance.contracts.progress import EventType, ProgressEvent
 from photoenhance.contracts.states import UPLOAD_MISSING, BatchState, ImageState
+from photoenhance.ratelimit import QuotaPlan
 
 __all__ = ["BatchOperations", "DeclaredFile"]
 
@@ -44,11 +47,19 @@ class BatchOperations(EventLog):
         expected_count: int | None = None,
         token_hash: str | None = None,
         files: Sequence[DeclaredFile] = (),
+        quota: QuotaPlan | None = None,
+        webhook: NewSubscription | None = None,
     ) -> BatchRecord:
-        """Create a batch (and the files it declares); :class:`BatchExists` if the id is taken."""
+        """Create a batch (and the files it declares); :class:`BatchExists` if the id is taken.
+
+        With ``quota``, the creation is counted against that plan's limits in the same
+        transaction, and :class:`~db.quotas.QuotaExceeded` leaves nothing behind.
+        """
 
         async def op(conn: AsyncConnection) -> BatchRecord:
             now = self._now()
+            if quota is not None:
+                await charge_quota(conn, quota, now)
             try:
                 row = (
                     await conn.execute(
@@ -61,6 +72,7 @@ class BatchOperations(EventLog):
                             options=options,
                             expected_count=expected_count,
                             token_hash=token_hash,
+                            quota_subject=None if quota is None else quota.subject,
                             total=0,
                             completed=0,
                             failed=0,
@@ -87,6 +99,8 @@ class BatchOperations(EventLog):
                         for f in files
                     ],
                 )
+            if webhook is not None:
+                await add_subscription(conn, batch_id, webhook, now)
             return batch_record(row)
 
         return await self._write(op)

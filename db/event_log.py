@@ -117,6 +117,8 @@ class EventLog(Transactions):
         gives an ``idle_cutoff`` and the last upload is older than it.
         """
         batch = await self._load_batch(conn, batch_id)
+        if batch.state is BatchState.CANCELLING:
+            return await self._end_cancel_if_drained(conn, batch_id)
         if batch.state is not BatchState.OPEN or batch.total == 0:
             return []
         if batch.completed + batch.failed < batch.total:
@@ -142,4 +144,21 @@ class EventLog(Transactions):
             .values(state=BatchState.COMPLETED.value, completed_at=now, updated_at=now)
         )
         return [await self._append(conn, batch_id, EventType.BATCH_COMPLETED, None)]
+
+    async def _end_cancel_if_drained(self, conn: AsyncConnection, batch_id: str) -> list[ProgressEvent]:
+        """A cancelling batch whose last in-flight image is final ends ``cancelled`` (see db.cancel)."""
+        unfinished = (
+            await conn.execute(
+                select(func.count()).select_from(Image).where(Image.batch_id == batch_id, Image.state.in_(UNFINISHED))
+            )
+        ).scalar_one()
+        if unfinished:
+            return []
+        now = self._now()
+        await conn.execute(
+            update(Batch)
+            .where(Batch.id == batch_id)
+            .values(state=BatchState.CANCELLED.value, completed_at=now, updated_at=now)
+        )
+        return [await self._append(conn, batch_id, EventType.BATCH_CANCELLED, None)]
 

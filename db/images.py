@@ -15,7 +15,7 @@ from db.models import Batch, Image
 from db.records import BatchRecord, ImageRecord, ImageVersion, Registration
 from db.transactions import CURRENT, UNFINISHED, held_by, image_record
 from photoenhance.contracts.progress import EventType, ProgressEvent
-from photoenhance.contracts.states import BatchState, ImageState
+from photoenhance.contracts.states import CANCELLED_CODE, BatchState, ImageState
 
 __all__ = ["ImageOperations"]
 
@@ -37,6 +37,11 @@ class ImageOperations(EventLog):
             if existing is not None:
                 return Registration(image=existing, created=False)
             now = self._now()
+            if batch.state in (BatchState.CANCELLING, BatchState.CANCELLED):
+                # An upload after the cancel is recorded (so a redelivery finds it final) but
+                # neither processed, counted nor listed: the batch's counts were final at the
+                # cancel. Recorded as superseded (by the cancel), which is exactly that.
+                return Registration(image=await self._ignored_upload(conn, version, now), created=True)
             current = (
                 await conn.execute(
                     select(*Image.__table__.c).where(
@@ -95,6 +100,31 @@ class ImageOperations(EventLog):
             return Registration(image=image, created=True, superseded=superseded)
 
         return await self._write(op, retry_on_integrity=True)
+
+    async def _ignored_upload(self, conn: AsyncConnection, version: ImageVersion, now: datetime) -> ImageRecord:
+        image_id = (
+            await conn.execute(
+                insert(Image)
+                .values(
+                    batch_id=version.batch_id,
+                    bucket=version.bucket,
+                    key=version.key,
+                    name=version.name,
+                    etag=version.etag,
+                    size=version.size,
+                    state=ImageState.SUPERSEDED.value,
+                    attempts=0,
+                    reason="uploaded after the batch was cancelled",
+                    code=CANCELLED_CODE,
+                    uploaded_at=version.uploaded_at,
+                    created_at=now,
+                    updated_at=now,
+                    finished_at=now,
+                )
+                .returning(Image.id)
+            )
+        ).scalar_one()
+        return await self._load_image(conn, image_id)
 
     async def get_image(self, image_id: int) -> ImageRecord | None:
         """The image version with this id, or None."""

@@ -23,7 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Batch", "BatchFile", "Event", "Image", "UTCDateTime", "utcnow"]
+__all__ = ["Base", "Batch", "BatchFile", "Event", "Image", "RateCounter", "UTCDateTime", "WebhookDelivery",
+           "WebhookSubscription", "utcnow"]
 
 #: A 64-bit id on PostgreSQL; SQLite only auto-increments a column declared INTEGER.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -61,6 +62,7 @@ class Batch(Base):
     """A group of uploads under one key prefix, with its counters and event sequence."""
 
     __tablename__ = "batches"
+    __table_args__ = (Index("ix_batches_quota_subject_state", "quota_subject", "state"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     state: Mapped[str] = mapped_column(String(16), default="open")
@@ -82,6 +84,59 @@ class Batch(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_upload_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Whose quota the batch counts against (``key:<hash>`` or ``addr:<address>``); None if none.
+    quota_subject: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    #: Images not processed because the batch was cancelled before a worker claimed them.
+    cancelled: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class RateCounter(Base):
+    """How much of one quota a subject used in one fixed window (shared by every ingest replica)."""
+
+    __tablename__ = "rate_counters"
+
+    subject: Mapped[str] = mapped_column(String(80), primary_key=True)
+    #: ``batches``, ``files`` or ``bytes``.
+    counter: Mapped[str] = mapped_column(String(32), primary_key=True)
+    #: Start of the window, in seconds since the epoch.
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+
+
+class WebhookSubscription(Base):
+    """Where a batch's progress events are POSTed, which ones, and the sealed signing secret."""
+
+    __tablename__ = "webhook_subscriptions"
+
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    #: Event types delivered (``image.completed``, ...).
+    events: Mapped[list[str]] = mapped_column(JSON)
+    #: The secret, AES-GCM sealed under WEBHOOK_SECRETS_KEY (see webhooks.signing).
+    sealed_secret: Mapped[str] = mapped_column(String(255))
+    #: When the receiver answered 410 Gone: nothing more is delivered to it.
+    gone_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WebhookDelivery(Base):
+    """One event's delivery to its batch's webhook: where it stands (one row per event)."""
+
+    __tablename__ = "webhook_deliveries"
+
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: The ``webhook-id`` header: the same on every attempt, for receivers to de-duplicate by.
+    webhook_id: Mapped[str] = mapped_column(String(96))
+    event_type: Mapped[str] = mapped_column(String(32))
+    #: ``retrying``, ``delivered``, ``dead`` (retries ran out) or ``gone`` (the receiver said 410).
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    first_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class BatchFile(Base):

@@ -31,12 +31,20 @@ class BatchRecord:
     updated_at: datetime
     last_upload_at: datetime | None
     completed_at: datetime | None
+    #: Whose quota the batch counts against, when it was created through the API.
+    quota_subject: str | None = None
+    #: Images left unprocessed because the batch was cancelled.
+    cancelled: int = 0
 
     @property
     def counts(self) -> BatchCounts:
         """The counters as a progress event carries them."""
         return BatchCounts(
-            total=self.total, completed=self.completed, failed=self.failed, expected=self.expected_count
+            total=self.total,
+            completed=self.completed,
+            failed=self.failed,
+            expected=self.expected_count,
+            cancelled=self.cancelled,
         )
 
 

@@ -17,11 +17,13 @@ The operations live in three parts along the domain's seams: :mod:`db.batches`,
 from __future__ import annotations
 
 from db.batches import BatchOperations, DeclaredFile
+from db.cancel import CancelOperations
+from db.webhooks import WebhookOperations
 from db.images import ImageOperations
 from db.transactions import RETRY_ATTEMPTS, BatchExists, UnknownBatch
 
 __all__ = ["RETRY_ATTEMPTS", "BatchExists", "DeclaredFile", "Repository", "UnknownBatch"]
 
 
-class Repository(BatchOperations, ImageOperations):
+class Repository(BatchOperations, ImageOperations, CancelOperations, WebhookOperations):
     """Batches, images and events; every method is one transaction (retried on lock races)."""

@@ -6,6 +6,8 @@ Routes (described for clients in :mod:`ingest.openapi`):
 - ``GET  /api/v1/batches/{batch_id}`` status, per-image state, result links
 - ``GET  /api/v1/batches/{batch_id}/archive`` streamed ZIP (:mod:`ingest.handlers.archive`)
 - ``POST /api/v1/batches/{batch_id}/retry`` re-run failed images
+- ``POST /api/v1/batches/{batch_id}/cancel`` stop a batch (:mod:`ingest.handlers.cancel`)
+- ``GET  /api/v1/batches/{batch_id}/deliveries`` webhook deliveries (:mod:`ingest.handlers.deliveries`)
 - ``GET  /api/v1/openapi.json`` and ``GET /healthz``
 - ``GET  /`` and ``/static/...``: the web page, when ``ingest/web/index.html`` exists
 """
@@ -25,9 +27,12 @@ from ingest.context import CONTEXT, IngestContext
 from ingest.errors import error_middleware
 from ingest.handlers.archive import get_archive
 from ingest.handlers.batches import create_batch, get_batch, retry_batch
+from ingest.handlers.cancel import cancel_batch
+from ingest.handlers.deliveries import get_deliveries
 from ingest.openapi import openapi_document
 from ingest.presign import Presigner
 from ingest.publisher import EventPublisher
+from ingest.quotas import parse_networks
 from photoenhance.settings import Settings
 
 __all__ = ["WEB_DIR", "add_web_routes", "create_app"]
@@ -48,6 +53,7 @@ def create_app(
     web_dir: Path | None = WEB_DIR,
 ) -> web.Application:
     """The ingest app over the given dependencies; it closes the publisher when it stops."""
+    parse_networks(settings.trusted_proxies)  # a bad TRUSTED_PROXIES entry stops start-up, naming it
     app = web.Application(
         middlewares=[error_middleware],
         client_max_size=64 * 1024 + _BODY_BYTES_PER_FILE * settings.max_files_per_batch,
@@ -62,6 +68,8 @@ def create_app(
     app.router.add_get("/api/v1/batches/{batch_id}", get_batch)
     app.router.add_get("/api/v1/batches/{batch_id}/archive", get_archive)
     app.router.add_post("/api/v1/batches/{batch_id}/retry", retry_batch)
+    app.router.add_post("/api/v1/batches/{batch_id}/cancel", cancel_batch)
+    app.router.add_get("/api/v1/batches/{batch_id}/deliveries", get_deliveries)
     app.router.add_get("/api/v1/openapi.json", _openapi)
     app.router.add_get("/healthz", _healthz)
     if web_dir is not None and (web_dir / "index.html").is_file():

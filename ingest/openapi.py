@@ -35,6 +35,20 @@ ERROR_CODES: dict[str, str] = {
     "not_found": "No such route.",
     "method_not_allowed": "The route does not take this method.",
     "internal_error": "A fault on our side; details are in the server log.",
+    "batch_completed": "The batch has completed; there is nothing left to cancel (409).",
+    "batch_cancelled": "The batch was cancelled; it cannot be retried (409).",
+    "quota_batches_per_hour": "Over the batches-per-hour limit of this API key or client address (429, see Retry-After).",
+    "quota_files_per_day": "Over the files-per-day limit of this API key or client address (429, see Retry-After).",
+    "quota_bytes_per_day": "Over the bytes-per-day limit of this API key or client address (429, see Retry-After).",
+    "webhooks_disabled": "A webhook was named but this server has no WEBHOOK_SECRETS_KEY.",
+    "invalid_webhook_events": "webhook.events lists an unknown event type.",
+    "webhook_url_invalid": "The webhook URL is not a URL (or has no host).",
+    "webhook_url_too_long": "The webhook URL is longer than 2048 characters.",
+    "webhook_url_scheme": "The webhook URL is not https (http only where WEBHOOK_ALLOW_HTTP is on).",
+    "webhook_url_credentials": "The webhook URL holds user:password@.",
+    "webhook_url_unresolvable": "The webhook host does not resolve.",
+    "webhook_url_not_public": "The webhook host resolves to a loopback, private, link-local or otherwise non-public address.",
+    "quota_open_batches": "Too many batches of this API key or client address are still open (429, see Retry-After).",
 }
 
 _ERROR = {
@@ -89,7 +103,7 @@ _PROGRESS = {
 _LINKS = {
     "type": "object",
     "required": ["self", "archive", "retry"],
-    "properties": {name: {"type": "string"} for name in ("self", "archive", "retry")},
+    "properties": {name: {"type": "string"} for name in ("self", "archive", "retry", "cancel")},
 }
 
 _IMAGE = {
@@ -100,7 +114,7 @@ _IMAGE = {
         "original_name": {"type": "string"},
         "state": {
             "type": "string",
-            "enum": ["awaiting_upload", "pending", "processing", "completed", "failed"],
+            "enum": ["awaiting_upload", "pending", "processing", "completed", "failed", "cancelled"],
         },
         "size": {"type": ["integer", "null"]},
         "reason": {"type": ["string", "null"]},
@@ -125,6 +139,20 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         "CreateBatchRequest": _create_request(settings),
         "CreateBatchResponse": _create_response(),
         "BatchStatus": _status(),
+        "CancelResponse": {
+            "type": "object",
+            "required": ["batch_id", "state", "cancelled_now", "counts"],
+            "properties": {
+                "batch_id": {"type": "string"},
+                "state": {
+                    "type": "string",
+                    "enum": ["cancelling", "cancelled"],
+                    "description": "cancelling while images are in flight; batch.cancelled follows the last",
+                },
+                "cancelled_now": {"type": "integer", "description": "Images this request kept from processing"},
+                "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+            },
+        },
         "RetryResponse": {
             "type": "object",
             "required": ["batch_id", "retried", "announced"],
@@ -168,6 +196,10 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "responses": {
                         "201": _json_response("Batch created; the token is shown only here", "CreateBatchResponse"),
                         **_errors("400", "401", "413", "415"),
+                        "429": {
+                            **_json_response("Over a quota; retry after `Retry-After` seconds", "Error"),
+                            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                        },
                     },
                 }
             },
@@ -201,7 +233,28 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "summary": "Re-run the batch's failed images (and re-announce pending ones)",
                     "security": [{"bearer": []}],
                     "parameters": [batch_id],
-                    "responses": {"202": _json_response("Retried", "RetryResponse"), **_errors("404", "503")},
+                    "responses": {"202": _json_response("Retried", "RetryResponse"), **_errors("404", "409", "503")},
+                }
+            },
+            "/api/v1/batches/{batch_id}/cancel": {
+                "post": {
+                    "operationId": "cancelBatch",
+                    "summary": "Cancel: unclaimed images are not processed, in-flight ones finish, later uploads are ignored",
+                    "security": [{"bearer": []}],
+                    "parameters": [batch_id],
+                    "responses": {"202": _json_response("Cancelled", "CancelResponse"), **_errors("404", "409", "503")},
+                }
+            },
+            "/api/v1/batches/{batch_id}/deliveries": {
+                "get": {
+                    "operationId": "getDeliveries",
+                    "summary": "The batch's webhook and each event's delivery: retrying, delivered, dead or gone",
+                    "security": [{"bearer": []}],
+                    "parameters": [batch_id],
+                    "responses": {
+                        "200": {"description": "Deliveries", "content": {"application/json": {}}},
+                        **_errors("404"),
+                    },
                 }
             },
             "/api/v1/openapi.json": {
@@ -264,6 +317,19 @@ def _create_request(settings: Settings) -> dict[str, Any]:
                 },
             },
             "upload": {"type": "string", "enum": list(UPLOAD_METHODS), "default": "post"},
+            "webhook": {
+                "type": "object",
+                "required": ["url"],
+                "additionalProperties": False,
+                "description": "POST each progress event here, signed per Standard Webhooks",
+                "properties": {
+                    "url": {"type": "string", "maxLength": 2048, "description": "https, public addresses only"},
+                    "events": {
+                        "type": "array",
+                        "items": {"type": "string", "enum": ["image.completed", "image.failed", "batch.completed", "batch.cancelled"]},
+                    },
+                },
+            },
         },
     }
 
@@ -282,18 +348,23 @@ def _create_response() -> dict[str, Any]:
             "uploads": {"type": "array", "items": {"$ref": "#/components/schemas/Upload"}},
             "progress": {"$ref": "#/components/schemas/Progress"},
             "links": {"$ref": "#/components/schemas/Links"},
+            "webhook": {
+                "type": "object",
+                "description": "Present when a webhook was named; the signing secret is shown only here",
+                "properties": {"url": {"type": "string"}, "events": {"type": "array"}, "secret": {"type": "string"}},
+            },
         },
     }
 
 
 def _status() -> dict[str, Any]:
-    counts = ["expected", "uploaded", "awaiting_upload", "pending", "completed", "failed"]
+    counts = ["expected", "uploaded", "awaiting_upload", "pending", "completed", "failed", "cancelled"]
     return {
         "type": "object",
         "required": ["batch_id", "state", "counts", "images", "progress", "links"],
         "properties": {
             "batch_id": {"type": "string"},
-            "state": {"type": "string", "enum": ["open", "completed"]},
+            "state": {"type": "string", "enum": ["open", "completed", "cancelling", "cancelled"]},
             "source": {"type": "string"},
             "options": {"type": "object"},
             "counts": {

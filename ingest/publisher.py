@@ -1,4 +1,5 @@
-"""Publishing synthetic bucket notifications (the retry endpoint's re-announcements).
+"""Publishing synthetic bucket notifications (the retry endpoint's re-announcements) and the
+progress events the API itself causes (a cancel's ``batch.cancelled``).
 
 The connection is opened on first use, not at start-up, so the ingest API serves batches,
 uploads and archives while the broker is down; only a retry needs it, and it answers 503 then.
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 
+from photoenhance.contracts.progress import ProgressEvent, progress_routing_key
 from photoenhance.settings import Settings
 from photoenhance.topology import declare_topology
 
@@ -35,6 +37,7 @@ class EventPublisher:
         self._settings = settings
         self._connection: AbstractRobustConnection | None = None
         self._exchange: AbstractExchange | None = None
+        self._progress: AbstractExchange | None = None
         self._lock = asyncio.Lock()
 
     async def announce(self, bodies: Sequence[bytes]) -> None:
@@ -58,12 +61,32 @@ class EventPublisher:
         except (aio_pika.exceptions.AMQPError, OSError, asyncio.TimeoutError) as exc:
             raise BrokerUnavailable(f"could not publish to {self._settings.amqp_events_exchange}: {exc!r}") from exc
 
+    async def progress(self, events: Sequence[ProgressEvent]) -> None:
+        """Publish progress events (a cancel's ``batch.cancelled``) to the progress exchange."""
+        if not events:
+            return
+        try:
+            await self._events_exchange()
+            assert self._progress is not None
+            for event in events:
+                await self._progress.publish(
+                    aio_pika.Message(
+                        event.to_json(),
+                        content_type="application/json",
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key=progress_routing_key(event.batch_id),
+                )
+        except (aio_pika.exceptions.AMQPError, OSError, asyncio.TimeoutError) as exc:
+            raise BrokerUnavailable(f"could not publish to {self._settings.amqp_progress_exchange}: {exc!r}") from exc
+
     async def close(self) -> None:
         """Close the connection, if one was opened."""
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
             self._exchange = None
+            self._progress = None
 
     async def _events_exchange(self) -> AbstractExchange:
         async with self._lock:
@@ -74,5 +97,6 @@ class EventPublisher:
                 channel = await self._connection.channel(publisher_confirms=True)
                 # The whole topology, not only the exchange: a re-announcement must find the
                 # work queue bound, even on a broker that lost its definitions.
-                self._exchange = (await declare_topology(channel, self._settings)).events_exchange
+                topology = await declare_topology(channel, self._settings)
+                self._exchange, self._progress = topology.events_exchange, topology.progress_exchange
             return self._exchange

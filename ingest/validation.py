@@ -30,7 +30,7 @@ _CONTENT_TYPE_ALIASES = CONTENT_TYPE_ALIASES
 #: ``x-amz-acl: public-read`` (tests/security/test_presigned_uploads.py shows both on Ceph RGW).
 UPLOAD_METHODS = ("post", "put")
 
-_TOP_LEVEL_FIELDS = frozenset({"files", "options", "upload"})
+_TOP_LEVEL_FIELDS = frozenset({"files", "options", "upload", "webhook"})
 _FILE_FIELDS = frozenset({"name", "size", "content_type"})
 
 
@@ -51,6 +51,8 @@ class CreateBatch:
     files: list[DeclaredUpload]
     options: EnhanceOptions
     upload: str
+    #: The ``webhook`` field as sent (checked by :mod:`ingest.webhook_request`), or None.
+    webhook: Any = None
 
 
 def parse_create_request(body: bytes, settings: Settings) -> CreateBatch:
@@ -102,7 +104,7 @@ def parse_create_request(body: bytes, settings: Settings) -> CreateBatch:
         DeclaredUpload(original_name=original, name=safe, size=size, content_type=ctype)
         for (original, size, ctype), safe in zip(checked, names, strict=True)
     ]
-    return CreateBatch(files=declared, options=options, upload=upload)
+    return CreateBatch(files=declared, options=options, upload=upload, webhook=doc.get("webhook"))
 
 
 def _check_file(index: int, entry: Any, settings: Settings) -> tuple[str, int, str]:

@@ -219,13 +219,16 @@ class _Stream:
         self.observer = observer
         self.page_size = page_size
         self.sequencer = Sequencer(0)
-        #: Whether the last thing sent says the batch is complete.
+        #: Whether the last thing sent says the batch is complete (or cancelled: ended either way).
         self.completed = False
+        #: Whether it ended by being cancelled (the ``end`` message says which).
+        self.cancelled = False
 
     async def send_event(self, seq: int, type: EventType, data: bytes, source: str) -> None:
         await self.sink.send(Outgoing(MessageKind.EVENT, data, seq))
         self.sequencer.sent(seq)
-        self.completed = type is EventType.BATCH_COMPLETED
+        self.completed = type in (EventType.BATCH_COMPLETED, EventType.BATCH_CANCELLED)
+        self.cancelled = type is EventType.BATCH_CANCELLED
         self.observer.sent(MessageKind.EVENT, source)
 
     async def replay(self) -> None:
@@ -266,7 +269,8 @@ class _Stream:
         await self.sink.send(Outgoing(MessageKind.SNAPSHOT, data, batch.last_seq))
         self.observer.sent(MessageKind.SNAPSHOT, "replay")
         self.sequencer = Sequencer(batch.last_seq)
-        self.completed = batch.state is BatchState.COMPLETED
+        self.completed = batch.state in (BatchState.COMPLETED, BatchState.CANCELLED)
+        self.cancelled = batch.state is BatchState.CANCELLED
 
     async def live(self, inbox: Inbox, heartbeat_s: float) -> None:
         """Send live events until the batch is complete with nothing newer waiting."""
@@ -290,7 +294,7 @@ class _Stream:
                 elif verdict is Verdict.GAP:
                     log.error("batch %s: event %d is not in the database yet", self.batch_id, item.seq)
         last = self.sequencer.last_sent
-        await self.sink.send(Outgoing(MessageKind.END, _wire(end_message(EndReason.BATCH_COMPLETED, last))))
+        await self.sink.send(Outgoing(MessageKind.END, _wire(end_message(EndReason.BATCH_CANCELLED if self.cancelled else EndReason.BATCH_COMPLETED, last))))
         self.observer.sent(MessageKind.END, "live")
 
 
@@ -318,7 +322,8 @@ async def pump(
         stream.sequencer = Sequencer(since)
         # Already complete at the client's position: nothing will follow unless the batch reopens,
         # which the replay below would find.
-        stream.completed = batch.state is BatchState.COMPLETED and batch.last_seq == since
+        stream.completed = batch.state in (BatchState.COMPLETED, BatchState.CANCELLED) and batch.last_seq == since
+        stream.cancelled = batch.state is BatchState.CANCELLED
         await stream.replay()
     await stream.live(inbox, heartbeat_s)
 

@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "processor": ("processor.cli", "Run a worker that turns bucket notifications into results."),
     "reconcile": ("processor.reconcile_cli", "List open batches against the store and enqueue what was missed."),
     "notifier": ("notifier.cli", "Serve progress over WebSocket and SSE."),
+    "webhooks": ("webhooks.cli", "Deliver progress events to webhook receivers, signed, with retries."),
     "weights": ("provision.weights_cli", "Check, fetch or convert model weights."),
     "enhance": ("client.cli", "Enhance local photos through a running pipeline."),
     "migrate": ("db.migrate_cli", "Apply database migrations."),
@@ -82,7 +83,7 @@ def _print_settings(settings: Settings, *, markdown: bool) -> int:
 
     for f in fields(settings):
         value = getattr(settings, f.name)
-        if "secret" in f.name or f.name == "api_keys":
+        if "secret" in f.name or f.name in ("api_keys", "api_key_webhooks"):
             value = "***" if value else value
         print(f"{f.metadata['env']}={value}")
     return 0

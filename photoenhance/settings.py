@@ -194,6 +194,79 @@ class Settings:
     max_file_bytes: int = _env("MAX_FILE_BYTES", 50 * 1024 * 1024, "Largest upload accepted, in bytes.")
     presign_expiry_s: int = _env("PRESIGN_EXPIRY_S", 900, "Lifetime of presigned upload and result URLs.")
 
+    # -- quotas and rate limits (shared by every ingest replica, counted in the database) -------
+    trusted_proxies: tuple[str, ...] = _env(
+        "TRUSTED_PROXIES",
+        (),
+        "Addresses or CIDR blocks of reverse proxies whose `X-Forwarded-For` names the client (read right to left); "
+        "from any other peer the header is ignored.",
+    )
+    quota_public_batches_per_hour: int = _env(
+        "QUOTA_PUBLIC_BATCHES_PER_HOUR", 20, "Batches one client address (no API key) may create per hour; 0: no limit."
+    )
+    quota_public_files_per_day: int = _env(
+        "QUOTA_PUBLIC_FILES_PER_DAY", 2000, "Files one client address may declare per day (UTC); 0: no limit."
+    )
+    quota_public_bytes_per_day: int = _env(
+        "QUOTA_PUBLIC_BYTES_PER_DAY", 5 * 1024**3, "Bytes one client address may declare per day (UTC); 0: no limit."
+    )
+    quota_public_open_batches: int = _env(
+        "QUOTA_PUBLIC_OPEN_BATCHES", 3, "Batches of one client address open at once; 0: no limit."
+    )
+    quota_key_batches_per_hour: int = _env(
+        "QUOTA_KEY_BATCHES_PER_HOUR", 600, "Batches one API key may create per hour; 0: no limit."
+    )
+    quota_key_files_per_day: int = _env(
+        "QUOTA_KEY_FILES_PER_DAY", 200_000, "Files one API key may declare per day (UTC); 0: no limit."
+    )
+    quota_key_bytes_per_day: int = _env(
+        "QUOTA_KEY_BYTES_PER_DAY", 1024**4, "Bytes one API key may declare per day (UTC); 0: no limit."
+    )
+    quota_key_open_batches: int = _env(
+        "QUOTA_KEY_OPEN_BATCHES", 100, "Batches of one API key open at once; 0: no limit."
+    )
+
+    # -- webhooks (``photoenhance webhooks``) --------------------------------------------------
+    webhook_secrets_key: str = _env(
+        "WEBHOOK_SECRETS_KEY",
+        "",
+        "Key that seals webhook signing secrets in the database (AES-GCM); empty: webhooks are off. Keep it out of the database.",
+    )
+    api_key_webhooks: tuple[str, ...] = _env(
+        "API_KEY_WEBHOOKS",
+        (),
+        "Default webhook of an API key's batches, comma-separated `KEY=URL` (all event types; signed with a secret per key, "
+        "returned at each creation). A batch that names its own webhook uses that instead.",
+    )
+    webhook_allow_http: bool = _env(
+        "WEBHOOK_ALLOW_HTTP", False, "Accept http:// webhook URLs (development only; https otherwise)."
+    )
+    webhook_allow_private: tuple[str, ...] = _env(
+        "WEBHOOK_ALLOW_PRIVATE",
+        (),
+        "Addresses or CIDR blocks webhooks may reach although not public (loopback, private, link-local are refused otherwise).",
+    )
+    webhook_timeout_s: float = _env(
+        "WEBHOOK_TIMEOUT_S", 10.0, "How long one delivery may take, connect to last byte, before it counts as failed."
+    )
+    webhook_max_per_host: int = _env(
+        "WEBHOOK_MAX_PER_HOST", 4, "Deliveries in flight to one receiver host per sender process; more wait in a delay queue."
+    )
+    webhook_prefetch: int = _env(
+        "WEBHOOK_PREFETCH", 64, "Events one sender process holds unacknowledged (deliveries in flight overall)."
+    )
+    webhook_retry_base_s: float = _env(
+        "WEBHOOK_RETRY_BASE_S", 5.0, "First back-off after a failed delivery; each retry doubles it."
+    )
+    webhook_retry_max_delay_s: float = _env(
+        "WEBHOOK_RETRY_MAX_DELAY_S", 3600.0, "Longest single back-off between two attempts of one delivery."
+    )
+    webhook_retry_max_s: int = _env(
+        "WEBHOOK_RETRY_MAX_S", 86_400, "How long a delivery is retried (from its first attempt) before it is dead."
+    )
+    webhooks_host: str = _env("WEBHOOKS_HOST", "127.0.0.1", "Interface of the webhook sender's /healthz and /metrics.")
+    webhooks_port: int = _env("WEBHOOKS_PORT", 8083, "Port of the webhook sender's /healthz and /metrics.")
+
     # -- notifier ----------------------------------------------------------------------------
     notifier_host: str = _env("NOTIFIER_HOST", "127.0.0.1", "Interface the notifier listens on.")
     notifier_port: int = _env("NOTIFIER_PORT", 8081, "Port of the WebSocket / SSE notifier.")

@@ -322,7 +322,8 @@ class ImagePipeline:
         latest = await self.repository.latest_event_for(image.id)
         if latest is not None:
             following = await self.repository.events_since(image.batch_id, latest.seq, limit=1)
-            await self._publish([latest, *(e for e in following if e.type is EventType.BATCH_COMPLETED)])
+            ends = (EventType.BATCH_COMPLETED, EventType.BATCH_CANCELLED)
+            await self._publish([latest, *(e for e in following if e.type in ends)])
         return Outcome.DUPLICATE
 
     # -- helpers ---------------------------------------------------------------------------

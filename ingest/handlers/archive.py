@@ -113,6 +113,8 @@ class _EntryNames:
 def _why_not_included(image: ImageRecord) -> str:
     if image.state is ImageState.FAILED:
         return f"failed ({image.code or 'error'}): {image.reason or 'no reason recorded'}"
+    if image.state is ImageState.CANCELLED:
+        return "not processed: the batch was cancelled"
     return f"not finished yet ({image.state.value})"
 
 

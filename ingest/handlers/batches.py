@@ -16,9 +16,11 @@ from ingest.errors import ApiError
 from ingest.ids import new_ulid
 from ingest.presign import Upload
 from ingest.publisher import BrokerUnavailable
+from ingest.quota_guard import charged, creation_quota, creator_api_key
 from ingest.validation import DeclaredUpload, parse_create_request
+from ingest.webhook_request import requested_webhook
 from photoenhance.contracts.events import notification_body
-from photoenhance.contracts.states import ImageState
+from photoenhance.contracts.states import BatchState, ImageState
 from photoenhance.contracts.tokens import new_batch_token
 from photoenhance.settings import Settings
 
@@ -35,19 +37,25 @@ async def create_batch(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     require_creator(request, ctx.settings)
     req = parse_create_request(await request.read(), ctx.settings)
+    quota = creation_quota(request, ctx.settings, files=len(req.files), total_bytes=sum(f.size for f in req.files))
     batch_id = new_ulid()
+    webhook = await requested_webhook(req.webhook, ctx.settings, batch_id, api_key=creator_api_key(request, ctx.settings))
     token, token_hash = new_batch_token()
     # Signing is local computation; do it before the batch exists so a failure leaves nothing.
     uploads = [_sign(ctx, batch_id, f, req.upload) for f in req.files]
     expires_at = ctx.presigner.expires_at()
-    await ctx.repository.create_batch(
-        batch_id,
-        input_bucket=ctx.settings.s3_input_bucket,
-        options=req.options.to_dict(),
-        source="api",
-        expected_count=len(req.files),
-        token_hash=token_hash,
-        files=[DeclaredFile(f.name, f.original_name, f.size, f.content_type) for f in req.files],
+    await charged(
+        ctx.repository.create_batch(
+            batch_id,
+            input_bucket=ctx.settings.s3_input_bucket,
+            options=req.options.to_dict(),
+            source="api",
+            expected_count=len(req.files),
+            token_hash=token_hash,
+            files=[DeclaredFile(f.name, f.original_name, f.size, f.content_type) for f in req.files],
+            quota=quota,
+            webhook=None if webhook is None else webhook.subscription,
+        )
     )
     log.info("batch %s created with %d files (%s uploads)", batch_id, len(req.files), req.upload)
     body = {
@@ -70,6 +78,8 @@ async def create_batch(request: web.Request) -> web.Response:
         "progress": progress_urls(ctx.settings, batch_id),
         "links": _links(batch_id),
     }
+    if webhook is not None:
+        body["webhook"] = webhook.to_dict()  # the secret is shown here only
     return web.json_response(body, status=201, headers={"Location": f"/api/v1/batches/{batch_id}"})
 
 
@@ -86,6 +96,8 @@ async def get_batch(request: web.Request) -> web.Response:
     for f in declared:
         image = by_name.pop(f.name, None)
         entries.append(_image_entry(ctx, f.name, f.original_name, image, declared_size=f.declared_size))
+        if image is None and batch.state in (BatchState.CANCELLING, BatchState.CANCELLED):
+            entries[-1]["state"] = ImageState.CANCELLED.value  # its upload will be ignored
     for image in by_name.values():  # uploaded without being declared (direct S3 uploads)
         entries.append(_image_entry(ctx, image.name, image.name, image))
     awaiting = sum(1 for e in entries if e["state"] == AWAITING_UPLOAD)
@@ -98,9 +110,10 @@ async def get_batch(request: web.Request) -> web.Response:
             "expected": batch.expected_count,
             "uploaded": batch.total,
             "awaiting_upload": awaiting,
-            "pending": batch.total - batch.completed - batch.failed,
+            "pending": batch.total - batch.completed - batch.failed - batch.cancelled,
             "completed": batch.completed,
             "failed": batch.failed,
+            "cancelled": batch.cancelled,
         },
         "created_at": _iso(batch.created_at),
         "completed_at": _iso(batch.completed_at),
@@ -121,6 +134,8 @@ async def retry_batch(request: web.Request) -> web.Response:
     """
     ctx = request.app[CONTEXT]
     batch = await readable_batch(request, ctx.repository, ctx.settings)
+    if batch.state in (BatchState.CANCELLING, BatchState.CANCELLED):
+        raise ApiError(409, "batch_cancelled", "the batch was cancelled; create a new batch instead")
     retried = await ctx.repository.retry_failed(batch.id)
     pending = [i for i in await ctx.repository.unfinished_images(batch.id) if i.state is ImageState.PENDING]
     bodies = [_announcement(image) for image in pending]
@@ -192,7 +207,7 @@ def _announcement(image: ImageRecord) -> bytes:
 
 def _links(batch_id: str) -> dict[str, str]:
     base = f"/api/v1/batches/{batch_id}"
-    return {"self": base, "archive": f"{base}/archive", "retry": f"{base}/retry"}
+    return {"self": base, "archive": f"{base}/archive", "retry": f"{base}/retry", "cancel": f"{base}/cancel"}
 
 
 def _iso(value: Any) -> str | None:

@@ -36,6 +36,8 @@ class EventType(str, Enum):
     IMAGE_FAILED = "image.failed"
     #: Every image of the batch is final.
     BATCH_COMPLETED = "batch.completed"
+    #: The batch was cancelled and its last in-flight image is final: nothing more will happen.
+    BATCH_CANCELLED = "batch.cancelled"
 
 
 @dataclass(frozen=True)
@@ -48,11 +50,13 @@ class BatchCounts:
     failed: int = 0
     #: Images the batch was created with, when known.
     expected: int | None = None
+    #: Images left unprocessed because the batch was cancelled before a worker claimed them.
+    cancelled: int = 0
 
     @property
     def final(self) -> int:
         """Images in a final state."""
-        return self.completed + self.failed
+        return self.completed + self.failed + self.cancelled
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,8 @@ class EndReason(str, Enum):
 
     #: ``batch.completed`` was sent and nothing newer exists.
     BATCH_COMPLETED = "batch_completed"
+    #: ``batch.cancelled`` was sent: nothing will follow.
+    BATCH_CANCELLED = "batch_cancelled"
 
 
 class CloseCode(IntEnum):
@@ -106,6 +108,7 @@ def snapshot_message(
             "completed": counts.completed,
             "failed": counts.failed,
             "expected": counts.expected,
+            "cancelled": counts.cancelled,
         },
         "images": [
             {

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from enum import Enum
 
-__all__ = ["UPLOAD_MISSING", "BatchState", "ImageState"]
+__all__ = ["CANCELLED_CODE", "UPLOAD_MISSING", "BatchState", "ImageState"]
 
 #: Failure code of a file declared to the ingest API whose upload never arrived before its upload
 #: links expired. A retry cannot help (there is nothing to process); a late upload supersedes it.
 UPLOAD_MISSING = "upload_missing"
+
+#: Code of an image its batch's cancel kept from processing (or an upload that came after it).
+CANCELLED_CODE = "cancelled"
 
 
 class ImageState(str, Enum):
@@ -24,11 +27,13 @@ class ImageState(str, Enum):
     FAILED = "failed"
     #: A newer version of the same key arrived; this one no longer counts. Final.
     SUPERSEDED = "superseded"
+    #: Its batch was cancelled before a worker claimed it (or it arrived afterwards). Final.
+    CANCELLED = "cancelled"
 
     @property
     def is_final(self) -> bool:
         """Whether no worker will touch the image again without being asked to."""
-        return self in {ImageState.COMPLETED, ImageState.FAILED, ImageState.SUPERSEDED}
+        return self in {ImageState.COMPLETED, ImageState.FAILED, ImageState.SUPERSEDED, ImageState.CANCELLED}
 
 
 class BatchState(str, Enum):
@@ -38,3 +43,7 @@ class BatchState(str, Enum):
     OPEN = "open"
     #: Every image the batch expects is final (some may have failed). A new upload reopens it.
     COMPLETED = "completed"
+    #: Cancelled while images were in flight: those finish, nothing else is processed.
+    CANCELLING = "cancelling"
+    #: Cancelled, and nothing is in flight any more. Final: later uploads are ignored.
+    CANCELLED = "cancelled"

@@ -160,7 +160,7 @@ async def test_snapshot_of_a_completed_batch_ends_the_stream(repository: Reposit
     assert sink.kinds() == ["snapshot", "end"]
     snapshot = json.loads(sink.messages[0].data)
     assert snapshot["last_seq"] == 3 and snapshot["state"] == "completed"
-    assert snapshot["counts"] == {"total": 2, "completed": 1, "failed": 1, "expected": 2}
+    assert snapshot["counts"] == {"total": 2, "completed": 1, "failed": 1, "expected": 2, "cancelled": 0}
     assert [(i["name"], i["state"], i["code"]) for i in snapshot["images"]] == [
         ("img000.jpg", "completed", None),
         ("img001.jpg", "failed", "not_an_image"),
