@@ -14,7 +14,7 @@ Counted inside the process (the tree's own code is wrapped, not changed):
 - write transactions: each ``Database.write()`` block that committed (and those that did not);
 - read transactions: each ``Database.read()`` block;
 - batch lock: from the moment a transaction's batch-row lock statement (``_lock_batch``) returned
-  to the end of that transaction (commit or rollback included), one span per transaction;
+  to the moment its COMMIT (or ROLLBACK) returned, one span per transaction;
 - codec CPU: the thread CPU time spent in ``decode_image`` and ``encode_image``.
 
 On SIGUSR1 the counters so far are written to ``DIR/<worker-id>-<n>.json`` (n counts from 1): the
@@ -81,19 +81,39 @@ def instrument() -> None:
     original_read = connection.Database.read
     original_lock = transactions.Transactions._lock_batch
 
+    from sqlalchemy.engine.default import DefaultDialect
+
+    #: When each DBAPI connection's last COMMIT or ROLLBACK returned (the lock's end), by id.
+    ended_at: dict[int, float] = {}
+    original_commit, original_rollback = DefaultDialect.do_commit, DefaultDialect.do_rollback
+
+    def do_commit(self: Any, dbapi_connection: Any) -> None:
+        original_commit(self, dbapi_connection)
+        ended_at[id(dbapi_connection)] = time.perf_counter()
+
+    def do_rollback(self: Any, dbapi_connection: Any) -> None:
+        original_rollback(self, dbapi_connection)
+        ended_at[id(dbapi_connection)] = time.perf_counter()
+
+    DefaultDialect.do_commit = do_commit  # type: ignore[method-assign]
+    DefaultDialect.do_rollback = do_rollback  # type: ignore[method-assign]
+
     @asynccontextmanager
     async def write(self: Any, *args: Any, **kwargs: Any) -> Any:
         holder: list[float | None] = [None]
         token = _lock_started.set(holder)
         started = time.perf_counter()
         ok = False
+        dbapi_id = None
         try:
             async with original_write(self, *args, **kwargs) as conn:
+                dbapi_id = id(await conn.get_raw_connection())  # what do_commit is handed
                 yield conn
             ok = True
         finally:
             ended = time.perf_counter()
             _lock_started.reset(token)
+            lock_end = ended_at.pop(dbapi_id, ended) if dbapi_id is not None else ended
             with COUNTERS.lock:
                 COUNTERS.write_s += ended - started
                 if ok:
@@ -101,7 +121,7 @@ def instrument() -> None:
                 else:
                     COUNTERS.writes_failed += 1
                 if holder[0] is not None:
-                    COUNTERS.lock_holds_s.append(ended - holder[0])
+                    COUNTERS.lock_holds_s.append(max(0.0, lock_end - holder[0]))
 
     @asynccontextmanager
     async def read(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -184,7 +204,15 @@ def main() -> int:
     signal.signal(signal.SIGUSR1, dump)
     settings = Settings.from_env()
     engine = PassthroughEngine() if args.engine == "passthrough" else None
-    asyncio.run(Worker(settings, engine=engine, worker_id=args.worker_id).run())
+    worker = Worker(settings, engine=engine, worker_id=args.worker_id)
+    profile_to = os.environ.get("CEILING_PROFILE")  # a cProfile of the whole run, for looking into it
+    if profile_to:
+        import cProfile
+
+        cProfile.runctx("asyncio.run(worker.run())", globals(), {"asyncio": asyncio, "worker": worker},
+                        f"{profile_to}.{args.worker_id}")
+    else:
+        asyncio.run(worker.run())
     return 0
 
 

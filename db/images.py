@@ -3,21 +3,35 @@ states each image ends in."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db import statements as sql
 from db.event_log import EventLog
+from db.group_commit import GroupCommit
 from db.models import Batch, Image
-from db.records import BatchRecord, ImageRecord, ImageVersion, Registration
-from db.transactions import CURRENT, UNFINISHED, held_by, image_record
-from photoenhance.contracts.progress import EventType, ProgressEvent
+from db.records import BatchRecord, ImageRecord, ImageVersion, Registration, StartedImage
+from db.transactions import CURRENT, UNFINISHED, finish_then_cancel, held_by, image_record
+from photoenhance.contracts.progress import BatchCounts, EventType, ProgressEvent
 from photoenhance.contracts.states import BatchState, ImageState
 
-__all__ = ["ImageOperations"]
+__all__ = ["Completion", "ImageOperations"]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One stored result to record (:meth:`ImageOperations.complete_image`)."""
+
+    image_id: int
+    owner: str
+    output_key: str
+    report: dict[str, Any]
 
 
 class ImageOperations(EventLog):
@@ -95,6 +109,107 @@ class ImageOperations(EventLog):
             return Registration(image=image, created=True, superseded=superseded)
 
         return await self._write(op, retry_on_integrity=True)
+
+    async def start_image(
+        self,
+        version: ImageVersion,
+        owner: str,
+        lease_seconds: float,
+        candidates_for: Callable[[BatchRecord], Sequence[str]],
+    ) -> StartedImage:
+        """Everything before the work, in one write transaction under the batch lock: register
+        the version (as :meth:`register_image`), claim it (as :meth:`claim_image`) and reserve
+        its result key from ``candidates_for(batch)`` (as :meth:`reserve_output_key`).
+
+        A new current version is inserted already claimed, its result key with it. A known
+        version is claimed if it is claimable; a final one, or one another worker holds, comes
+        back unclaimed. :class:`~db.transactions.UnknownBatch` when the batch does not exist.
+        ``candidates_for`` must not raise; it may return nothing (no key is reserved then).
+        """
+
+        async def op(conn: AsyncConnection) -> StartedImage:
+            batch = await self._lock_batch(conn, version.batch_id)
+            candidates = tuple(candidates_for(batch))
+            now = self._now()
+            lease_until = now + timedelta(seconds=lease_seconds)
+            versions = [
+                image_record(r)
+                for r in (await conn.execute(sql.KEY_VERSIONS, {"bucket": version.bucket, "key": version.key})).all()
+            ]
+            existing = next((v for v in versions if v.etag == version.etag), None)
+            if existing is not None:
+                if existing.state.is_final:
+                    return StartedImage(batch, existing, None, candidates)
+                row = (
+                    await conn.execute(
+                        sql.CLAIM_IMAGE,
+                        {"image_id": existing.id, "owner": owner, "lease_until": lease_until, "now": now},
+                    )
+                ).one_or_none()
+                if row is None:
+                    return StartedImage(batch, existing, None, candidates)
+                claimed = image_record(row)
+                key = await self._free_output_key(conn, batch.id, version.key, candidates)
+                if key is not None:
+                    await conn.execute(
+                        sql.SET_OUTPUT_KEY, {"image_id": claimed.id, "owner": owner, "output_key": key, "now": now}
+                    )
+                    claimed = _with(claimed, output_key=key, updated_at=now)
+                return StartedImage(batch, claimed, claimed, candidates, key)
+            current = [v for v in versions if v.state.value in CURRENT]
+            stale = any(
+                old.uploaded_at is not None and version.uploaded_at is not None and old.uploaded_at > version.uploaded_at
+                for old in current
+            )
+            key = None if stale else await self._free_output_key(conn, batch.id, version.key, candidates)
+            row = (
+                await conn.execute(
+                    sql.INSERT_IMAGE,
+                    {
+                        "batch_id": version.batch_id,
+                        "bucket": version.bucket,
+                        "key": version.key,
+                        "name": version.name,
+                        "etag": version.etag,
+                        "size": version.size,
+                        "state": (ImageState.SUPERSEDED if stale else ImageState.PROCESSING).value,
+                        "attempts": 0 if stale else 1,
+                        "lease_owner": None if stale else owner,
+                        "lease_expires_at": None if stale else lease_until,
+                        "output_key": key,
+                        "uploaded_at": version.uploaded_at,
+                        "created_at": now,
+                        "updated_at": now,
+                    },
+                )
+            ).one()
+            image = image_record(row)
+            if stale:
+                return StartedImage(batch, image, None, candidates)
+            await self._supersede(conn, batch, current, now)
+            last_upload = max(t for t in (batch.last_upload_at, version.uploaded_at or now) if t is not None)
+            await conn.execute(
+                sql.REGISTER_IN_BATCH,
+                {"batch_id": batch.id, "added": 0 if current else 1, "last_upload": last_upload, "now": now},
+            )
+            return StartedImage(batch, image, image, candidates, key)
+
+        return await self._write(op, retry_on_integrity=True)
+
+    async def _free_output_key(
+        self, conn: AsyncConnection, batch_id: str, key: str, candidates: Sequence[str]
+    ) -> str | None:
+        """The first of ``candidates`` no other key of the batch holds (the batch is locked)."""
+        if not candidates:
+            return None
+        held = set(
+            (
+                await conn.execute(
+                    sql.OUTPUT_KEY_HOLDERS, {"batch_id": batch_id, "key": key, "candidates": list(candidates)}
+                )
+            ).scalars().all()
+        )
+        return next((c for c in candidates if c not in held), None)
 
     async def get_image(self, image_id: int) -> ImageRecord | None:
         """The image version with this id, or None."""
@@ -196,9 +311,99 @@ class ImageOperations(EventLog):
 
         Counts only if this owner still holds the image, so a duplicate or late completion is a
         no-op. May also complete the batch (a ``batch.completed`` event follows).
+
+        Completions that arrive while another is being committed share the next transaction
+        (:class:`~db.group_commit.GroupCommit`): each returns once that transaction has ended,
+        with its own events. As with every write here, a cancelled caller gets the
+        ``CancelledError`` only after the transaction it joined has ended.
         """
-        values = {"state": ImageState.COMPLETED.value, "output_key": output_key, "report": report or {}}
-        return await self._finish(image_id, held_by(owner), values, EventType.IMAGE_COMPLETED)
+        group: GroupCommit[Completion, list[ProgressEvent]] | None = getattr(self, "_completions", None)
+        if group is None or group.loop is not asyncio.get_running_loop():
+            group = self._completions = GroupCommit(self._complete_group)
+        return await finish_then_cancel(group.submit(Completion(image_id, owner, output_key, report or {})))
+
+    async def _complete_group(self, items: list[Completion]) -> list[list[ProgressEvent] | Exception]:
+        """Record several completions in one transaction.
+
+        Batches are locked in id order (one order for every transaction that locks several), then
+        each image is completed by compare-and-set; the events of each batch take its next
+        sequence numbers in the items' order, counters move once per batch, and the batch's
+        ``batch.completed`` (if this completed it) goes to its last item's events.
+        """
+
+        async def op(conn: AsyncConnection) -> list[list[ProgressEvent] | Exception]:
+            results: list[list[ProgressEvent] | Exception] = [[] for _ in items]
+            batch_of = dict(
+                (await conn.execute(sql.IMAGE_BATCHES, {"image_ids": [i.image_id for i in items]})).all()
+            )
+            by_batch: dict[str, list[int]] = {}
+            for index, item in enumerate(items):
+                batch_id = batch_of.get(item.image_id)
+                if batch_id is None:
+                    results[index] = LookupError(f"no image with id {item.image_id}")
+                else:
+                    by_batch.setdefault(batch_id, []).append(index)
+            locked = {batch_id: await self._lock_batch(conn, batch_id) for batch_id in sorted(by_batch)}
+            now = self._now()
+            for batch_id, batch in locked.items():
+                done: list[tuple[int, ImageRecord]] = []
+                for index in by_batch[batch_id]:
+                    item = items[index]
+                    row = (
+                        await conn.execute(
+                            sql.COMPLETE_IMAGE,
+                            {
+                                "image_id": item.image_id,
+                                "owner": item.owner,
+                                "output_key": item.output_key,
+                                "report": item.report,
+                                "now": now,
+                            },
+                        )
+                    ).one_or_none()
+                    if row is not None:
+                        done.append((index, image_record(row)))
+                if not done:
+                    continue
+                rows = []
+                for n, (index, image) in enumerate(done, start=1):
+                    event = ProgressEvent(
+                        batch_id=batch_id,
+                        seq=batch.last_seq + n,
+                        type=EventType.IMAGE_COMPLETED,
+                        time=now,
+                        counts=BatchCounts(
+                            total=batch.total,
+                            completed=batch.completed + n,
+                            failed=batch.failed,
+                            expected=batch.expected_count,
+                        ),
+                        image=image.progress(),
+                    )
+                    results[index] = [event]
+                    rows.append(
+                        {
+                            "batch_id": batch_id,
+                            "seq": event.seq,
+                            "type": event.type.value,
+                            "image_id": image.id,
+                            "payload": event.to_dict(),
+                            "created_at": now,
+                        }
+                    )
+                await conn.execute(sql.INSERT_EVENT, rows)
+                await conn.execute(
+                    sql.COUNT_BATCH,
+                    {"batch_id": batch_id, "completed": len(done), "failed": 0, "events": len(done), "now": now},
+                )
+                final = batch.completed + len(done) + batch.failed
+                if batch.state is BatchState.OPEN and batch.total > 0 and final >= batch.total:
+                    last = results[done[-1][0]]
+                    assert isinstance(last, list)
+                    last += await self._maybe_complete(conn, batch_id, idle_cutoff=None)
+            return results
+
+        return await self._write(op)
 
     async def fail_image(
         self,
@@ -355,3 +560,8 @@ class ImageOperations(EventLog):
                 .values(completed=Batch.completed - completed, failed=Batch.failed - failed)
             )
 
+
+
+def _with(image: ImageRecord, **changes: Any) -> ImageRecord:
+    """``image`` with some fields changed (records are frozen)."""
+    return replace(image, **changes)
