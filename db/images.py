@@ -23,6 +23,9 @@ from photoenhance.contracts.states import BatchState, ImageState
 
 __all__ = ["Completion", "ImageOperations"]
 
+#: States in which an image holds its result key against other keys of its batch.
+_HOLDING = (ImageState.PROCESSING, ImageState.COMPLETED)
+
 
 @dataclass(frozen=True)
 class Completion:
@@ -32,6 +35,8 @@ class Completion:
     owner: str
     output_key: str
     report: dict[str, Any]
+    #: The image's batch when the caller knows it (saves a read); checked by the update.
+    batch_id: str | None = None
 
 
 class ImageOperations(EventLog):
@@ -132,10 +137,21 @@ class ImageOperations(EventLog):
             candidates = tuple(candidates_for(batch))
             now = self._now()
             lease_until = now + timedelta(seconds=lease_seconds)
-            versions = [
+            rows = [
                 image_record(r)
-                for r in (await conn.execute(sql.KEY_VERSIONS, {"bucket": version.bucket, "key": version.key})).all()
+                for r in (
+                    await conn.execute(
+                        sql.KEY_VERSIONS_AND_HOLDERS,
+                        {"bucket": version.bucket, "key": version.key, "batch_id": batch.id,
+                         "candidates": list(candidates)},
+                    )
+                ).all()
             ]
+            versions = [r for r in rows if r.bucket == version.bucket and r.key == version.key]
+            # Result keys other keys of the batch hold; versions of this key share theirs.
+            held = {r.output_key for r in rows if r.batch_id == batch.id and r.key != version.key
+                    and r.output_key in candidates and r.state in _HOLDING}
+            free_key = next((c for c in candidates if c not in held), None)
             existing = next((v for v in versions if v.etag == version.etag), None)
             if existing is not None:
                 if existing.state.is_final:
@@ -149,7 +165,7 @@ class ImageOperations(EventLog):
                 if row is None:
                     return StartedImage(batch, existing, None, candidates)
                 claimed = image_record(row)
-                key = await self._free_output_key(conn, batch.id, version.key, candidates)
+                key = free_key
                 if key is not None:
                     await conn.execute(
                         sql.SET_OUTPUT_KEY, {"image_id": claimed.id, "owner": owner, "output_key": key, "now": now}
@@ -161,7 +177,7 @@ class ImageOperations(EventLog):
                 old.uploaded_at is not None and version.uploaded_at is not None and old.uploaded_at > version.uploaded_at
                 for old in current
             )
-            key = None if stale else await self._free_output_key(conn, batch.id, version.key, candidates)
+            key = None if stale else free_key
             row = (
                 await conn.execute(
                     sql.INSERT_IMAGE,
@@ -195,21 +211,6 @@ class ImageOperations(EventLog):
             return StartedImage(batch, image, image, candidates, key)
 
         return await self._write(op, retry_on_integrity=True)
-
-    async def _free_output_key(
-        self, conn: AsyncConnection, batch_id: str, key: str, candidates: Sequence[str]
-    ) -> str | None:
-        """The first of ``candidates`` no other key of the batch holds (the batch is locked)."""
-        if not candidates:
-            return None
-        held = set(
-            (
-                await conn.execute(
-                    sql.OUTPUT_KEY_HOLDERS, {"batch_id": batch_id, "key": key, "candidates": list(candidates)}
-                )
-            ).scalars().all()
-        )
-        return next((c for c in candidates if c not in held), None)
 
     async def get_image(self, image_id: int) -> ImageRecord | None:
         """The image version with this id, or None."""
@@ -305,12 +306,19 @@ class ImageOperations(EventLog):
         return await self._write(op)
 
     async def complete_image(
-        self, image_id: int, owner: str, *, output_key: str, report: dict[str, Any] | None = None
+        self,
+        image_id: int,
+        owner: str,
+        *,
+        output_key: str,
+        report: dict[str, Any] | None = None,
+        batch_id: str | None = None,
     ) -> list[ProgressEvent]:
         """Record a stored result; returns the events appended (none if the claim was lost).
 
         Counts only if this owner still holds the image, so a duplicate or late completion is a
-        no-op. May also complete the batch (a ``batch.completed`` event follows).
+        no-op. May also complete the batch (a ``batch.completed`` event follows). ``batch_id``:
+        the image's batch, if the caller knows it (an image of another batch does not count).
 
         Completions that arrive while another is being committed share the next transaction
         (:class:`~db.group_commit.GroupCommit`): each returns once that transaction has ended,
@@ -320,7 +328,7 @@ class ImageOperations(EventLog):
         group: GroupCommit[Completion, list[ProgressEvent]] | None = getattr(self, "_completions", None)
         if group is None or group.loop is not asyncio.get_running_loop():
             group = self._completions = GroupCommit(self._complete_group)
-        return await finish_then_cancel(group.submit(Completion(image_id, owner, output_key, report or {})))
+        return await finish_then_cancel(group.submit(Completion(image_id, owner, output_key, report or {}, batch_id)))
 
     async def _complete_group(self, items: list[Completion]) -> list[list[ProgressEvent] | Exception]:
         """Record several completions in one transaction.
@@ -333,9 +341,10 @@ class ImageOperations(EventLog):
 
         async def op(conn: AsyncConnection) -> list[list[ProgressEvent] | Exception]:
             results: list[list[ProgressEvent] | Exception] = [[] for _ in items]
-            batch_of = dict(
-                (await conn.execute(sql.IMAGE_BATCHES, {"image_ids": [i.image_id for i in items]})).all()
-            )
+            unknown = [i.image_id for i in items if i.batch_id is None]
+            batch_of = {i.image_id: i.batch_id for i in items if i.batch_id is not None}
+            if unknown:
+                batch_of.update((await conn.execute(sql.IMAGE_BATCHES, {"image_ids": unknown})).all())
             by_batch: dict[str, list[int]] = {}
             for index, item in enumerate(items):
                 batch_id = batch_of.get(item.image_id)
@@ -354,6 +363,7 @@ class ImageOperations(EventLog):
                             sql.COMPLETE_IMAGE,
                             {
                                 "image_id": item.image_id,
+                                "image_batch": batch_id,
                                 "owner": item.owner,
                                 "output_key": item.output_key,
                                 "report": item.report,

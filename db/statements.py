@@ -21,9 +21,8 @@ __all__ = [
     "IMAGE_BATCHES",
     "INSERT_EVENT",
     "INSERT_IMAGE",
-    "KEY_VERSIONS",
+    "KEY_VERSIONS_AND_HOLDERS",
     "LOCK_BATCH",
-    "OUTPUT_KEY_HOLDERS",
     "REGISTER_IN_BATCH",
     "SET_OUTPUT_KEY",
 ]
@@ -34,15 +33,19 @@ _IMAGE = tuple(Image.__table__.c)
 #: Lock a batch row (``FOR UPDATE`` on PostgreSQL; SQLite's write transaction already excludes).
 LOCK_BATCH = select(*Batch.__table__.c).where(Batch.id == bindparam("batch_id")).with_for_update()
 
-#: Every version of one key (the one being registered among them, if known).
-KEY_VERSIONS = select(*_IMAGE).where(Image.bucket == bindparam("bucket"), Image.key == bindparam("key"))
-
-#: Result keys among ``candidates`` that another key of the batch holds (processing or completed).
-OUTPUT_KEY_HOLDERS = select(Image.output_key).where(
-    Image.batch_id == bindparam("batch_id"),
-    Image.key != bindparam("key"),
-    Image.output_key.in_(bindparam("candidates", expanding=True)),
-    Image.state.in_((_PROCESSING, ImageState.COMPLETED.value)),
+#: Every version of one key (the one being registered among them, if known), and in the same
+#: read the images of other keys of the batch that hold one of ``candidates`` as their result key
+#: (processing or completed): the caller tells them apart by key.
+KEY_VERSIONS_AND_HOLDERS = select(*_IMAGE).where(
+    or_(
+        and_(Image.bucket == bindparam("bucket"), Image.key == bindparam("key")),
+        and_(
+            Image.batch_id == bindparam("batch_id"),
+            Image.key != bindparam("key"),
+            Image.output_key.in_(bindparam("candidates", expanding=True)),
+            Image.state.in_((_PROCESSING, ImageState.COMPLETED.value)),
+        ),
+    )
 )
 
 #: A new version, inserted in its first state (claimed at once when it is the current one).
@@ -91,10 +94,15 @@ SET_OUTPUT_KEY = (
 #: The batch of each of some images.
 IMAGE_BATCHES = select(Image.id, Image.batch_id).where(Image.id.in_(bindparam("image_ids", expanding=True)))
 
-#: A completion: only while ``owner`` holds the image (compare-and-set).
+#: A completion: only while ``owner`` holds the image (compare-and-set), of the batch locked for it.
 COMPLETE_IMAGE = (
     update(Image)
-    .where(Image.id == bindparam("image_id"), Image.state == _PROCESSING, Image.lease_owner == bindparam("owner"))
+    .where(
+        Image.id == bindparam("image_id"),
+        Image.batch_id == bindparam("image_batch"),  # not "batch_id": a column's name is reserved in SET
+        Image.state == _PROCESSING,
+        Image.lease_owner == bindparam("owner"),
+    )
     .values(
         state=ImageState.COMPLETED.value,
         output_key=bindparam("output_key"),

@@ -265,7 +265,7 @@ class ImagePipeline:
         }
         with self.metrics.step("commit"):
             events = await self.repository.complete_image(
-                image.id, self.worker_id, output_key=result_key, report=report
+                image.id, self.worker_id, output_key=result_key, report=report, batch_id=image.batch_id
             )
         if not events:
             return Outcome.LOST_CLAIM

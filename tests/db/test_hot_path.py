@@ -173,3 +173,15 @@ async def test_start_and_grouped_completions_from_several_processes(database_url
         assert [e.seq for e in events] == list(range(1, 42)), "sequence numbers must be gapless"
         assert [e.counts.completed for e in events[:-1]] == list(range(1, 41))
         assert events[-1].type is EventType.BATCH_COMPLETED
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+async def test_a_completion_naming_another_batch_counts_nothing(repository: Repository) -> None:
+    await new_batch(repository, "b1")
+    await new_batch(repository, "b2")
+    started = await repository.start_image(version("b1", "a.jpg"), "w1", 60, keys("b1/a.jpg"))
+    assert await repository.complete_image(started.image.id, "w1", output_key="b1/a.jpg", batch_id="b2") == []
+    assert (await repository.get_image(started.image.id)).state is ImageState.PROCESSING
+    assert await repository.events_since("b2") == [] and await repository.events_since("b1") == []
+    events = await repository.complete_image(started.image.id, "w1", output_key="b1/a.jpg", batch_id="b1")
+    assert [(e.batch_id, e.seq, e.type) for e in events] == [("b1", 1, EventType.IMAGE_COMPLETED)]
