@@ -17,11 +17,21 @@ from db.event_log import EventLog
 from db.group_commit import GroupCommit
 from db.models import Batch, Image
 from db.records import BatchRecord, ImageRecord, ImageVersion, Registration, StartedImage
-from db.transactions import CURRENT, UNFINISHED, finish_then_cancel, held_by, image_record
+from db.transactions import CURRENT, UNFINISHED, UnknownBatch, finish_then_cancel, held_by, image_record
 from photoenhance.contracts.progress import BatchCounts, EventType, ProgressEvent
 from photoenhance.contracts.states import BatchState, ImageState
 
 __all__ = ["Completion", "ImageOperations"]
+
+@dataclass(frozen=True)
+class _Start:
+    """One version to start (:meth:`ImageOperations.start_image`)."""
+
+    version: ImageVersion
+    owner: str
+    lease_seconds: float
+    candidates_for: Callable[[BatchRecord], Sequence[str]]
+
 
 #: States in which an image holds its result key against other keys of its batch.
 _HOLDING = (ImageState.PROCESSING, ImageState.COMPLETED)
@@ -130,87 +140,119 @@ class ImageOperations(EventLog):
         version is claimed if it is claimable; a final one, or one another worker holds, comes
         back unclaimed. :class:`~db.transactions.UnknownBatch` when the batch does not exist.
         ``candidates_for`` must not raise; it may return nothing (no key is reserved then).
-        """
 
-        async def op(conn: AsyncConnection) -> StartedImage:
-            batch = await self._lock_batch(conn, version.batch_id)
-            candidates = tuple(candidates_for(batch))
+        Starts that arrive while another is being committed share the next transaction, as
+        completions do (one batch-lock span for a prefetch window's images); each is done in
+        arrival order, seeing the ones before it.
+        """
+        group: GroupCommit[_Start, StartedImage] | None = getattr(self, "_starts", None)
+        if group is None or group.loop is not asyncio.get_running_loop():
+            group = self._starts = GroupCommit(self._start_group)
+        return await finish_then_cancel(group.submit(_Start(version, owner, lease_seconds, candidates_for)))
+
+    async def _start_group(self, items: list[_Start]) -> list[StartedImage | Exception]:
+        """Several starts in one transaction: their batches locked in id order, then each start."""
+
+        async def op(conn: AsyncConnection) -> list[StartedImage | Exception]:
+            locked: dict[str, BatchRecord | None] = {}
+            for batch_id in sorted({i.version.batch_id for i in items}):
+                try:
+                    locked[batch_id] = await self._lock_batch(conn, batch_id)
+                except UnknownBatch:
+                    locked[batch_id] = None
             now = self._now()
-            lease_until = now + timedelta(seconds=lease_seconds)
-            rows = [
-                image_record(r)
-                for r in (
-                    await conn.execute(
-                        sql.KEY_VERSIONS_AND_HOLDERS,
-                        {"bucket": version.bucket, "key": version.key, "batch_id": batch.id,
-                         "candidates": list(candidates)},
-                    )
-                ).all()
-            ]
-            versions = [r for r in rows if r.bucket == version.bucket and r.key == version.key]
-            # Result keys other keys of the batch hold; versions of this key share theirs.
-            held = {r.output_key for r in rows if r.batch_id == batch.id and r.key != version.key
-                    and r.output_key in candidates and r.state in _HOLDING}
-            free_key = next((c for c in candidates if c not in held), None)
-            existing = next((v for v in versions if v.etag == version.etag), None)
-            if existing is not None:
-                if existing.state.is_final:
-                    return StartedImage(batch, existing, None, candidates)
-                row = (
-                    await conn.execute(
-                        sql.CLAIM_IMAGE,
-                        {"image_id": existing.id, "owner": owner, "lease_until": lease_until, "now": now},
-                    )
-                ).one_or_none()
-                if row is None:
-                    return StartedImage(batch, existing, None, candidates)
-                claimed = image_record(row)
-                key = free_key
-                if key is not None:
-                    await conn.execute(
-                        sql.SET_OUTPUT_KEY, {"image_id": claimed.id, "owner": owner, "output_key": key, "now": now}
-                    )
-                    claimed = _with(claimed, output_key=key, updated_at=now)
-                return StartedImage(batch, claimed, claimed, candidates, key)
-            current = [v for v in versions if v.state.value in CURRENT]
-            stale = any(
-                old.uploaded_at is not None and version.uploaded_at is not None and old.uploaded_at > version.uploaded_at
-                for old in current
-            )
-            key = None if stale else free_key
-            row = (
-                await conn.execute(
-                    sql.INSERT_IMAGE,
-                    {
-                        "batch_id": version.batch_id,
-                        "bucket": version.bucket,
-                        "key": version.key,
-                        "name": version.name,
-                        "etag": version.etag,
-                        "size": version.size,
-                        "state": (ImageState.SUPERSEDED if stale else ImageState.PROCESSING).value,
-                        "attempts": 0 if stale else 1,
-                        "lease_owner": None if stale else owner,
-                        "lease_expires_at": None if stale else lease_until,
-                        "output_key": key,
-                        "uploaded_at": version.uploaded_at,
-                        "created_at": now,
-                        "updated_at": now,
-                    },
-                )
-            ).one()
-            image = image_record(row)
-            if stale:
-                return StartedImage(batch, image, None, candidates)
-            await self._supersede(conn, batch, current, now)
-            last_upload = max(t for t in (batch.last_upload_at, version.uploaded_at or now) if t is not None)
-            await conn.execute(
-                sql.REGISTER_IN_BATCH,
-                {"batch_id": batch.id, "added": 0 if current else 1, "last_upload": last_upload, "now": now},
-            )
-            return StartedImage(batch, image, image, candidates, key)
+            results: list[StartedImage | Exception] = []
+            for item in items:
+                batch = locked[item.version.batch_id]
+                if batch is None:
+                    results.append(UnknownBatch(item.version.batch_id))
+                    continue
+                started = await self._start_one(conn, batch, item, now)
+                locked[item.version.batch_id] = started.batch  # its counters as this start left them
+                results.append(started)
+            return results
 
         return await self._write(op, retry_on_integrity=True)
+
+    async def _start_one(self, conn: AsyncConnection, batch: BatchRecord, start: _Start, now: datetime) -> StartedImage:
+        """One start, its batch locked by the caller's transaction."""
+        version, owner = start.version, start.owner
+        candidates = tuple(start.candidates_for(batch))
+        lease_until = now + timedelta(seconds=start.lease_seconds)
+        rows = [
+            image_record(r)
+            for r in (
+                await conn.execute(
+                    sql.KEY_VERSIONS_AND_HOLDERS,
+                    {"bucket": version.bucket, "key": version.key, "batch_id": batch.id,
+                     "candidates": list(candidates)},
+                )
+            ).all()
+        ]
+        versions = [r for r in rows if r.bucket == version.bucket and r.key == version.key]
+        # Result keys other keys of the batch hold; versions of this key share theirs.
+        held = {r.output_key for r in rows if r.batch_id == batch.id and r.key != version.key
+                and r.output_key in candidates and r.state in _HOLDING}
+        free_key = next((c for c in candidates if c not in held), None)
+        existing = next((v for v in versions if v.etag == version.etag), None)
+        if existing is not None:
+            if existing.state.is_final:
+                return StartedImage(batch, existing, None, candidates)
+            row = (
+                await conn.execute(
+                    sql.CLAIM_IMAGE,
+                    {"image_id": existing.id, "owner": owner, "lease_until": lease_until, "now": now},
+                )
+            ).one_or_none()
+            if row is None:
+                return StartedImage(batch, existing, None, candidates)
+            claimed = image_record(row)
+            key = free_key
+            if key is not None:
+                await conn.execute(
+                    sql.SET_OUTPUT_KEY, {"image_id": claimed.id, "owner": owner, "output_key": key, "now": now}
+                )
+                claimed = _with(claimed, output_key=key, updated_at=now)
+            return StartedImage(batch, claimed, claimed, candidates, key)
+        current = [v for v in versions if v.state.value in CURRENT]
+        stale = any(
+            old.uploaded_at is not None and version.uploaded_at is not None and old.uploaded_at > version.uploaded_at
+            for old in current
+        )
+        key = None if stale else free_key
+        row = (
+            await conn.execute(
+                sql.INSERT_IMAGE,
+                {
+                    "batch_id": version.batch_id,
+                    "bucket": version.bucket,
+                    "key": version.key,
+                    "name": version.name,
+                    "etag": version.etag,
+                    "size": version.size,
+                    "state": (ImageState.SUPERSEDED if stale else ImageState.PROCESSING).value,
+                    "attempts": 0 if stale else 1,
+                    "lease_owner": None if stale else owner,
+                    "lease_expires_at": None if stale else lease_until,
+                    "output_key": key,
+                    "uploaded_at": version.uploaded_at,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+        ).one()
+        image = image_record(row)
+        if stale:
+            return StartedImage(batch, image, None, candidates)
+        await self._supersede(conn, batch, current, now)
+        last_upload = max(t for t in (batch.last_upload_at, version.uploaded_at or now) if t is not None)
+        await conn.execute(
+            sql.REGISTER_IN_BATCH,
+            {"batch_id": batch.id, "added": 0 if current else 1, "last_upload": last_upload, "now": now},
+        )
+        batch = replace(batch, total=batch.total + (0 if current else 1), state=BatchState.OPEN,
+                        completed_at=None, last_upload_at=last_upload, updated_at=now)
+        return StartedImage(batch, image, image, candidates, key)
 
     async def get_image(self, image_id: int) -> ImageRecord | None:
         """The image version with this id, or None."""

@@ -185,3 +185,27 @@ async def test_a_completion_naming_another_batch_counts_nothing(repository: Repo
     assert await repository.events_since("b2") == [] and await repository.events_since("b1") == []
     events = await repository.complete_image(started.image.id, "w1", output_key="b1/a.jpg", batch_id="b1")
     assert [(e.batch_id, e.seq, e.type) for e in events] == [("b1", 1, EventType.IMAGE_COMPLETED)]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+async def test_concurrent_starts_share_a_transaction_and_see_each_other(repository: Repository) -> None:
+    await new_batch(repository, "b1")
+    await new_batch(repository, "b2")
+    commits = Commits(repository)
+    started = await asyncio.gather(
+        repository.start_image(version("b1", "a.jpg"), "w1", 60, keys("b1/a.jpg")),
+        repository.start_image(version("b1", "a.png"), "w1", 60, keys("b1/a.jpg", "b1/a.png.jpg")),
+        repository.start_image(version("b1", "a.jpg"), "w2", 60, keys("b1/a.jpg")),  # a duplicate: held
+        repository.start_image(version("b2", "a.jpg", at=T0 + timedelta(seconds=3)), "w1", 60, keys("b2/a.jpg")),
+        repository.start_image(version("b2", "b.jpg", at=T0 + timedelta(seconds=1)), "w1", 60, keys("b2/b.jpg")),
+        repository.start_image(version("nope", "a.jpg"), "w1", 60, keys("nope/a.jpg")),
+        return_exceptions=True,
+    )
+    commits.close()
+    assert commits.count < 4, "starts arriving together are committed together"
+    assert [s.output_key for s in started[:2]] == ["b1/a.jpg", "b1/a.png.jpg"]  # the second saw the first
+    assert started[2].claimed is None and started[2].image.id == started[0].image.id
+    assert isinstance(started[5], UnknownBatch)  # only that caller's
+    b1, b2 = await repository.get_batch("b1"), await repository.get_batch("b2")
+    assert b1 is not None and b1.total == 2
+    assert b2 is not None and b2.total == 2 and b2.last_upload_at == T0 + timedelta(seconds=3)
