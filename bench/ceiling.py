@@ -57,10 +57,10 @@ from bench.machine import machine_facts  # noqa: E402
 from bench.procstats import ProcSample, sample  # noqa: E402
 from bench.runs import make_images  # noqa: E402
 from bench.stack import BenchStack, bench_stack  # noqa: E402
+from client.api import Api  # noqa: E402
 from db.connection import Database  # noqa: E402
-from ingest.client.api import Api  # noqa: E402
+from harness.processor import free_port  # noqa: E402
 from photoenhance.settings import Settings  # noqa: E402
-from tests.support.processor import free_port  # noqa: E402
 
 WORKER_SCRIPT = Path(__file__).resolve().parent / "ceiling_worker.py"
 #: Bound on one configuration's batches; exceeding it fails the run.

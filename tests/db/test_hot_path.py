@@ -15,7 +15,7 @@ from db.records import ImageVersion
 from db.repository import Repository, UnknownBatch
 from photoenhance.contracts.progress import EventType
 from photoenhance.contracts.states import BatchState, ImageState
-from tests.support.db_load import race_with_start
+from harness.db_load import race_with_start
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 
