@@ -9,7 +9,7 @@ from typing import Any
 from photoenhance.contracts.progress import BatchCounts, ImageProgress
 from photoenhance.contracts.states import BatchState, ImageState
 
-__all__ = ["BatchRecord", "BatchSnapshot", "ImageRecord", "ImageVersion", "Registration"]
+__all__ = ["BatchRecord", "BatchSnapshot", "ImageRecord", "ImageVersion", "Registration", "StartedImage"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,23 @@ class Registration:
     created: bool
     #: Older versions of the same key this one replaced.
     superseded: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class StartedImage:
+    """What one write transaction before the work found and did (:meth:`start_image`): the
+    version registered (or found), claimed when it could be, with its result key reserved."""
+
+    #: The batch as locked by that transaction (options, counters).
+    batch: BatchRecord
+    #: The image version after the transaction: final, pending, or processing (claimed or not).
+    image: ImageRecord
+    #: The image as claimed by this owner; None when it was final, superseded or held by another.
+    claimed: ImageRecord | None
+    #: The candidates the result key was reserved from (from the batch's options).
+    candidates: tuple[str, ...] = ()
+    #: The reserved result key; None when not claimed or every candidate is held.
+    output_key: str | None = None
 
 
 @dataclass(frozen=True)

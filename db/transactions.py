@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from db.connection import Database
 from db.models import Batch, Image, utcnow
 from db.records import BatchRecord, ImageRecord
+from db.statements import LOCK_BATCH
 from photoenhance.contracts.states import BatchState, ImageState
 
 __all__ = [
@@ -117,11 +118,7 @@ class Transactions:
 
 
     async def _lock_batch(self, conn: AsyncConnection, batch_id: str) -> BatchRecord:
-        row = (
-            await conn.execute(
-                select(*Batch.__table__.c).where(Batch.id == batch_id).with_for_update()
-            )
-        ).one_or_none()
+        row = (await conn.execute(LOCK_BATCH, {"batch_id": batch_id})).one_or_none()
         if row is None:
             raise UnknownBatch(batch_id)
         return batch_record(row)

@@ -48,3 +48,42 @@ async def _race(url: str, batch_id: str, names: list[str], owner: str, seed: int
     finally:
         await db.dispose()
     return {"created": created, "completed": completed}
+
+
+def race_with_start(url: str, batch_ids: list[str], names: list[str], owner: str, seed: int) -> dict[str, int]:
+    """The worker's own path: one ``start_image`` per (batch, name), as every racer does, then the
+    images this racer won completed eight at a time, concurrently (group commits spanning batches).
+
+    Returns how many images this racer claimed and how many completions it recorded.
+    """
+    return asyncio.run(_race_with_start(url, batch_ids, names, owner, seed))
+
+
+async def _race_with_start(url: str, batch_ids: list[str], names: list[str], owner: str, seed: int) -> dict[str, int]:
+    db = Database(url)
+    repo = Repository(db)
+    order = [(b, n) for b in batch_ids for n in names]
+    random.Random(seed).shuffle(order)
+    claimed: list[tuple[int, str]] = []
+    try:
+        for batch_id, name in order:
+            started = await repo.start_image(
+                ImageVersion(
+                    bucket="in", batch_id=batch_id, key=f"{batch_id}/{name}", name=name, etag="e1", size=1,
+                    uploaded_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+                ),
+                owner,
+                300,
+                lambda batch, b=batch_id, n=name: [f"{b}/out-{n}"],
+            )
+            if started.claimed is not None:
+                assert started.output_key == f"{batch_id}/out-{name}"
+                claimed.append((started.claimed.id, started.output_key))
+        completed = 0
+        for i in range(0, len(claimed), 8):
+            chunk = claimed[i:i + 8]
+            results = await asyncio.gather(*(repo.complete_image(id_, owner, output_key=key) for id_, key in chunk))
+            completed += sum(1 for events in results if events)
+    finally:
+        await db.dispose()
+    return {"claimed": len(claimed), "completed": completed}

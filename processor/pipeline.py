@@ -1,10 +1,14 @@
 """One announced object, from its notification record to a recorded outcome.
 
-Steps, in order: find or create the batch → register the version (idempotent by bucket, key and
-etag) → claim it (lease) → fetch exactly that version → options (batch, then object metadata) →
-admission (:mod:`processor.admission`: the header against the output limit, then a wait for the
-image's share of the memory budget) → reserve the result key → decode → enhance (micro-batched) → encode → store the result → record it
-(completed) → publish the progress events. Object I/O, decoding and encoding run on the I/O
+Steps, in order: one write transaction before the work (under the batch lock: register the
+version, idempotent by bucket, key and etag; claim it with a lease; reserve its result key from
+the batch's options; an unknown batch is created first) → fetch exactly that version → options
+(batch, then object metadata) → admission (:mod:`processor.admission`: the header against the
+output limit, then a wait for the image's share of the memory budget) → the result key again if the
+options or the input's format changed it → decode → enhance (micro-batched) → encode → store the
+result → record it (completed: completions arriving together share one transaction, see
+:meth:`db.images.ImageOperations.complete_image`) → publish the progress events. Object I/O,
+decoding and encoding run on the I/O
 thread pool, inference on the engine's thread; the event loop only coordinates.
 
 Every path ends in an :class:`Outcome`; the caller acknowledges the message once every record of
@@ -26,10 +30,10 @@ from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from db.records import BatchRecord, ImageRecord, ImageVersion
-from db.repository import Repository
+from db.records import BatchRecord, ImageRecord, ImageVersion, StartedImage
+from db.repository import Repository, UnknownBatch
 from photoenhance.contracts.events import ObjectCreated, notification_body
-from photoenhance.contracts.formats import resolve_output_format
+from photoenhance.contracts.formats import format_suggested_by_name, resolve_output_format
 from photoenhance.contracts.keys import OUTPUT_EXTENSIONS, output_key
 from photoenhance.contracts.options import EnhanceOptions
 from photoenhance.contracts.progress import EventType, ProgressEvent
@@ -160,52 +164,73 @@ class ImagePipeline:
         claimed: ImageRecord | None = None
         #: The image this attempt may hold a claim on, to hand back if it is cancelled.
         holding: int | None = None
+        #: While the one transaction before the work runs: a cancellation may cut off its answer
+        #: after it has committed a claim, which is then found by version and handed back.
+        starting = True
         timeline = Timeline(attempt.received_at)
         try:
-            batch = await self.batches.ensure(record.batch_id, record.bucket)
-            registration = await self.repository.register_image(
-                ImageVersion(
-                    bucket=record.bucket,
-                    batch_id=record.batch_id,
-                    key=record.key,
-                    name=record.name,
-                    etag=record.etag,
-                    size=record.size,
-                    uploaded_at=record.event_time,
-                )
-            )
-            image = registration.image
-            if image.state.is_final:
-                return await self._already_final(image)
-            # Set before the claim: a cancellation may cut off its answer after it has committed.
-            holding = image.id
-            claimed = await self.repository.claim_image(image.id, self.worker_id, self.settings.lease_seconds)
-            if claimed is None:
-                holding = None
-                current = await self.repository.get_image(image.id)
-                if current is not None and current.state.is_final:
-                    return await self._already_final(current)
+            started = await self._start(record)
+            starting = False
+            image = started.image
+            if started.claimed is None:
+                if image.state.is_final:
+                    return await self._already_final(image)
                 await self._later(record, attempt.failures, attempt.deferrals + 1, "deferred",
                                   backoff=attempt.deferrals + 1)
                 return Outcome.DEFERRED
+            claimed = started.claimed
+            holding = claimed.id
             timeline.mark("claimed")
-            async with held_lease(self.repository, image.id, self.worker_id, self.settings.lease_seconds), \
+            async with held_lease(self.repository, claimed.id, self.worker_id, self.settings.lease_seconds), \
                     self.admission.slot() as memory:
-                return await self._enhance_and_store(claimed, batch, record, timeline, memory)
+                return await self._enhance_and_store(claimed, started, record, timeline, memory)
         except _LostClaim:
             return Outcome.LOST_CLAIM
         except asyncio.CancelledError:
             if holding is not None:  # shutdown past its grace: hand the image back for redelivery
                 await asyncio.shield(self._release(holding))
+            elif starting:
+                await asyncio.shield(self._release_version(record))
             raise
         except Exception as exc:
             return await self._on_failure(record, claimed, attempt, classify(exc), exc)
 
     # -- the steps -------------------------------------------------------------------------
 
+    async def _start(self, record: ObjectCreated) -> StartedImage:
+        """Register, claim and reserve the result key in one transaction (:meth:`start_image`);
+        an unknown batch is created first (implicitly, with its prefix's manifest), once."""
+        version = ImageVersion(
+            bucket=record.bucket,
+            batch_id=record.batch_id,
+            key=record.key,
+            name=record.name,
+            etag=record.etag,
+            size=record.size,
+            uploaded_at=record.event_time,
+        )
+
+        def candidates(batch: BatchRecord) -> list[str]:
+            # From the batch's options and, for ``auto``, the format the name suggests: the object's
+            # metadata and bytes are read only with the object. If they change the result's
+            # format, the key is reserved again after the fetch.
+            try:
+                options = EnhanceOptions.from_dict(batch.options or {})
+                return result_key_candidates(record.batch_id, record.name, options, format_suggested_by_name(record.name))
+            except Exception:  # noqa: BLE001 - bad options fail the image after the fetch, as before
+                return []
+
+        owner, lease = self.worker_id, self.settings.lease_seconds
+        try:
+            return await self.repository.start_image(version, owner, lease, candidates)
+        except UnknownBatch:
+            await self.batches.ensure(record.batch_id, record.bucket)
+            return await self.repository.start_image(version, owner, lease, candidates)
+
     async def _enhance_and_store(
-        self, image: ImageRecord, batch: BatchRecord, record: ObjectCreated, timeline: Timeline, memory: Slot
+        self, image: ImageRecord, started: StartedImage, record: ObjectCreated, timeline: Timeline, memory: Slot
     ) -> Outcome:
+        batch = started.batch
         if record.size > self.settings.max_file_bytes:
             raise PermanentFailure(
                 "too_large", f"the object is {record.size} bytes, more than the limit of {self.settings.max_file_bytes}"
@@ -218,7 +243,10 @@ class ImagePipeline:
         options = EnhanceOptions.from_metadata(source.metadata, base=EnhanceOptions.from_dict(batch.options or {}))
         options = await memory.admit(source.data, options)  # sized from the header; waits until its memory fits
         candidates = result_key_candidates(record.batch_id, record.name, options, _sniffed(source.data))
-        result_key = await self.repository.reserve_output_key(image.id, self.worker_id, candidates)
+        if started.output_key is not None and tuple(candidates) == started.candidates:
+            result_key: str | None = started.output_key  # reserved before the work
+        else:
+            result_key = await self.repository.reserve_output_key(image.id, self.worker_id, candidates)
         if result_key is None:
             await self._check_still_mine(image.id)
             raise PermanentFailure(
@@ -260,7 +288,7 @@ class ImagePipeline:
         }
         with self.metrics.step("commit"):
             events = await self.repository.complete_image(
-                image.id, self.worker_id, output_key=result_key, report=report
+                image.id, self.worker_id, output_key=result_key, report=report, batch_id=image.batch_id
             )
         if not events:
             return Outcome.LOST_CLAIM
@@ -345,6 +373,16 @@ class ImagePipeline:
             await self.repository.release_image(image_id, self.worker_id)
         except Exception as exc:  # the lease runs out on its own; releasing only makes it quicker
             log.warning("image %d: could not hand the claim back: %s", image_id, exc)
+
+    async def _release_version(self, record: ObjectCreated) -> None:
+        """Hand back a claim this worker may have taken on ``record``'s version."""
+        try:
+            image = await self.repository.find_image(record.bucket, record.key, record.etag)
+        except Exception as exc:  # noqa: BLE001 - the lease runs out on its own
+            log.warning("%s: could not look the claim up to hand it back: %s", record.key, exc)
+            return
+        if image is not None and image.lease_owner == self.worker_id:
+            await self._release(image.id)
 
     async def _check_still_mine(self, image_id: int) -> None:
         current = await self.repository.get_image(image_id)

@@ -8,9 +8,11 @@ into stages; ``/metrics`` has the per-step durations, this has the moments, per 
 Marks, in the order they are taken (:data:`MARKS`):
 
 - ``received``: the worker's handler started on the delivery (the message left the queue);
-- ``claimed``: the batch is found, the version registered and claimed (database writes);
+- ``claimed``: the version registered and claimed, its result key reserved (one database write
+  under the batch lock, shared with the starts that arrived with it);
 - ``fetched``: the source object is read from the store;
-- ``reserved``: the result key is reserved (a database write under the batch lock);
+- ``reserved``: the result key is settled (reserved with the claim, or again here, a database
+  write, when the object's own metadata changed the result's format);
 - ``decoded``: the source is decoded;
 - ``enhanced``: the engine returned (includes waiting for the micro-batch window to close);
 - ``encoded``: the result is encoded;

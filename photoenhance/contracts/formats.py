@@ -17,6 +17,7 @@ __all__ = [
     "OUTPUT_CONTENT_TYPES",
     "content_type_of",
     "format_of_content_type",
+    "format_suggested_by_name",
     "resolve_output_format",
 ]
 
@@ -70,6 +71,16 @@ def content_type_of(input_format: str) -> str:
         if fmt.name == input_format:
             return fmt.content_type
     raise ValueError(f"unknown input format {input_format!r}")
+
+
+def format_suggested_by_name(name: str) -> str | None:
+    """The input format a file name's extension suggests, None when it suggests none. Never a
+    verdict (the bytes decide): only a guess made before the bytes are read, checked after."""
+    lowered = name.lower()
+    for fmt in INPUT_FORMATS:
+        if lowered.endswith(fmt.extensions):
+            return fmt.name
+    return None
 
 
 def format_of_content_type(content_type: str) -> str | None:

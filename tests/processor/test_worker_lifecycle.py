@@ -140,7 +140,8 @@ async def test_a_claim_whose_answer_the_shutdown_cut_off_is_handed_back(
     settings = processor_settings.replace(shutdown_grace_s=0)
     claimed = asyncio.Event()
     async with running_worker(settings, fast_engine) as worker:
-        claim = worker.pipeline.repository.claim_image
+        # The claim is taken by the one transaction before the work (register, claim, reserve).
+        claim = worker.pipeline.repository.start_image
 
         async def claim_then_stall(*args, **kwargs):
             result = await claim(*args, **kwargs)
@@ -148,7 +149,7 @@ async def test_a_claim_whose_answer_the_shutdown_cut_off_is_handed_back(
             await asyncio.sleep(3600)  # the answer is still on its way when the shutdown comes
             return result
 
-        monkeypatch.setattr(worker.pipeline.repository, "claim_image", claim_then_stall)
+        monkeypatch.setattr(worker.pipeline.repository, "start_image", claim_then_stall)
         await put_async(settings, "cut/a.jpg", image_bytes(), FAST)
         await asyncio.wait_for(claimed.wait(), 60)
     snapshot = await repository.batch_snapshot("cut")

@@ -1,0 +1,220 @@
+"""A processor worker for bench/ceiling.py, instrumented; never a user-facing level or option.
+
+Run as a script by the benchmark only, with ``PYTHONPATH`` and the working directory set to the
+tree under test (this file imports nothing of the tree it lives in, so a control tree at another
+commit can be measured with the same instrument)::
+
+    python bench/ceiling_worker.py --worker-id NAME --stats DIR [--engine passthrough|fast]
+
+``--engine passthrough`` hands the pipeline an engine stand-in that returns each input unchanged,
+so what the process spends is everything but the engine; ``fast`` loads the real engine.
+
+Counted inside the process (the tree's own code is wrapped, not changed):
+
+- write transactions: each ``Database.write()`` block that committed (and those that did not);
+- read transactions: each ``Database.read()`` block;
+- batch lock: from the moment a transaction's batch-row lock statement (``_lock_batch``) returned
+  to the moment its COMMIT (or ROLLBACK) returned, one span per transaction;
+- codec CPU: the thread CPU time spent in ``decode_image`` and ``encode_image``.
+
+On SIGUSR1 the counters so far are written to ``DIR/<worker-id>-<n>.json`` (n counts from 1): the
+benchmark takes one snapshot before and one after the measured batches and subtracts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextvars
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+# The script's own folder (bench/) must not shadow anything of the tree under test.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
+
+class Counters:
+    """What the instrumented process has done so far."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.writes_committed = 0
+        self.writes_failed = 0
+        self.reads = 0
+        self.write_s = 0.0
+        self.lock_holds_s: list[float] = []
+        self.codec_cpu_s = 0.0
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "writes_committed": self.writes_committed,
+                "writes_failed": self.writes_failed,
+                "reads": self.reads,
+                "write_s": self.write_s,
+                "lock_holds_s": list(self.lock_holds_s),
+                "codec_cpu_s": self.codec_cpu_s,
+                "process_cpu_s": time.process_time(),
+                "time": time.time(),
+            }
+
+
+COUNTERS = Counters()
+_lock_started: contextvars.ContextVar[list[float | None] | None] = contextvars.ContextVar("lock_started", default=None)
+
+
+def instrument() -> None:
+    """Wrap the tree's database and codec entry points with the counters."""
+    import db.connection as connection
+    import db.transactions as transactions
+    import processor.pipeline as pipeline
+
+    original_write = connection.Database.write
+    original_read = connection.Database.read
+    original_lock = transactions.Transactions._lock_batch
+
+    from sqlalchemy.engine.default import DefaultDialect
+
+    #: When each DBAPI connection's last COMMIT or ROLLBACK returned (the lock's end), by id.
+    ended_at: dict[int, float] = {}
+    original_commit, original_rollback = DefaultDialect.do_commit, DefaultDialect.do_rollback
+
+    def do_commit(self: Any, dbapi_connection: Any) -> None:
+        original_commit(self, dbapi_connection)
+        ended_at[id(dbapi_connection)] = time.perf_counter()
+
+    def do_rollback(self: Any, dbapi_connection: Any) -> None:
+        original_rollback(self, dbapi_connection)
+        ended_at[id(dbapi_connection)] = time.perf_counter()
+
+    DefaultDialect.do_commit = do_commit  # type: ignore[method-assign]
+    DefaultDialect.do_rollback = do_rollback  # type: ignore[method-assign]
+
+    @asynccontextmanager
+    async def write(self: Any, *args: Any, **kwargs: Any) -> Any:
+        holder: list[float | None] = [None]
+        token = _lock_started.set(holder)
+        started = time.perf_counter()
+        ok = False
+        dbapi_id = None
+        try:
+            async with original_write(self, *args, **kwargs) as conn:
+                dbapi_id = id(await conn.get_raw_connection())  # what do_commit is handed
+                yield conn
+            ok = True
+        finally:
+            ended = time.perf_counter()
+            _lock_started.reset(token)
+            lock_end = ended_at.pop(dbapi_id, ended) if dbapi_id is not None else ended
+            with COUNTERS.lock:
+                COUNTERS.write_s += ended - started
+                if ok:
+                    COUNTERS.writes_committed += 1
+                else:
+                    COUNTERS.writes_failed += 1
+                if holder[0] is not None:
+                    COUNTERS.lock_holds_s.append(max(0.0, lock_end - holder[0]))
+
+    @asynccontextmanager
+    async def read(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with COUNTERS.lock:
+            COUNTERS.reads += 1
+        async with original_read(self, *args, **kwargs) as conn:
+            yield conn
+
+    async def lock_batch(self: Any, conn: Any, *args: Any, **kwargs: Any) -> Any:
+        result = await original_lock(self, conn, *args, **kwargs)
+        holder = _lock_started.get()
+        if holder is not None and holder[0] is None:
+            holder[0] = time.perf_counter()
+        return result
+
+    connection.Database.write = write  # type: ignore[method-assign]
+    connection.Database.read = read  # type: ignore[method-assign]
+    transactions.Transactions._lock_batch = lock_batch  # type: ignore[method-assign]
+
+    def timed(fn: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent = time.thread_time() - started
+                with COUNTERS.lock:
+                    COUNTERS.codec_cpu_s += spent
+
+        return call
+
+    pipeline.decode_image = timed(pipeline.decode_image)
+    pipeline.encode_image = timed(pipeline.encode_image)
+
+
+class PassthroughEngine:
+    """The engine stand-in: each image comes back as it went in, with a minimal report."""
+
+    def __init__(self) -> None:
+        from processor.engine.records import EnhanceResult
+
+        self._result = EnhanceResult
+
+    async def enhance_batch_async(self, requests: Any) -> list[Any]:
+        return [
+            self._result(
+                pixels=r.image.pixels,
+                report={"quality": r.options.quality.value, "engine": "passthrough", "timings_ms": {}},
+            )
+            for r in requests
+        ]
+
+    def close(self) -> None:
+        """Nothing to free."""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker-id", required=True)
+    parser.add_argument("--stats", type=Path, required=True, help="folder for the SIGUSR1 snapshots")
+    parser.add_argument("--engine", choices=["passthrough", "fast"], default="passthrough")
+    args = parser.parse_args()
+
+    import logging
+
+    from photoenhance.settings import Settings
+    from processor.worker import Worker
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    instrument()
+    snapshots = [0]
+
+    def dump(_signum: int, _frame: Any) -> None:
+        snapshots[0] += 1
+        path = args.stats / f"{args.worker_id}-{snapshots[0]}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(COUNTERS.snapshot()))
+        os.replace(tmp, path)
+
+    signal.signal(signal.SIGUSR1, dump)
+    settings = Settings.from_env()
+    engine = PassthroughEngine() if args.engine == "passthrough" else None
+    worker = Worker(settings, engine=engine, worker_id=args.worker_id)
+    profile_to = os.environ.get("CEILING_PROFILE")  # a cProfile of the whole run, for looking into it
+    if profile_to:
+        import cProfile
+
+        cProfile.runctx("asyncio.run(worker.run())", globals(), {"asyncio": asyncio, "worker": worker},
+                        f"{profile_to}.{args.worker_id}")
+    else:
+        asyncio.run(worker.run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

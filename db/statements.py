@@ -1,0 +1,139 @@
+"""The statements of the per-image hot path, built once with bind parameters.
+
+Why: building a Core statement (``select(...).where(...)``) costs more CPU than running it once
+its compiled form is cached: every call coerced its clauses and walked them for a cache key. A
+statement object built once keeps its cache key, so each image pays for the parameters only.
+Every value that varies is a :func:`bindparam`; the column types come with them, so timestamps
+pass through :class:`db.models.UTCDateTime` as everywhere else.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+
+from db.models import Batch, Event, Image
+from photoenhance.contracts.states import BatchState, ImageState
+
+__all__ = [
+    "CLAIM_IMAGE",
+    "COMPLETE_IMAGE",
+    "COUNT_BATCH",
+    "IMAGE_BATCHES",
+    "INSERT_EVENT",
+    "INSERT_IMAGE",
+    "KEY_VERSIONS_AND_HOLDERS",
+    "LOCK_BATCH",
+    "REGISTER_IN_BATCH",
+    "SET_OUTPUT_KEY",
+]
+
+_PROCESSING = ImageState.PROCESSING.value
+_IMAGE = tuple(Image.__table__.c)
+
+#: Lock a batch row (``FOR UPDATE`` on PostgreSQL; SQLite's write transaction already excludes).
+LOCK_BATCH = select(*Batch.__table__.c).where(Batch.id == bindparam("batch_id")).with_for_update()
+
+#: Every version of one key (the one being registered among them, if known), and in the same
+#: read the images of other keys of the batch that hold one of ``candidates`` as their result key
+#: (processing or completed): the caller tells them apart by key.
+KEY_VERSIONS_AND_HOLDERS = select(*_IMAGE).where(
+    or_(
+        and_(Image.bucket == bindparam("bucket"), Image.key == bindparam("key")),
+        and_(
+            Image.batch_id == bindparam("batch_id"),
+            Image.key != bindparam("key"),
+            Image.output_key.in_(bindparam("candidates", expanding=True)),
+            Image.state.in_((_PROCESSING, ImageState.COMPLETED.value)),
+        ),
+    )
+)
+
+#: A new version, inserted in its first state (claimed at once when it is the current one).
+INSERT_IMAGE = insert(Image).returning(*_IMAGE)
+
+#: A batch's counters after a new key (``added`` 1) or a new version of a known key (0) arrived.
+REGISTER_IN_BATCH = (
+    update(Batch)
+    .where(Batch.id == bindparam("batch_id"))
+    .values(
+        total=Batch.total + bindparam("added"),
+        state=BatchState.OPEN.value,
+        completed_at=None,
+        last_upload_at=bindparam("last_upload", type_=Batch.last_upload_at.type),
+        updated_at=bindparam("now", type_=Batch.updated_at.type),
+    )
+)
+
+#: Claim a known version: pending, or processing under a lease that has run out.
+CLAIM_IMAGE = (
+    update(Image)
+    .where(
+        Image.id == bindparam("image_id"),
+        or_(
+            Image.state == ImageState.PENDING.value,
+            and_(Image.state == _PROCESSING, Image.lease_expires_at < bindparam("now")),
+        ),
+    )
+    .values(
+        state=_PROCESSING,
+        lease_owner=bindparam("owner"),
+        lease_expires_at=bindparam("lease_until", type_=Image.lease_expires_at.type),
+        attempts=Image.attempts + 1,
+        updated_at=bindparam("now", type_=Image.updated_at.type),
+    )
+    .returning(*_IMAGE)
+)
+
+#: Record a reserved result key while ``owner`` holds the image.
+SET_OUTPUT_KEY = (
+    update(Image)
+    .where(Image.id == bindparam("image_id"), Image.state == _PROCESSING, Image.lease_owner == bindparam("owner"))
+    .values(output_key=bindparam("output_key"), updated_at=bindparam("now", type_=Image.updated_at.type))
+)
+
+#: The batch of each of some images.
+IMAGE_BATCHES = select(Image.id, Image.batch_id).where(Image.id.in_(bindparam("image_ids", expanding=True)))
+
+#: A completion: only while ``owner`` holds the image (compare-and-set), of the batch locked for it.
+COMPLETE_IMAGE = (
+    update(Image)
+    .where(
+        Image.id == bindparam("image_id"),
+        Image.batch_id == bindparam("image_batch"),  # not "batch_id": a column's name is reserved in SET
+        Image.state == _PROCESSING,
+        Image.lease_owner == bindparam("owner"),
+    )
+    .values(
+        state=ImageState.COMPLETED.value,
+        output_key=bindparam("output_key"),
+        report=bindparam("report", type_=Image.report.type),
+        reason=None,
+        code=None,
+        lease_owner=None,
+        lease_expires_at=None,
+        finished_at=bindparam("now", type_=Image.finished_at.type),
+        updated_at=bindparam("now", type_=Image.updated_at.type),
+    )
+    .returning(*_IMAGE)
+)
+
+#: Move a batch's counters and sequence on by what a group of events counted.
+COUNT_BATCH = (
+    update(Batch)
+    .where(Batch.id == bindparam("batch_id"))
+    .values(
+        completed=Batch.completed + bindparam("completed"),
+        failed=Batch.failed + bindparam("failed"),
+        last_seq=Batch.last_seq + bindparam("events"),
+        updated_at=bindparam("now", type_=Batch.updated_at.type),
+    )
+)
+
+#: Events, inserted with their sequence numbers (one row per parameter set).
+INSERT_EVENT = insert(Event)
+
+#: How many images of a batch still wait for an outcome.
+COUNT_UNFINISHED = select(func.count()).select_from(Image).where(
+    Image.batch_id == bindparam("batch_id"),
+    Image.state.in_((ImageState.PENDING.value, _PROCESSING)),
+)

@@ -1,0 +1,211 @@
+"""The worker's hot path: one write transaction before the work (``start_image``) and completions
+committed together (``complete_image`` group commit), against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import event
+
+from db.records import ImageVersion
+from db.repository import Repository, UnknownBatch
+from photoenhance.contracts.progress import EventType
+from photoenhance.contracts.states import BatchState, ImageState
+from harness.db_load import race_with_start
+
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+
+
+def version(batch: str, name: str, etag: str = "e1", at: datetime = T0) -> ImageVersion:
+    return ImageVersion(bucket="in", batch_id=batch, key=f"{batch}/{name}", name=name, etag=etag, size=10,
+                        uploaded_at=at)
+
+
+def keys(*candidates: str):  # noqa: ANN201 - a candidates_for callable
+    return lambda _batch: list(candidates)
+
+
+async def new_batch(repo: Repository, batch_id: str = "b1", expected: int | None = None) -> None:
+    await repo.create_batch(batch_id, input_bucket="in", options={"quality": "fast"}, expected_count=expected)
+
+
+class Commits:
+    """Counts the write transactions committed on a repository's engine."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.count = 0
+        self._engine = repo.db.engine.sync_engine
+        event.listen(self._engine, "commit", self._on_commit)
+
+    def _on_commit(self, _conn: object) -> None:
+        self.count += 1
+
+    def close(self) -> None:
+        event.remove(self._engine, "commit", self._on_commit)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+async def test_start_registers_claims_and_reserves_in_one_transaction(repository: Repository) -> None:
+    await new_batch(repository)
+    commits = Commits(repository)
+    started = await repository.start_image(version("b1", "a.jpg"), "w1", 60, keys("b1/a.jpg"))
+    commits.close()
+    assert commits.count == 1
+    assert started.claimed is not None and started.claimed.id == started.image.id
+    assert started.image.state is ImageState.PROCESSING and started.image.lease_owner == "w1"
+    assert started.image.attempts == 1 and started.output_key == "b1/a.jpg" == started.image.output_key
+    assert started.batch.options == {"quality": "fast"}
+    stored = await repository.get_image(started.image.id)
+    assert stored == started.image
+    batch = await repository.get_batch("b1")
+    assert batch is not None and batch.total == 1 and batch.last_upload_at == T0
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+async def test_start_is_idempotent_by_version_and_respects_a_live_claim(repository: Repository) -> None:
+    await new_batch(repository, expected=1)
+    first = await repository.start_image(version("b1", "a.jpg"), "w1", 60, keys("b1/a.jpg"))
+    again = await repository.start_image(version("b1", "a.jpg"), "w2", 60, keys("b1/a.jpg"))
+    assert again.claimed is None and again.image.id == first.image.id and again.image.lease_owner == "w1"
+    events = await repository.complete_image(first.image.id, "w1", output_key="b1/a.jpg")
+    assert [e.type for e in events] == [EventType.IMAGE_COMPLETED, EventType.BATCH_COMPLETED]
+    done = await repository.start_image(version("b1", "a.jpg"), "w2", 60, keys("b1/a.jpg"))
+    assert done.claimed is None and done.image.state is ImageState.COMPLETED
+    batch = await repository.get_batch("b1")
+    assert batch is not None and (batch.total, batch.completed, batch.last_seq) == (1, 1, 2)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+async def test_start_claims_an_expired_lease_and_reserves_the_next_free_key(repository: Repository) -> None:
+    now = [T0]
+    repo = Repository(repository.db, clock=lambda: now[0])
+    await new_batch(repo)
+    holder = await repo.start_image(version("b1", "a.jpg"), "w1", 60, keys("b1/a.jpg"))
+    assert holder.output_key == "b1/a.jpg"
+    # a.png maps to a.jpg too: the second candidate is its own.
+    other = await repo.start_image(version("b1", "a.png"), "w1", 60, keys("b1/a.jpg", "b1/a.png.jpg"))
+    assert other.output_key == "b1/a.png.jpg"
+    now[0] = T0 + timedelta(seconds=61)  # w1 crashed: its lease on a.jpg ran out
+    taken = await repo.start_image(version("b1", "a.jpg"), "w2", 60, keys("b1/a.jpg"))
+    assert taken.claimed is not None and taken.claimed.lease_owner == "w2" and taken.claimed.attempts == 2
+    assert taken.output_key == "b1/a.jpg"
+    # No free candidate: claimed, nothing reserved (the pipeline decides after the fetch).
+    none_free = await repo.start_image(version("b1", "a.jpeg"), "w2", 60, keys("b1/a.jpg", "b1/a.png.jpg"))
+    assert none_free.claimed is not None and none_free.output_key is None
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+async def test_start_supersedes_older_versions_and_records_late_ones_as_superseded(repository: Repository) -> None:
+    await new_batch(repository)
+    old = await repository.start_image(version("b1", "a.jpg", "e1", T0), "w1", 60, keys("b1/a.jpg"))
+    await repository.complete_image(old.image.id, "w1", output_key="b1/a.jpg")
+    new = await repository.start_image(version("b1", "a.jpg", "e2", T0 + timedelta(seconds=5)), "w1", 60,
+                                       keys("b1/a.jpg"))
+    assert new.claimed is not None and new.output_key == "b1/a.jpg"  # same key: versions share it
+    assert (await repository.get_image(old.image.id)).state is ImageState.SUPERSEDED
+    batch = await repository.get_batch("b1")
+    assert batch is not None and (batch.total, batch.completed) == (1, 0)
+    late = await repository.start_image(version("b1", "a.jpg", "e0", T0 - timedelta(seconds=5)), "w1", 60,
+                                        keys("b1/a.jpg"))
+    assert late.claimed is None and late.image.state is ImageState.SUPERSEDED
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+async def test_start_into_an_unknown_batch_refuses(repository: Repository) -> None:
+    with pytest.raises(UnknownBatch):
+        await repository.start_image(version("nope", "a.jpg"), "w1", 60, keys("nope/a.jpg"))
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+async def test_concurrent_completions_share_a_transaction_and_keep_seq_gapless(repository: Repository) -> None:
+    await new_batch(repository, "b1", expected=12)
+    await new_batch(repository, "b2", expected=12)
+    started = [
+        await repository.start_image(version(b, f"{n:02d}.jpg"), "w1", 60, keys(f"{b}/{n:02d}.jpg"))
+        for n in range(12) for b in ("b1", "b2")
+    ]
+    lost = started[4]  # one of b1's (n outer, batch inner)
+    await repository.release_image(lost.image.id, "w1")  # its completion must count nothing
+    commits = Commits(repository)
+    results = await asyncio.gather(
+        *(repository.complete_image(s.image.id, "w1", output_key=s.output_key or "") for s in started),
+        repository.complete_image(10**9, "w1", output_key="x"),
+        return_exceptions=True,
+    )
+    commits.close()
+    assert commits.count < len(started) / 2, "completions arriving together are committed together"
+    assert isinstance(results[-1], LookupError)  # only the unknown image's caller gets it
+    assert results[4] == []
+    for batch_id in ("b1", "b2"):
+        events = await repository.events_since(batch_id)
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        completions = [e for e in events if e.type is EventType.IMAGE_COMPLETED]
+        assert [e.counts.completed for e in completions] == list(range(1, len(completions) + 1))
+        assert len({e.image.name for e in completions}) == len(completions)
+    b2 = await repository.get_batch("b2")
+    assert b2 is not None and b2.completed == 12 and b2.state is BatchState.COMPLETED
+    b2_events = await repository.events_since("b2")
+    assert b2_events[-1].type is EventType.BATCH_COMPLETED and len(b2_events) == 13
+    # The caller whose completion finished b2 got the batch's event with its own.
+    assert any(isinstance(r, list) and len(r) == 2 and r[1].type is EventType.BATCH_COMPLETED for r in results)
+    b1 = await repository.get_batch("b1")
+    assert b1 is not None and b1.completed == 11 and b1.state is BatchState.OPEN
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+async def test_start_and_grouped_completions_from_several_processes(database_url: str, repository: Repository) -> None:
+    names = [f"img-{n:03d}.jpg" for n in range(40)]
+    for batch_id in ("ra", "rb"):
+        await new_batch(repository, batch_id, expected=len(names))
+    with ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(race_with_start, database_url, ["ra", "rb"], names, f"w{n}", n) for n in range(3)]
+        results = [f.result(timeout=600) for f in futures]
+    assert sum(r["claimed"] for r in results) == 2 * len(names)
+    assert sum(r["completed"] for r in results) == 2 * len(names)
+    for batch_id in ("ra", "rb"):
+        batch = await repository.get_batch(batch_id)
+        assert batch is not None and (batch.total, batch.completed, batch.state) == (40, 40, BatchState.COMPLETED)
+        events = await repository.events_since(batch_id)
+        assert [e.seq for e in events] == list(range(1, 42)), "sequence numbers must be gapless"
+        assert [e.counts.completed for e in events[:-1]] == list(range(1, 41))
+        assert events[-1].type is EventType.BATCH_COMPLETED
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+async def test_a_completion_naming_another_batch_counts_nothing(repository: Repository) -> None:
+    await new_batch(repository, "b1")
+    await new_batch(repository, "b2")
+    started = await repository.start_image(version("b1", "a.jpg"), "w1", 60, keys("b1/a.jpg"))
+    assert await repository.complete_image(started.image.id, "w1", output_key="b1/a.jpg", batch_id="b2") == []
+    assert (await repository.get_image(started.image.id)).state is ImageState.PROCESSING
+    assert await repository.events_since("b2") == [] and await repository.events_since("b1") == []
+    events = await repository.complete_image(started.image.id, "w1", output_key="b1/a.jpg", batch_id="b1")
+    assert [(e.batch_id, e.seq, e.type) for e in events] == [("b1", 1, EventType.IMAGE_COMPLETED)]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+async def test_concurrent_starts_share_a_transaction_and_see_each_other(repository: Repository) -> None:
+    await new_batch(repository, "b1")
+    await new_batch(repository, "b2")
+    commits = Commits(repository)
+    started = await asyncio.gather(
+        repository.start_image(version("b1", "a.jpg"), "w1", 60, keys("b1/a.jpg")),
+        repository.start_image(version("b1", "a.png"), "w1", 60, keys("b1/a.jpg", "b1/a.png.jpg")),
+        repository.start_image(version("b1", "a.jpg"), "w2", 60, keys("b1/a.jpg")),  # a duplicate: held
+        repository.start_image(version("b2", "a.jpg", at=T0 + timedelta(seconds=3)), "w1", 60, keys("b2/a.jpg")),
+        repository.start_image(version("b2", "b.jpg", at=T0 + timedelta(seconds=1)), "w1", 60, keys("b2/b.jpg")),
+        repository.start_image(version("nope", "a.jpg"), "w1", 60, keys("nope/a.jpg")),
+        return_exceptions=True,
+    )
+    commits.close()
+    assert commits.count < 4, "starts arriving together are committed together"
+    assert [s.output_key for s in started[:2]] == ["b1/a.jpg", "b1/a.png.jpg"]  # the second saw the first
+    assert started[2].claimed is None and started[2].image.id == started[0].image.id
+    assert isinstance(started[5], UnknownBatch)  # only that caller's
+    b1, b2 = await repository.get_batch("b1"), await repository.get_batch("b2")
+    assert b1 is not None and b1.total == 2
+    assert b2 is not None and b2.total == 2 and b2.last_upload_at == T0 + timedelta(seconds=3)
