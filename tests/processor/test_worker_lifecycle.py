@@ -216,9 +216,11 @@ async def test_two_inputs_for_one_result_key_get_two_results(
     processor_settings: Settings, repository: Repository, fast_engine
 ) -> None:
     batch_id = "clash"
+    # Both as JPEG: under the default output format (auto) a.png stays a.png and nothing clashes.
+    as_jpeg = {**FAST, "photoenhance-output-format": "jpeg"}
     async with running_worker(processor_settings, fast_engine):
-        await put_async(processor_settings, f"{batch_id}/a.png", image_bytes(fmt="PNG", seed=1), FAST)
-        await put_async(processor_settings, f"{batch_id}/a.jpg", image_bytes(seed=2), FAST)
+        await put_async(processor_settings, f"{batch_id}/a.png", image_bytes(fmt="PNG", seed=1), as_jpeg)
+        await put_async(processor_settings, f"{batch_id}/a.jpg", image_bytes(seed=2), as_jpeg)
         images = await eventually(lambda: final_images(repository, batch_id, 2))
     assert [i.state for i in images] == [ImageState.COMPLETED] * 2
     keys = {i.name: i.output_key for i in images}
