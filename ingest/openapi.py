@@ -16,7 +16,8 @@ __all__ = ["ERROR_CODES", "openapi_document"]
 
 #: Every ``code`` an error body may carry, with its meaning.
 ERROR_CODES: dict[str, str] = {
-    "malformed_json": "The body is not JSON.",
+    "malformed_json": "The body is not JSON, holds an integer of more than 4,300 digits, or nests deeper than 16 levels.",
+    "unsupported_media_type": "A JSON endpoint got a body whose Content-Type is not application/json.",
     "invalid_request": "The body or a field has the wrong shape.",
     "unknown_field": "A field the API does not know (typos are refused, not ignored).",
     "no_files": "The batch declares no file.",
@@ -200,7 +201,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "summary": "Re-run the batch's failed images (and re-announce pending ones)",
                     "security": [{"bearer": []}],
                     "parameters": [batch_id],
-                    "responses": {"202": _json_response("Retried", "RetryResponse"), **_errors("404", "503")},
+                    "responses": {"202": _json_response("Retried", "RetryResponse"), **_errors("404", "415", "503")},
                 }
             },
             "/api/v1/openapi.json": {

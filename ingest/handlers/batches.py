@@ -14,6 +14,7 @@ from ingest.auth import readable_batch, require_creator
 from ingest.context import CONTEXT, IngestContext
 from ingest.errors import ApiError
 from ingest.ids import new_ulid
+from ingest.json_body import require_json_content_type
 from ingest.presign import Upload
 from ingest.publisher import BrokerUnavailable
 from ingest.validation import DeclaredUpload, parse_create_request
@@ -34,6 +35,7 @@ async def create_batch(request: web.Request) -> web.Response:
     """``POST /api/v1/batches``: check the request, sign one upload per file, store the batch."""
     ctx = request.app[CONTEXT]
     require_creator(request, ctx.settings)
+    require_json_content_type(request)
     req = parse_create_request(await request.read(), ctx.settings)
     batch_id = new_ulid()
     token, token_hash = new_batch_token()
@@ -120,6 +122,7 @@ async def retry_batch(request: web.Request) -> web.Response:
     images processed. A duplicate announcement is harmless, since processing is idempotent.
     """
     ctx = request.app[CONTEXT]
+    require_json_content_type(request, body_optional=True)
     batch = await readable_batch(request, ctx.repository, ctx.settings)
     retried = await ctx.repository.retry_failed(batch.id)
     pending = [i for i in await ctx.repository.unfinished_images(batch.id) if i.state is ImageState.PENDING]
