@@ -22,7 +22,7 @@ from yarl import URL
 from db.records import ImageRecord
 from ingest.auth import readable_batch
 from ingest.context import CONTEXT
-from ingest.names import archive_path, content_disposition
+from ingest.names import archive_path, collision_key, content_disposition
 from ingest.zipstream import ZipStream
 from photoenhance.contracts.states import ImageState
 
@@ -111,10 +111,10 @@ async def _stream(
 
 
 class _EntryNames:
-    """Unique entry names (case-insensitively, as Windows and macOS unpack them)."""
+    """Unique entry names (case-insensitively and NFKC-folded, as people and file systems read them)."""
 
     def __init__(self, reserved: list[str]) -> None:
-        self._taken = {name.casefold() for name in reserved}
+        self._taken = {collision_key(name) for name in reserved}
 
     def take(self, wanted: str) -> str:
         head, slash, last = wanted.rpartition("/")
@@ -122,10 +122,10 @@ class _EntryNames:
         if not dot:
             stem, ext = last, ""
         candidate, n = wanted, 1
-        while candidate.casefold() in self._taken:
+        while collision_key(candidate) in self._taken:
             n += 1
             candidate = f"{head}{slash}{stem}-{n}{dot}{ext}"
-        self._taken.add(candidate.casefold())
+        self._taken.add(collision_key(candidate))
         return candidate
 
 
