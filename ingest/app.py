@@ -28,6 +28,7 @@ from ingest.handlers.batches import create_batch, get_batch, retry_batch
 from ingest.openapi import openapi_document
 from ingest.presign import Presigner
 from ingest.publisher import EventPublisher
+from photoenhance.security_headers import install_security_headers, page_policy
 from photoenhance.settings import Settings
 
 __all__ = ["WEB_DIR", "add_web_routes", "create_app"]
@@ -66,6 +67,7 @@ def create_app(
     app.router.add_get("/healthz", _healthz)
     if web_dir is not None and (web_dir / "index.html").is_file():
         add_web_routes(app, web_dir)
+    install_security_headers(app, page_policy(settings))
     app.cleanup_ctx.append(_clients)
     return app
 

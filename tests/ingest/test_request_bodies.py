@@ -86,3 +86,19 @@ async def test_hostile_json_answers_400_malformed_json(
     assert answer["error"]["message"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "no traceback for bad input"
     assert await batches_in(ingest) == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [({"upscale": "4"}, "upscale"), ({"tile": 10**30}, "tile"), ({"output_quality": "90"}, "output_quality")],
+)
+async def test_options_take_json_numbers_and_a_bounded_tile(
+    start_ingest: StartIngest, settings: Settings, options: dict, field: str
+) -> None:
+    ingest = await start_ingest(settings)
+    async with ingest.http.post(ingest.url("/api/v1/batches"), json={"files": [image_file()], "options": options}) as response:
+        answer = await response.json()
+    assert response.status == 400, answer
+    assert answer["error"]["code"] == "invalid_options"
+    assert field in answer["error"]["message"]
+    assert await batches_in(ingest) == 0
