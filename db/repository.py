@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from db.batches import BatchOperations, DeclaredFile
 from db.images import ImageOperations
+from db.status_pages import StatusPages
 from db.transactions import RETRY_ATTEMPTS, BatchExists, UnknownBatch
 
 __all__ = ["RETRY_ATTEMPTS", "BatchExists", "DeclaredFile", "Repository", "UnknownBatch"]
 
 
-class Repository(BatchOperations, ImageOperations):
+class Repository(BatchOperations, ImageOperations, StatusPages):
     """Batches, images and events; every method is one transaction (retried on lock races)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -12,11 +13,12 @@ from db.records import ImageRecord
 from db.repository import DeclaredFile
 from ingest.auth import readable_batch, require_creator
 from ingest.context import CONTEXT, IngestContext
-from ingest.errors import ApiError
+from ingest.errors import ApiError, not_found
 from ingest.ids import new_ulid
 from ingest.json_body import require_json_content_type
 from ingest.presign import Upload
 from ingest.publisher import BrokerUnavailable
+from ingest.status_paging import encode_cursor, page_request
 from ingest.validation import DeclaredUpload, parse_create_request
 from photoenhance.contracts.events import notification_body
 from photoenhance.contracts.states import ImageState
@@ -76,21 +78,21 @@ async def create_batch(request: web.Request) -> web.Response:
 
 
 async def get_batch(request: web.Request) -> web.Response:
-    """``GET /api/v1/batches/{id}``: counts, state, every image's state and its result link."""
+    """``GET /api/v1/batches/{id}``: counts, state, and one page of images with their result links.
+
+    ``?limit=`` images per page (:data:`~ingest.status_paging.DEFAULT_PAGE_SIZE`, at most
+    :data:`~ingest.status_paging.MAX_PAGE_SIZE`), ``?after=`` the ``next`` cursor of the previous
+    page. Result links are signed on a worker thread: signing hundreds of them is CPU work that
+    would otherwise hold up every other request ingest serves (``/healthz`` included).
+    """
     ctx = request.app[CONTEXT]
+    after, limit = page_request(request.query)
     batch = await readable_batch(request, ctx.repository, ctx.settings)
-    snapshot = await ctx.repository.batch_snapshot(batch.id)
-    declared = await ctx.repository.declared_files(batch.id)
-    images = snapshot.images if snapshot is not None else []
-    batch = snapshot.batch if snapshot is not None else batch
-    by_name = {image.name: image for image in images}
-    entries = []
-    for f in declared:
-        image = by_name.pop(f.name, None)
-        entries.append(_image_entry(ctx, f.name, f.original_name, image, declared_size=f.declared_size))
-    for image in by_name.values():  # uploaded without being declared (direct S3 uploads)
-        entries.append(_image_entry(ctx, image.name, image.name, image))
-    awaiting = sum(1 for e in entries if e["state"] == AWAITING_UPLOAD)
+    page = await ctx.repository.status_page(batch.id, after=after, limit=limit)
+    if page is None:  # deleted between the two reads
+        raise not_found()
+    batch = page.batch
+    entries = await asyncio.to_thread(_page_entries, ctx, page.entries)
     body = {
         "batch_id": batch.id,
         "state": batch.state.value,
@@ -99,7 +101,7 @@ async def get_batch(request: web.Request) -> web.Response:
         "counts": {
             "expected": batch.expected_count,
             "uploaded": batch.total,
-            "awaiting_upload": awaiting,
+            "awaiting_upload": page.awaiting_upload,
             "pending": batch.total - batch.completed - batch.failed,
             "completed": batch.completed,
             "failed": batch.failed,
@@ -108,10 +110,27 @@ async def get_batch(request: web.Request) -> web.Response:
         "completed_at": _iso(batch.completed_at),
         "last_seq": batch.last_seq,
         "images": entries,
+        "next": encode_cursor(page.entries[-1][0]) if page.more else None,
         "progress": progress_urls(ctx.settings, batch.id),
         "links": _links(batch.id),
     }
     return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+
+def _page_entries(
+    ctx: IngestContext, entries: list[tuple[str, DeclaredFile | None, ImageRecord | None]]
+) -> list[dict[str, Any]]:
+    """A page's image entries with their signed links (runs on a worker thread)."""
+    return [
+        _image_entry(
+            ctx,
+            name,
+            declared.original_name if declared is not None else name,
+            image,
+            declared_size=declared.declared_size if declared is not None else None,
+        )
+        for name, declared, image in entries
+    ]
 
 
 async def retry_batch(request: web.Request) -> web.Response:
