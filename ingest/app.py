@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import aiohttp
@@ -92,11 +93,14 @@ async def _clients(app: web.Application) -> AsyncIterator[None]:
     # Result objects are read through this client; its reader pauses when its buffer is full,
     # which is what keeps the archive's memory flat while the downloader is slower than the store.
     ctx.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60))
+    ctx.cpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-cpu")
     try:
         yield
     finally:
         await ctx.http.close()
         ctx.http = None
+        ctx.cpu.shutdown(wait=False, cancel_futures=True)
+        ctx.cpu = None
         await ctx.publisher.close()
 
 

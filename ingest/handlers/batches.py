@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -82,8 +83,9 @@ async def get_batch(request: web.Request) -> web.Response:
 
     ``?limit=`` images per page (:data:`~ingest.status_paging.DEFAULT_PAGE_SIZE`, at most
     :data:`~ingest.status_paging.MAX_PAGE_SIZE`), ``?after=`` the ``next`` cursor of the previous
-    page. Result links are signed on a worker thread: signing hundreds of them is CPU work that
-    would otherwise hold up every other request ingest serves (``/healthz`` included).
+    page. Result links are signed and the answer encoded on ingest's CPU thread: signing hundreds
+    of links is CPU work that would otherwise hold up every other request ingest serves
+    (``/healthz`` included).
     """
     ctx = request.app[CONTEXT]
     after, limit = page_request(request.query)
@@ -92,8 +94,7 @@ async def get_batch(request: web.Request) -> web.Response:
     if page is None:  # deleted between the two reads
         raise not_found()
     batch = page.batch
-    entries = await asyncio.to_thread(_page_entries, ctx, page.entries)
-    body = {
+    head = {
         "batch_id": batch.id,
         "state": batch.state.value,
         "source": batch.source,
@@ -109,12 +110,24 @@ async def get_batch(request: web.Request) -> web.Response:
         "created_at": _iso(batch.created_at),
         "completed_at": _iso(batch.completed_at),
         "last_seq": batch.last_seq,
-        "images": entries,
+    }
+    tail = {
         "next": encode_cursor(page.entries[-1][0]) if page.more else None,
         "progress": progress_urls(ctx.settings, batch.id),
         "links": _links(batch.id),
     }
-    return web.json_response(body, headers={"Cache-Control": "no-store"})
+    body = await asyncio.get_running_loop().run_in_executor(ctx.cpu, _render_page, ctx, head, page.entries, tail)
+    return web.Response(body=body, content_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+def _render_page(
+    ctx: IngestContext,
+    head: dict[str, Any],
+    entries: list[tuple[str, DeclaredFile | None, ImageRecord | None]],
+    tail: dict[str, Any],
+) -> bytes:
+    """The status answer as JSON bytes: signing and encoding, on a worker thread."""
+    return json.dumps({**head, "images": _page_entries(ctx, entries), **tail}).encode("utf-8")
 
 
 def _page_entries(
