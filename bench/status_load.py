@@ -143,11 +143,20 @@ async def probe(base: str, seconds: float, interval_s: float) -> list[float]:
     return latencies
 
 
-async def wait_until_up(base: str, process: subprocess.Popen[bytes]) -> None:
+async def git_commit(tree: Path) -> str:
+    """The short commit id ``tree`` has checked out."""
+    git = await asyncio.create_subprocess_exec(
+        "git", "rev-parse", "--short", "HEAD", cwd=tree, stdout=subprocess.PIPE
+    )
+    out, _ = await git.communicate()
+    return out.decode().strip()
+
+
+async def wait_until_up(base: str, process: asyncio.subprocess.Process) -> None:
     """Until ``/healthz`` answers 200 (ingest is starting); fails if the process exits."""
     async with aiohttp.ClientSession() as http:
         for _ in range(600):
-            if process.poll() is not None:
+            if process.returncode is not None:
                 raise RuntimeError(f"ingest exited with {process.returncode} before answering")
             try:
                 async with http.get(f"{base}/healthz") as r:
@@ -181,8 +190,8 @@ async def measure_tree(label: str, tree: Path, args: argparse.Namespace, workdir
         "NOTIFIER_PUBLIC_URL": "http://127.0.0.1:8081",
     }
     log = (workdir / f"{label}.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "photoenhance", "ingest", "--host", "127.0.0.1", "--port", str(port)],
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "photoenhance", "ingest", "--host", "127.0.0.1", "--port", str(port),
         cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
@@ -203,14 +212,14 @@ async def measure_tree(label: str, tree: Path, args: argparse.Namespace, workdir
         after = sample(process.pid)
     finally:
         process.terminate()
-        process.wait(30)
+        await asyncio.wait_for(process.wait(), 30)
         log.close()
     assert before is not None and after is not None
     reads = len(polled["durations"])
     assert all(n == args.images for n in polled["images_read"]), "a poll did not read every image"
     return {
         "tree": str(tree),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True).stdout.strip(),
+        "commit": await git_commit(tree),
         "healthz_idle": summary_ms(idle),
         "healthz_loaded": summary_ms(loaded),
         "status_reads": reads,

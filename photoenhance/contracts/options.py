@@ -148,7 +148,7 @@ def _coerce(name: str, value: Any, *, text_values: bool = False) -> Any:
 def _number(value: Any, text_values: bool) -> int | float:
     """A JSON number (never a boolean); with ``text_values``, also a number written as text."""
     if isinstance(value, bool):
-        raise ValueError("expected a number, not true or false")
+        raise TypeError("expected a number, not true or false")
     if isinstance(value, (int, float)):
         if not math.isfinite(value):
             raise ValueError("expected a finite number")
@@ -158,12 +158,12 @@ def _number(value: Any, text_values: bool) -> int | float:
         if not math.isfinite(number):
             raise ValueError("expected a finite number")
         return number
-    raise ValueError(f"expected a JSON number, not {_json_type(value)}")
+    raise TypeError(f"expected a JSON number, not {_json_type(value)}")
 
 
 def _text(value: Any) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"expected a string, not {_json_type(value)}")
+        raise TypeError(f"expected a string, not {_json_type(value)}")
     return value
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Mapping
 
 import aiohttp
 import pytest
@@ -39,7 +40,7 @@ def directives(policy: str) -> dict[str, list[str]]:
     return out
 
 
-def check_headers(headers: "aiohttp.typedefs.LooseHeaders", where: str) -> dict[str, list[str]]:
+def check_headers(headers: Mapping[str, str], where: str) -> dict[str, list[str]]:
     lowered = {k.lower(): v for k, v in headers.items()}
     for name, value in FIXED.items():
         assert lowered.get(name) == value, (where, name, lowered.get(name))
