@@ -67,6 +67,8 @@ DEFAULT_IGNORABLE_RANGES = (
     (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
 )  # fmt: skip
 
+_DEFAULT_IGNORABLE = frozenset(code for low, high in DEFAULT_IGNORABLE_RANGES for code in range(low, high + 1))
+
 #: Stems Windows will not create as files, whatever the extension.
 WINDOWS_DEVICE_NAMES = frozenset(
     {"con", "prn", "aux", "nul"} | {f"com{i}" for i in range(1, 10)} | {f"lpt{i}" for i in range(1, 10)}
@@ -178,10 +180,9 @@ def _split_extension(name: str) -> tuple[str, str]:
 
 def is_invisible(ch: str) -> bool:
     """Whether ``ch`` renders as nothing: a format character (category Cf) or default-ignorable."""
-    if unicodedata.category(ch) == "Cf":
-        return True
-    code = ord(ch)
-    return any(low <= code <= high for low, high in DEFAULT_IGNORABLE_RANGES)
+    if ch < "\x80":  # fast path: no ASCII character is (names are mostly ASCII; links sign many)
+        return False
+    return ord(ch) in _DEFAULT_IGNORABLE or unicodedata.category(ch) == "Cf"
 
 
 def collision_key(name: str) -> str:
