@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from ingest.client.api import Api
+from client.api import Api
 from ingest.presign import Presigner
 from ingest.status_paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from photoenhance.settings import Settings

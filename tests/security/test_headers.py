@@ -18,8 +18,8 @@ import pytest
 from photoenhance.settings import Settings
 from tests.ingest.conftest import StartIngest, image_file
 from tests.notifier.conftest import SpawnNotifier, StartNotifier
-from tests.support.progress import seed_batch
-from tests.support.subscribers import stream_url
+from harness.progress import seed_batch
+from harness.subscribers import stream_url
 
 pytestmark = pytest.mark.security
 

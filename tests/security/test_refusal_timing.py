@@ -25,7 +25,7 @@ from db.repository import Repository
 from photoenhance.settings import Settings
 from tests.ingest.conftest import StartIngest, image_file
 from tests.notifier.conftest import StartNotifier
-from tests.support.progress import seed_batch
+from harness.progress import seed_batch
 
 pytestmark = pytest.mark.security
 
