@@ -12,6 +12,7 @@ from aiohttp import web
 
 from db.records import ImageRecord
 from db.repository import DeclaredFile
+from db.status_pages import ImageStatus
 from ingest.auth import readable_batch, require_creator
 from ingest.context import CONTEXT, IngestContext
 from ingest.errors import ApiError, not_found
@@ -123,7 +124,7 @@ async def get_batch(request: web.Request) -> web.Response:
 def _render_page(
     ctx: IngestContext,
     head: dict[str, Any],
-    entries: list[tuple[str, DeclaredFile | None, ImageRecord | None]],
+    entries: list[tuple[str, DeclaredFile | None, ImageStatus | None]],
     tail: dict[str, Any],
 ) -> bytes:
     """The status answer as JSON bytes: signing and encoding, on a worker thread."""
@@ -131,7 +132,7 @@ def _render_page(
 
 
 def _page_entries(
-    ctx: IngestContext, entries: list[tuple[str, DeclaredFile | None, ImageRecord | None]]
+    ctx: IngestContext, entries: list[tuple[str, DeclaredFile | None, ImageStatus | None]]
 ) -> list[dict[str, Any]]:
     """A page's image entries with their signed links (runs on a worker thread)."""
     return [
@@ -192,7 +193,7 @@ def _sign(ctx: IngestContext, batch_id: str, f: DeclaredUpload, method: str) -> 
 
 
 def _image_entry(
-    ctx: IngestContext, name: str, original_name: str, image: ImageRecord | None, *, declared_size: int | None = None
+    ctx: IngestContext, name: str, original_name: str, image: ImageStatus | None, *, declared_size: int | None = None
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": name,
