@@ -6,7 +6,8 @@ links on the event loop. This measures the same thing for one or more source tre
 main as the control, this tree after), each run as a real ``photoenhance ingest`` process over a
 SQLite database seeded with one completed batch:
 
-1. idle: ``/healthz`` probed every ``--probe-interval-ms`` for a few seconds;
+1. idle: ``/healthz`` probed every ``--probe-interval-ms`` for a few seconds (open loop: a probe
+   never waits for the one before it);
 2. loaded: ``--clients`` pollers (in a separate process, so their JSON parsing does not slow the
    prober) read the batch's whole status over and over, following ``next`` where the API pages,
    while the prober keeps probing ``/healthz``.
@@ -129,18 +130,29 @@ async def _poll(base: str, token: str, clients: int, seconds: float) -> dict[str
 
 
 async def probe(base: str, seconds: float, interval_s: float) -> list[float]:
-    """``/healthz`` latencies, one probe every ``interval_s``, for ``seconds``."""
-    latencies = []
-    async with aiohttp.ClientSession() as http:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+    """``/healthz`` latencies of probes sent every ``interval_s`` for ``seconds``.
+
+    Open loop: each probe is sent on schedule whether or not the previous one has been answered,
+    so a loop blocked for a second shows as twenty slow probes, not one (a probe that waited
+    for its predecessor would under-count exactly the stalls this measures).
+    """
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+
+        async def one() -> float:
             started = time.perf_counter()
             async with http.get(f"{base}/healthz") as r:
                 await r.read()
                 assert r.status == 200
-            latencies.append(time.perf_counter() - started)
-            await asyncio.sleep(max(0.0, interval_s - latencies[-1]))
-    return latencies
+            return time.perf_counter() - started
+
+        tasks = []
+        deadline = time.monotonic() + seconds
+        next_at = time.monotonic()
+        while time.monotonic() < deadline:
+            tasks.append(asyncio.create_task(one()))
+            next_at += interval_s
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        return list(await asyncio.gather(*tasks))
 
 
 async def git_commit(tree: Path) -> str:
