@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import aiohttp
 
@@ -16,6 +17,9 @@ __all__ = ["Api", "ApiError", "ServerUnreachable"]
 
 #: Seconds one API call may take.
 CALL_TIMEOUT_S = 30
+
+#: Images asked for per status page (the API's largest page: fewer round trips).
+STATUS_PAGE_SIZE = 500
 
 
 class ServerUnreachable(Exception):
@@ -54,8 +58,22 @@ class Api:
         return await self._call("POST", "/api/v1/batches", credential, body)
 
     async def get_batch(self, batch_id: str, credential: str) -> dict[str, Any]:
-        """``GET /api/v1/batches/{id}``: state, counts, every image's state, reason and result link."""
-        return await self._call("GET", f"/api/v1/batches/{batch_id}", credential)
+        """``GET /api/v1/batches/{id}``: state, counts, every image's state, reason and result link.
+
+        The API answers a page of images at a time; this follows ``next`` until the last page and
+        returns the first page's answer holding every image.
+        """
+        path = f"/api/v1/batches/{quote(batch_id, safe='')}"
+        doc = await self._call("GET", f"{path}?limit={STATUS_PAGE_SIZE}", credential)
+        images = list(doc.get("images", []))
+        cursor = doc.get("next")
+        while cursor:
+            page = await self._call("GET", f"{path}?{urlencode({'after': cursor, 'limit': STATUS_PAGE_SIZE})}", credential)
+            images.extend(page.get("images", []))
+            cursor = page.get("next")
+        doc["images"] = images
+        doc["next"] = None
+        return doc
 
     async def cancel_batch(self, batch_id: str, credential: str) -> dict[str, Any]:
         """``POST /api/v1/batches/{id}/cancel``: unclaimed images are not processed, in-flight ones finish."""

@@ -160,6 +160,8 @@ class Image(Base):
     __table_args__ = (
         UniqueConstraint("bucket", "key", "etag", name="uq_images_version"),
         Index("ix_images_batch_state", "batch_id", "state"),
+        # Status pages: a batch's images in name order (migration 0003).
+        Index("ix_images_batch_name", "batch_id", "name"),
         Index("ix_images_bucket_key", "bucket", "key"),
         Index("ix_images_state_lease", "state", "lease_expires_at"),
     )

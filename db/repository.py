@@ -16,14 +16,16 @@ The operations live in three parts along the domain's seams: :mod:`db.batches`,
 
 from __future__ import annotations
 
+from db.access_lookup import AccessLookup
 from db.batches import BatchOperations, DeclaredFile
 from db.cancel import CancelOperations
 from db.webhooks import WebhookOperations
 from db.images import ImageOperations
+from db.status_pages import StatusPages
 from db.transactions import RETRY_ATTEMPTS, BatchExists, UnknownBatch
 
 __all__ = ["RETRY_ATTEMPTS", "BatchExists", "DeclaredFile", "Repository", "UnknownBatch"]
 
 
-class Repository(BatchOperations, ImageOperations, CancelOperations, WebhookOperations):
+class Repository(BatchOperations, ImageOperations, CancelOperations, WebhookOperations, StatusPages, AccessLookup):
     """Batches, images and events; every method is one transaction (retried on lock races)."""

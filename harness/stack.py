@@ -110,6 +110,11 @@ class Stack:
     def notifier_url(self) -> str:
         return self.notifier.url
 
+    @property
+    def notifier_metrics_url(self) -> str:
+        """The notifier's ``/metrics``, on its own port (NOTIFIER_METRICS_PORT)."""
+        return f"http://127.0.0.1:{self.settings.notifier_metrics_port}/metrics"
+
     def start_processor(self) -> WorkerProcess:
         """Start a worker (one at a time) and wait until it is healthy."""
         assert self.processor is None or self.processor.process.poll() is not None, "a worker runs already"
@@ -157,7 +162,11 @@ async def start_stack(
 
     async def start(*, processor: bool = True, **changes: Any) -> Stack:
         settings = processor_settings.replace(
-            ingest_port=free_port(), notifier_port=free_port(), notifier_public_url="", **changes
+            ingest_port=free_port(),
+            notifier_port=free_port(),
+            notifier_metrics_port=free_port(),
+            notifier_public_url="",
+            **changes,
         )
         await asyncio.to_thread(configure_upload_cors, settings)
         log_dir = tmp_path_factory.mktemp("stack-logs")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import aiohttp
@@ -33,6 +34,7 @@ from ingest.openapi import openapi_document
 from ingest.presign import Presigner
 from ingest.publisher import EventPublisher
 from ingest.quotas import parse_networks
+from photoenhance.security_headers import install_security_headers, page_policy
 from photoenhance.settings import Settings
 
 __all__ = ["WEB_DIR", "add_web_routes", "create_app"]
@@ -74,6 +76,7 @@ def create_app(
     app.router.add_get("/healthz", _healthz)
     if web_dir is not None and (web_dir / "index.html").is_file():
         add_web_routes(app, web_dir)
+    install_security_headers(app, page_policy(settings))
     app.cleanup_ctx.append(_clients)
     return app
 
@@ -98,11 +101,14 @@ async def _clients(app: web.Application) -> AsyncIterator[None]:
     # Result objects are read through this client; its reader pauses when its buffer is full,
     # which is what keeps the archive's memory flat while the downloader is slower than the store.
     ctx.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60))
+    ctx.cpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-cpu")
     try:
         yield
     finally:
         await ctx.http.close()
         ctx.http = None
+        ctx.cpu.shutdown(wait=False, cancel_futures=True)
+        ctx.cpu = None
         await ctx.publisher.close()
 
 

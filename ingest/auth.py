@@ -45,7 +45,9 @@ async def readable_batch(
     credential = bearer(request, query_allowed=query_allowed)
     if not is_valid_batch_id(batch_id):
         raise not_found()
-    batch = await repository.get_batch(batch_id)
+    # The same query, record building and hash comparison whether or not the batch exists
+    # (db/access_lookup.py), so the answer's timing does not tell an unknown id from a wrong token.
+    batch = await repository.batch_for_access(batch_id)
     stored_hash = batch.token_hash if batch is not None else _ABSENT_HASH
     if not may_read_batch(credential, stored_hash, settings.api_keys) or batch is None:
         raise not_found()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -25,6 +26,9 @@ class IngestContext:
     publisher: EventPublisher
     #: HTTP client for reading result objects (the archive); opened with the app.
     http: aiohttp.ClientSession | None = field(default=None)
+    #: One thread for CPU work kept off the event loop (signing and encoding status pages). One,
+    #: not many: with several CPU-bound threads the loop waits for the GIL behind each of them.
+    cpu: ThreadPoolExecutor | None = field(default=None)
 
     def client(self) -> aiohttp.ClientSession:
         """The HTTP client; only valid while the app runs."""

@@ -10,13 +10,16 @@ Pure functions. Two layers, on purpose:
    and the other characters Windows forbids (``<>:|?*``), which break shell, HTML, header
    and archive contexts and cannot be extracted on Windows anyway.
 2. **Made safe** (accepted names): the key is NFC-normalised, keeps letters, digits and marks of
-   any script plus ``. - _``, turns everything else into ``_``, never starts with a dot, a dash
+   any script plus ``. - _``, turns everything else into ``_`` (including the invisible ones:
+   format characters, fillers such as U+3164 that count as letters, combining joiners and
+   variation selectors: see :func:`is_invisible`, so ``a\u034fb`` cannot pose as ``ab``), never starts with a dot, a dash
    or an underscore (hidden files, option-like names, and ``_batch.json``, the manifest key), avoids
    Windows device names, and stays short. The original name is kept for display.
 
-Duplicates are disambiguated case-insensitively on the *stem*: results take the output format's
-extension, so ``a.png`` and ``a.jpg`` would otherwise write the same result key, and ``A.jpg``
-and ``a.jpg`` would overwrite each other when the ZIP is unpacked on Windows or macOS.
+Duplicates are disambiguated on the *stem*, compared case-insensitively and NFKC-folded
+(:func:`collision_key`): results take the output format's extension, so ``a.png`` and ``a.jpg``
+would otherwise write the same result key; ``A.jpg`` and ``a.jpg`` would overwrite each other when
+the ZIP is unpacked on Windows or macOS; and fullwidth ``ａ.jpg`` reads as ``a.jpg`` to people.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ __all__ = [
     "archive_path",
     "assign_names",
     "check_name",
+    "collision_key",
     "content_disposition",
+    "is_invisible",
     "safe_name",
 ]
 
@@ -51,6 +56,18 @@ BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u206
 
 #: Unicode categories refused: controls, surrogates, line and paragraph separators.
 REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+
+#: Default-ignorable code points (Unicode's Default_Ignorable_Code_Point property, as ranges):
+#: characters that render as nothing. Some are letters (the Hangul fillers U+115F, U+1160, U+3164,
+#: U+FFA0) or marks (U+034F, variation selectors), so a "letters and marks" rule alone keeps them.
+DEFAULT_IGNORABLE_RANGES = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
+    (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164),
+    (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+)  # fmt: skip
+
+_DEFAULT_IGNORABLE = frozenset(code for low, high in DEFAULT_IGNORABLE_RANGES for code in range(low, high + 1))
 
 #: Stems Windows will not create as files, whatever the extension.
 WINDOWS_DEVICE_NAMES = frozenset(
@@ -122,10 +139,10 @@ def assign_names(names: Sequence[object]) -> list[str]:
             raise
         stem, ext = _split_extension(base)
         candidate, n = stem, 1
-        while candidate.casefold() in taken:
+        while collision_key(candidate) in taken:
             n += 1
             candidate = f"{stem}-{n}"
-        taken.add(candidate.casefold())
+        taken.add(collision_key(candidate))
         out.append(f"{candidate}.{ext}" if ext else candidate)
     return out
 
@@ -146,6 +163,8 @@ def content_disposition(filename: str, disposition: str = "attachment") -> str:
     The quoted ``filename`` is an ASCII stand-in with nothing that could end the quoted string or
     the header; ``filename*`` carries the real name, percent-encoded, for clients that read it.
     """
+    # Invisible characters would let the saved file's name differ from what the page showed.
+    filename = "".join("_" if is_invisible(ch) else ch for ch in filename)
     ascii_name = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode("ascii")
     ascii_name = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in ascii_name).strip("._") or "download"
     encoded = quote(filename, safe="!#$&+-.^_`|~")
@@ -159,8 +178,24 @@ def _split_extension(name: str) -> tuple[str, str]:
     return name, ""
 
 
+def is_invisible(ch: str) -> bool:
+    """Whether ``ch`` renders as nothing: a format character (category Cf) or default-ignorable."""
+    if ch < "\x80":  # fast path: no ASCII character is (names are mostly ASCII; links sign many)
+        return False
+    return ord(ch) in _DEFAULT_IGNORABLE or unicodedata.category(ch) == "Cf"
+
+
+def collision_key(name: str) -> str:
+    """What two names are compared by when deciding whether they collide: NFKC, then case-folded.
+
+    NFKC folds compatibility forms (fullwidth ``ａ`` to ``a``, ligatures, superscripts), casefold
+    the case; NFKC again because case folding can leave a string un-normalised.
+    """
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+
+
 def _is_kept(ch: str) -> bool:
-    return ch in "._-" or unicodedata.category(ch)[0] in {"L", "N", "M"}
+    return ch in "._-" or (unicodedata.category(ch)[0] in {"L", "N", "M"} and not is_invisible(ch))
 
 
 def _truncate_utf8(text: str, limit: int) -> str:

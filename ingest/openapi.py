@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ingest.status_paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from ingest.validation import ACCEPTED_CONTENT_TYPES, UPLOAD_METHODS
 from photoenhance.contracts.options import OutputFormat
 from photoenhance.settings import Settings
@@ -17,7 +18,8 @@ __all__ = ["ERROR_CODES", "openapi_document"]
 
 #: Every ``code`` an error body may carry, with its meaning.
 ERROR_CODES: dict[str, str] = {
-    "malformed_json": "The body is not JSON.",
+    "malformed_json": "The body is not JSON, holds an integer of more than 4,300 digits, or nests deeper than 16 levels.",
+    "unsupported_media_type": "A JSON endpoint got a body whose Content-Type is not application/json.",
     "invalid_request": "The body or a field has the wrong shape.",
     "unknown_field": "A field the API does not know (typos are refused, not ignored).",
     "no_files": "The batch declares no file.",
@@ -31,6 +33,8 @@ ERROR_CODES: dict[str, str] = {
     "api_key_required": "INGEST_REQUIRE_API_KEY is on and no API key was given.",
     "batch_not_found": "No such batch, or the credential may not read it (the two are not told apart).",
     "broker_unavailable": "The message broker could not be reached; try again.",
+    "invalid_cursor": "after is not a cursor this API handed out (use the previous page's next).",
+    "invalid_limit": "limit is not a whole number from 1 to the largest page size.",
     "request_too_large": "The request body is too large.",
     "not_found": "No such route.",
     "method_not_allowed": "The route does not take this method.",
@@ -171,6 +175,22 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         "schema": {"type": "string"},
         "description": "The batch token, for links a browser opens itself (an <a href> sends no header)",
     }
+    paging = [
+        {
+            "name": "after",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "The `next` cursor of the previous page; absent for the first page",
+        },
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE},
+            "description": "Images per page",
+        },
+    ]
     return {
         "openapi": "3.1.0",
         "info": {
@@ -206,10 +226,12 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "/api/v1/batches/{batch_id}": {
                 "get": {
                     "operationId": "getBatch",
-                    "summary": "Counts, state, each image's state and presigned result links",
+                    "summary": "Counts, state, and one page of images (by name) with presigned result links",
+                    "description": "Images come in pages of `limit`, ordered by name; follow `next` (as `after`) "
+                    "until it is null. Counts always cover the whole batch.",
                     "security": [{"bearer": []}],
-                    "parameters": [batch_id],
-                    "responses": {"200": _json_response("The batch", "BatchStatus"), **_errors("404")},
+                    "parameters": [batch_id, *paging],
+                    "responses": {"200": _json_response("The batch", "BatchStatus"), **_errors("400", "404")},
                 }
             },
             "/api/v1/batches/{batch_id}/archive": {
@@ -233,7 +255,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "summary": "Re-run the batch's failed images (and re-announce pending ones)",
                     "security": [{"bearer": []}],
                     "parameters": [batch_id],
-                    "responses": {"202": _json_response("Retried", "RetryResponse"), **_errors("404", "409", "503")},
+                    "responses": {"202": _json_response("Retried", "RetryResponse"), **_errors("404", "409", "415", "503")},
                 }
             },
             "/api/v1/batches/{batch_id}/cancel": {
@@ -361,7 +383,7 @@ def _status() -> dict[str, Any]:
     counts = ["expected", "uploaded", "awaiting_upload", "pending", "completed", "failed", "cancelled"]
     return {
         "type": "object",
-        "required": ["batch_id", "state", "counts", "images", "progress", "links"],
+        "required": ["batch_id", "state", "counts", "images", "next", "progress", "links"],
         "properties": {
             "batch_id": {"type": "string"},
             "state": {"type": "string", "enum": ["open", "completed", "cancelling", "cancelled"]},
@@ -375,7 +397,15 @@ def _status() -> dict[str, Any]:
             "created_at": {"type": "string", "format": "date-time"},
             "completed_at": {"type": ["string", "null"], "format": "date-time"},
             "last_seq": {"type": "integer"},
-            "images": {"type": "array", "items": {"$ref": "#/components/schemas/Image"}},
+            "images": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/Image"},
+                "description": "One page of the batch's images, by name",
+            },
+            "next": {
+                "type": ["string", "null"],
+                "description": "Cursor of the next page (pass it as `after`); null on the last page",
+            },
             "progress": {"$ref": "#/components/schemas/Progress"},
             "links": {"$ref": "#/components/schemas/Links"},
         },

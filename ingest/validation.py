@@ -6,11 +6,11 @@ declared file and no presigned URL behind.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from ingest.errors import ApiError
+from ingest.json_body import parse_json
 from ingest.names import NameRefused, assign_names
 from photoenhance.contracts.formats import ACCEPTED_CONTENT_TYPES, CONTENT_TYPE_ALIASES
 from photoenhance.contracts.options import EnhanceOptions, OptionsError
@@ -57,10 +57,7 @@ class CreateBatch:
 
 def parse_create_request(body: bytes, settings: Settings) -> CreateBatch:
     """Parse and check a create-batch body, or raise :class:`ApiError` naming the field."""
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, "malformed_json", f"the request body is not valid JSON: {exc}") from exc
+    doc = parse_json(body)
     if not isinstance(doc, dict):
         raise ApiError(400, "invalid_request", "the request body must be a JSON object")
     unknown = sorted(set(doc) - _TOP_LEVEL_FIELDS)

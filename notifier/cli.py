@@ -15,7 +15,7 @@ from aiohttp import web
 
 from db.connection import Database
 from db.repository import Repository
-from notifier.app import create_app
+from notifier.app import create_app, create_metrics_app
 from notifier.hub import Hub
 from notifier.metrics import NotifierMetrics
 from photoenhance.settings import Settings
@@ -48,6 +48,7 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     metrics = NotifierMetrics()
     app = create_app(settings, repository=Repository(database), hub=Hub(settings, metrics), metrics=metrics)
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None)
+    metrics_runner = web.AppRunner(create_metrics_app(metrics), access_log=None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -58,8 +59,13 @@ async def serve(settings: Settings, host: str, port: int) -> None:
         # The bound address, not the requested one: with port 0 the system picks a free port.
         bound = ", ".join(f"http://{address[0]}:{address[1]}" for address in runner.addresses)
         log.info("notifier listening on %s", bound)
+        await metrics_runner.setup()
+        await web.TCPSite(metrics_runner, settings.notifier_metrics_host, settings.notifier_metrics_port).start()
+        metrics_bound = ", ".join(f"http://{a[0]}:{a[1]}/metrics" for a in metrics_runner.addresses)
+        log.info("notifier metrics on %s", metrics_bound)
         await stop.wait()
         log.info("notifier shutting down")
     finally:
         await runner.cleanup()
+        await metrics_runner.cleanup()
         await database.dispose()

@@ -273,6 +273,12 @@ class Settings:
     notifier_public_url: str = _env(
         "NOTIFIER_PUBLIC_URL", "", "Base URL clients use to reach the notifier; empty means host:port."
     )
+    notifier_metrics_host: str = _env(
+        "NOTIFIER_METRICS_HOST", "127.0.0.1", "Interface of the notifier's /metrics (kept off the public port)."
+    )
+    notifier_metrics_port: int = _env(
+        "NOTIFIER_METRICS_PORT", 8083, "Port of the notifier's /metrics; never the public WebSocket/SSE port."
+    )
     ws_heartbeat_s: float = _env("WS_HEARTBEAT_S", 20.0, "Seconds between WebSocket pings.")
     ws_send_queue_max: int = _env(
         "WS_SEND_QUEUE_MAX", 1000, "Events buffered per client before a slow client is disconnected."

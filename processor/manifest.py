@@ -47,6 +47,10 @@ def parse_manifest(data: bytes) -> Manifest:
         doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"the manifest is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise ManifestError("the manifest nests too deep") from exc
+    except ValueError as exc:  # an integer too long to convert (sys.get_int_max_str_digits)
+        raise ManifestError(f"the manifest holds a number that is too long: {exc}") from exc
     if not isinstance(doc, dict):
         raise ManifestError(f"the manifest is a JSON {type(doc).__name__}, not an object")
     unknown = sorted(set(doc) - _FIELDS)

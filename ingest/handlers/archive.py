@@ -22,7 +22,7 @@ from yarl import URL
 from db.records import ImageRecord
 from ingest.auth import readable_batch
 from ingest.context import CONTEXT
-from ingest.names import archive_path, content_disposition
+from ingest.names import archive_path, collision_key, content_disposition
 from ingest.zipstream import ZipStream
 from photoenhance.contracts.states import ImageState
 
@@ -64,6 +64,26 @@ async def get_archive(request: web.Request) -> web.StreamResponse:
     response.enable_chunked_encoding()  # the length is known only at the end
     await response.prepare(request)
 
+    try:
+        await _stream(request, response, batch.id, completed, missing)
+    except ConnectionError as exc:
+        if request.transport is not None and not request.transport.is_closing():
+            raise  # the store's side failed, not the downloader's: a real fault, logged as one
+        # The downloader went away (closed the tab, lost the network): routine, not a fault of
+        # ours, so one line instead of a traceback per dropped download.
+        log.info("archive %s: the client went away mid-download (%s)", batch.id, type(exc).__name__)
+    return response
+
+
+async def _stream(
+    request: web.Request,
+    response: web.StreamResponse,
+    batch_id: str,
+    completed: list[ImageRecord],
+    missing: list[tuple[str, str]],
+) -> None:
+    """Write the archive's entries, then ``FAILURES.txt`` when anything is missing."""
+    ctx = request.app[CONTEXT]
     archive = ZipStream()
     names = _EntryNames(reserved=[FAILURES_NAME])
     for image in completed:
@@ -73,7 +93,7 @@ async def get_archive(request: web.Request) -> web.StreamResponse:
         async with ctx.client().get(url) as source:
             if source.status != 200:
                 # Nothing of this entry has been written yet, so it can be left out cleanly.
-                log.warning("archive %s: %s answered %d", batch.id, image.output_key, source.status)
+                log.warning("archive %s: %s answered %d", batch_id, image.output_key, source.status)
                 missing.append((image.name, f"result object unavailable (the store answered {source.status})"))
                 continue
             name = names.take(archive_path(image.output_key.partition("/")[2]))
@@ -84,18 +104,17 @@ async def get_archive(request: web.Request) -> web.StreamResponse:
                 await response.write(archive.data(chunk))
             await response.write(archive.end_entry())
     if missing:
-        await response.write(archive.add(FAILURES_NAME, _failures_text(batch.id, missing), modified=_now()))
+        await response.write(archive.add(FAILURES_NAME, _failures_text(batch_id, missing), modified=_now()))
     await response.write(archive.finish())
     await response.write_eof()
-    log.info("archive %s: %d results, %d listed in %s, %d bytes", batch.id, len(completed), len(missing), FAILURES_NAME, archive.bytes_written)
-    return response
+    log.info("archive %s: %d results, %d listed in %s, %d bytes", batch_id, len(completed), len(missing), FAILURES_NAME, archive.bytes_written)
 
 
 class _EntryNames:
-    """Unique entry names (case-insensitively, as Windows and macOS unpack them)."""
+    """Unique entry names (case-insensitively and NFKC-folded, as people and file systems read them)."""
 
     def __init__(self, reserved: list[str]) -> None:
-        self._taken = {name.casefold() for name in reserved}
+        self._taken = {collision_key(name) for name in reserved}
 
     def take(self, wanted: str) -> str:
         head, slash, last = wanted.rpartition("/")
@@ -103,10 +122,10 @@ class _EntryNames:
         if not dot:
             stem, ext = last, ""
         candidate, n = wanted, 1
-        while candidate.casefold() in self._taken:
+        while collision_key(candidate) in self._taken:
             n += 1
             candidate = f"{head}{slash}{stem}-{n}{dot}{ext}"
-        self._taken.add(candidate.casefold())
+        self._taken.add(collision_key(candidate))
         return candidate
 
 

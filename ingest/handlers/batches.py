@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -10,13 +12,16 @@ from aiohttp import web
 
 from db.records import ImageRecord
 from db.repository import DeclaredFile
+from db.status_pages import ImageStatus
 from ingest.auth import readable_batch, require_creator
 from ingest.context import CONTEXT, IngestContext
-from ingest.errors import ApiError
+from ingest.errors import ApiError, not_found
 from ingest.ids import new_ulid
+from ingest.json_body import require_json_content_type
 from ingest.presign import Upload
 from ingest.publisher import BrokerUnavailable
 from ingest.quota_guard import charged, creation_quota, creator_api_key
+from ingest.status_paging import encode_cursor, page_request
 from ingest.validation import DeclaredUpload, parse_create_request
 from ingest.webhook_request import requested_webhook
 from photoenhance.contracts.events import notification_body
@@ -36,6 +41,7 @@ async def create_batch(request: web.Request) -> web.Response:
     """``POST /api/v1/batches``: check the request, sign one upload per file, store the batch."""
     ctx = request.app[CONTEXT]
     require_creator(request, ctx.settings)
+    require_json_content_type(request)
     req = parse_create_request(await request.read(), ctx.settings)
     quota = creation_quota(request, ctx.settings, files=len(req.files), total_bytes=sum(f.size for f in req.files))
     batch_id = new_ulid()
@@ -84,24 +90,24 @@ async def create_batch(request: web.Request) -> web.Response:
 
 
 async def get_batch(request: web.Request) -> web.Response:
-    """``GET /api/v1/batches/{id}``: counts, state, every image's state and its result link."""
+    """``GET /api/v1/batches/{id}``: counts, state, and one page of images with their result links.
+
+    ``?limit=`` images per page (:data:`~ingest.status_paging.DEFAULT_PAGE_SIZE`, at most
+    :data:`~ingest.status_paging.MAX_PAGE_SIZE`), ``?after=`` the ``next`` cursor of the previous
+    page. Result links are signed and the answer encoded on ingest's CPU thread: signing hundreds
+    of links is CPU work that would otherwise hold up every other request ingest serves
+    (``/healthz`` included).
+    """
     ctx = request.app[CONTEXT]
+    after, limit = page_request(request.query)
     batch = await readable_batch(request, ctx.repository, ctx.settings)
-    snapshot = await ctx.repository.batch_snapshot(batch.id)
-    declared = await ctx.repository.declared_files(batch.id)
-    images = snapshot.images if snapshot is not None else []
-    batch = snapshot.batch if snapshot is not None else batch
-    by_name = {image.name: image for image in images}
-    entries = []
-    for f in declared:
-        image = by_name.pop(f.name, None)
-        entries.append(_image_entry(ctx, f.name, f.original_name, image, declared_size=f.declared_size))
-        if image is None and batch.state in (BatchState.CANCELLING, BatchState.CANCELLED):
-            entries[-1]["state"] = ImageState.CANCELLED.value  # its upload will be ignored
-    for image in by_name.values():  # uploaded without being declared (direct S3 uploads)
-        entries.append(_image_entry(ctx, image.name, image.name, image))
-    awaiting = sum(1 for e in entries if e["state"] == AWAITING_UPLOAD)
-    body = {
+    page = await ctx.repository.status_page(batch.id, after=after, limit=limit)
+    if page is None:  # deleted between the two reads
+        raise not_found()
+    batch = page.batch
+    # A declared file whose upload never came will be ignored once the batch is cancelled.
+    cancelled = batch.state in (BatchState.CANCELLING, BatchState.CANCELLED)
+    head = {
         "batch_id": batch.id,
         "state": batch.state.value,
         "source": batch.source,
@@ -109,7 +115,7 @@ async def get_batch(request: web.Request) -> web.Response:
         "counts": {
             "expected": batch.expected_count,
             "uploaded": batch.total,
-            "awaiting_upload": awaiting,
+            "awaiting_upload": 0 if cancelled else page.awaiting_upload,
             "pending": batch.total - batch.completed - batch.failed - batch.cancelled,
             "completed": batch.completed,
             "failed": batch.failed,
@@ -118,11 +124,47 @@ async def get_batch(request: web.Request) -> web.Response:
         "created_at": _iso(batch.created_at),
         "completed_at": _iso(batch.completed_at),
         "last_seq": batch.last_seq,
-        "images": entries,
+    }
+    tail = {
+        "next": encode_cursor(page.entries[-1][0]) if page.more else None,
         "progress": progress_urls(ctx.settings, batch.id),
         "links": _links(batch.id),
     }
-    return web.json_response(body, headers={"Cache-Control": "no-store"})
+    body = await asyncio.get_running_loop().run_in_executor(
+        ctx.cpu, _render_page, ctx, head, page.entries, tail, cancelled
+    )
+    return web.Response(body=body, content_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+def _render_page(
+    ctx: IngestContext,
+    head: dict[str, Any],
+    entries: list[tuple[str, DeclaredFile | None, ImageStatus | None]],
+    tail: dict[str, Any],
+    cancelled: bool,
+) -> bytes:
+    """The status answer as JSON bytes: signing and encoding, on a worker thread."""
+    return json.dumps({**head, "images": _page_entries(ctx, entries, cancelled), **tail}).encode("utf-8")
+
+
+def _page_entries(
+    ctx: IngestContext, entries: list[tuple[str, DeclaredFile | None, ImageStatus | None]], cancelled: bool
+) -> list[dict[str, Any]]:
+    """A page's image entries with their signed links (runs on a worker thread); in a cancelled
+    batch a declared file that was never uploaded is ``cancelled`` (its upload will be ignored)."""
+    out = []
+    for name, declared, image in entries:
+        entry = _image_entry(
+            ctx,
+            name,
+            declared.original_name if declared is not None else name,
+            image,
+            declared_size=declared.declared_size if declared is not None else None,
+        )
+        if image is None and cancelled:
+            entry["state"] = ImageState.CANCELLED.value
+        out.append(entry)
+    return out
 
 
 async def retry_batch(request: web.Request) -> web.Response:
@@ -133,6 +175,7 @@ async def retry_batch(request: web.Request) -> web.Response:
     images processed. A duplicate announcement is harmless, since processing is idempotent.
     """
     ctx = request.app[CONTEXT]
+    require_json_content_type(request, body_optional=True)
     batch = await readable_batch(request, ctx.repository, ctx.settings)
     if batch.state in (BatchState.CANCELLING, BatchState.CANCELLED):
         raise ApiError(409, "batch_cancelled", "the batch was cancelled; create a new batch instead")
@@ -172,7 +215,7 @@ def _sign(ctx: IngestContext, batch_id: str, f: DeclaredUpload, method: str) -> 
 
 
 def _image_entry(
-    ctx: IngestContext, name: str, original_name: str, image: ImageRecord | None, *, declared_size: int | None = None
+    ctx: IngestContext, name: str, original_name: str, image: ImageStatus | None, *, declared_size: int | None = None
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": name,

@@ -47,9 +47,25 @@ export function createBatch(files, options) {
   return call("api/v1/batches", { method: "POST", body: { files, options } });
 }
 
-/** A batch's status with each image's state, reason and result link. */
-export function getBatch(batchId, token) {
-  return call(`api/v1/batches/${encodeURIComponent(batchId)}`, { token });
+/** Images asked for per status page (the API's largest page). */
+const STATUS_PAGE_SIZE = 500;
+
+/**
+ * A batch's status with each image's state, reason and result link. The API answers a page of
+ * images at a time; this follows `next` to the last page and returns every image.
+ */
+export async function getBatch(batchId, token) {
+  const path = `api/v1/batches/${encodeURIComponent(batchId)}`;
+  const first = await call(`${path}?limit=${STATUS_PAGE_SIZE}`, { token });
+  const images = [...first.images];
+  let cursor = first.next;
+  while (cursor) {
+    const query = new URLSearchParams({ after: cursor, limit: String(STATUS_PAGE_SIZE) });
+    const page = await call(`${path}?${query}`, { token });
+    images.push(...page.images);
+    cursor = page.next;
+  }
+  return { ...first, images, next: null };
 }
 
 /** The link that downloads every result as one ZIP (a browser cannot send headers on a link). */

@@ -1,4 +1,10 @@
-"""Per-batch enhancement options: the one definition the API, manifests, metadata and engine share."""
+"""Per-batch enhancement options: the one definition the API, manifests, metadata and engine share.
+
+JSON (the API's request bodies, ``_batch.json`` manifests, stored batch options) is read strictly:
+numbers must be JSON numbers, flags JSON booleans (``"4"`` or ``"true"`` are refused). Object
+user metadata is text by nature (S3 stores every value as a string), so options read from it
+accept the same values written as text: ``"4"``, ``"true"``.
+"""
 
 from __future__ import annotations
 
@@ -38,6 +44,13 @@ class OutputFormat(str, Enum):
     AVIF = "avif"
 
 
+#: Largest background tile edge, in input pixels. A tile bounds the memory of one Real-ESRGAN
+#: pass; past this edge it no longer bounds much (and 10**30 was once stored as a batch option).
+MAX_TILE = 4096
+
+#: Smallest tile edge (below it the seams cost more than the tiles save).
+MIN_TILE = 32
+
 #: Prefix of object user metadata that carries options (``x-amz-meta-photoenhance-quality: best``).
 METADATA_PREFIX = "photoenhance-"
 
@@ -68,12 +81,16 @@ class EnhanceOptions:
             raise OptionsError(f"fidelity must be between 0 and 1, got {self.fidelity}")
         if not 1 <= self.output_quality <= 100:
             raise OptionsError(f"output_quality must be between 1 and 100, got {self.output_quality}")
-        if self.tile < 0 or (0 < self.tile < 32):
-            raise OptionsError(f"tile must be 0 (off) or at least 32 pixels, got {self.tile}")
+        if not (self.tile == 0 or MIN_TILE <= self.tile <= MAX_TILE):
+            raise OptionsError(f"tile must be 0 (off) or {MIN_TILE} to {MAX_TILE} pixels, got {self.tile}")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> EnhanceOptions:
-        """Build options from JSON-like data, refusing unknown names and wrong types."""
+    def from_dict(cls, data: Mapping[str, Any] | None, *, text_values: bool = False) -> EnhanceOptions:
+        """Build options from JSON data, refusing unknown names and wrong types.
+
+        ``text_values``: numbers and flags may also be written as text (``"4"``, ``"true"``), as
+        object metadata carries them; JSON sources leave it off, so ``"4"`` is refused there.
+        """
         if data is None:
             return cls()
         if not isinstance(data, Mapping):
@@ -84,7 +101,7 @@ class EnhanceOptions:
             raise OptionsError(f"unknown option(s): {', '.join(unknown)}")
         values: dict[str, Any] = {}
         for name, value in data.items():
-            values[name] = _coerce(name, value)
+            values[name] = _coerce(name, value, text_values=text_values)
         return cls(**values)
 
     @classmethod
@@ -97,7 +114,7 @@ class EnhanceOptions:
         }
         merged = (base or cls()).to_dict()
         merged.update(picked)
-        return cls.from_dict(merged)
+        return cls.from_dict(merged, text_values=True)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values."""
@@ -107,27 +124,71 @@ class EnhanceOptions:
         return out
 
 
-def _coerce(name: str, value: Any) -> Any:
-    """Convert a JSON or metadata value to the field's type, or raise :class:`OptionsError`."""
+def _coerce(name: str, value: Any, *, text_values: bool = False) -> Any:
+    """Convert a JSON (or, with ``text_values``, a metadata) value to the field's type, or raise
+    :class:`OptionsError` naming the option and what it takes."""
     try:
         if name == "quality":
-            return Quality(value)
+            return Quality(_text(value))
         if name == "output_format":
+            value = _text(value)
             return OutputFormat("jpeg" if value == "jpg" else value)
         if name in {"only_center_face", "keep_gps"}:
             if isinstance(value, bool):
                 return value
-            if isinstance(value, str) and value.lower() in {"true", "false", "1", "0"}:
+            if text_values and isinstance(value, str) and value.lower() in {"true", "false", "1", "0"}:
                 return value.lower() in {"true", "1"}
-            raise ValueError("expected true or false")
+            raise ValueError("expected true or false (a JSON boolean)")
         if name in {"upscale", "fidelity"}:
-            if isinstance(value, bool):
-                raise ValueError("expected a number")
-            return float(value)
+            number = _number(value, text_values)
+            return float(number)
         if name in {"output_quality", "tile"}:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError("expected an integer")
-            return int(value)
-    except (TypeError, ValueError) as exc:
-        raise OptionsError(f"option {name}={value!r}: {exc}") from exc
+            number = _number(value, text_values)
+            if isinstance(number, float) and not number.is_integer():
+                raise ValueError("expected a whole number")
+            return int(number)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise OptionsError(f"option {name}={_shown(value)}: {exc}") from exc
     raise OptionsError(f"unknown option: {name}")
+
+
+def _number(value: Any, text_values: bool) -> int | float:
+    """A JSON number (never a boolean); with ``text_values``, also a number written as text."""
+    if isinstance(value, bool):
+        raise TypeError("expected a number, not true or false")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError("expected a finite number")
+        return value
+    if text_values and isinstance(value, str) and len(value) <= 32:
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError("expected a finite number")
+        return number
+    raise TypeError(f"expected a JSON number, not {_json_type(value)}")
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, not {_json_type(value)}")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, Mapping):
+        return "an object"
+    return type(value).__name__
+
+
+def _shown(value: Any) -> str:
+    """The value as quoted in a reason, never longer than a line."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -109,7 +109,7 @@ def notifier_metric(stack: Stack, sample: str) -> float:
     """One sample of the notifier's /metrics (0 when absent)."""
     import urllib.request
 
-    with urllib.request.urlopen(stack.notifier_url + "/metrics", timeout=10) as response:
+    with urllib.request.urlopen(stack.notifier_metrics_url, timeout=10) as response:
         for line in response.read().decode().splitlines():
             name, _, value = line.rpartition(" ")
             if name == sample:

@@ -58,3 +58,46 @@ def test_output_format_defaults_to_auto_and_keep_gps_to_false() -> None:
     assert EnhanceOptions.from_metadata({"photoenhance-keep-gps": "true"}).keep_gps is True
     with pytest.raises(OptionsError, match="keep_gps"):
         EnhanceOptions.from_dict({"keep_gps": "maybe"})
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"upscale": "4"}, "upscale"),
+        ({"fidelity": "0.5"}, "fidelity"),
+        ({"output_quality": "80"}, "output_quality"),
+        ({"tile": "256"}, "tile"),
+        ({"only_center_face": "true"}, "only_center_face"),
+        ({"only_center_face": 1}, "only_center_face"),
+        ({"quality": 1}, "quality"),
+        ({"upscale": None}, "upscale"),
+        ({"upscale": [2]}, "upscale"),
+    ],
+)
+def test_json_options_take_json_types_only(data: dict, field: str) -> None:
+    """Issue 17: numbers given as strings were accepted from JSON bodies and manifests."""
+    with pytest.raises(OptionsError, match=field) as refused:
+        EnhanceOptions.from_dict(data)
+    assert "expected" in str(refused.value)
+
+
+@pytest.mark.parametrize("tile", [4097, 10**30, 1e300, float("inf")])
+def test_tile_is_bounded(tile: float) -> None:
+    """Issue 17: ``tile: 10**30`` was stored as a batch option."""
+    with pytest.raises(OptionsError, match="tile"):
+        EnhanceOptions.from_dict({"tile": tile})
+
+
+def test_tile_bounds_are_inclusive() -> None:
+    assert EnhanceOptions.from_dict({"tile": 32}).tile == 32
+    assert EnhanceOptions.from_dict({"tile": 4096}).tile == 4096
+    assert EnhanceOptions.from_dict({"tile": 512.0}).tile == 512
+
+
+def test_metadata_still_takes_numbers_and_flags_as_text() -> None:
+    """S3 user metadata values are always strings: that path keeps reading ``"4"`` as 4."""
+    meta = {"photoenhance-upscale": "4", "photoenhance-tile": "256", "photoenhance-only-center-face": "true"}
+    options = EnhanceOptions.from_metadata(meta)
+    assert (options.upscale, options.tile, options.only_center_face) == (4.0, 256, True)
+    with pytest.raises(OptionsError, match="tile"):
+        EnhanceOptions.from_metadata({"photoenhance-tile": "99999"})

@@ -160,7 +160,9 @@ async def test_bad_input_is_refused_and_creates_nothing(
 
 async def test_oversized_body_is_a_json_413(start_ingest: StartIngest, settings: Settings) -> None:
     ingest = await start_ingest(settings.replace(max_files_per_batch=2))
-    async with ingest.http.post(ingest.url("/api/v1/batches"), data=b"{" + b" " * 200_000 + b"}") as response:
+    async with ingest.http.post(
+        ingest.url("/api/v1/batches"), data=b"{" + b" " * 200_000 + b"}", headers={"Content-Type": "application/json"}
+    ) as response:
         body = await response.json()
     assert (response.status, body["error"]["code"]) == (413, "request_too_large")
     assert await count_rows(ingest) == (0, 0)

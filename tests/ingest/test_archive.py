@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import io
 import shutil
 import subprocess
@@ -131,3 +132,40 @@ async def test_hostile_keys_of_direct_uploads_become_safe_entry_names(
         archive = zipfile.ZipFile(io.BytesIO(await response.read()))
     entries = {archive.read(info).decode(): info.filename for info in archive.infolist()}
     assert entries == names
+
+
+async def test_a_download_dropped_mid_stream_logs_one_info_line(
+    store_settings: Settings, start_ingest: StartIngest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that closes the connection mid-archive is routine: one INFO line, no traceback."""
+    ingest = await start_ingest(store_settings)
+    created = await ingest.create([image_file("big.png")])
+    batch_id = created["batch_id"]
+    # large enough that the archive cannot fit in the socket buffers before the client leaves
+    await put_result(store_settings, f"{batch_id}/big.jpg", b"\xff\xd8" + bytes(24 * 1024 * 1024))
+    await record_result(
+        ingest.repository, batch_id, store_settings.s3_input_bucket, "big.png", etag="e1", size=10, output_key=f"{batch_id}/big.jpg"
+    )
+    host, port = ingest.base_url.removeprefix("http://").split(":")
+    caplog.set_level(logging.INFO)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"GET /api/v1/batches/{batch_id}/archive?token={created['token']} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    )
+    await writer.drain()
+    first = await reader.read(64 * 1024)
+    assert first.startswith(b"HTTP/1.1 200")
+    writer.transport.abort()  # a reset, as a closed tab or a lost network gives
+
+    def went_away() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "ingest.handlers.archive" and "went away" in r.getMessage()]
+
+    for _ in range(100):
+        if went_away():
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.3)  # anything logged after the handler returned
+    assert len(went_away()) == 1
+    assert went_away()[0].levelno == logging.INFO
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert errors == [], [(r.name, r.getMessage()) for r in errors]

@@ -98,3 +98,45 @@ def test_ulids_are_26_crockford_characters_ordered_by_time() -> None:
     assert len({new_ulid(now_ms=5) for _ in range(1000)}) == 1000
     with pytest.raises(ValueError):
         new_ulid(now_ms=1 << 48)
+
+
+#: Characters that render as nothing (issue 17: ``a\u034fb`` displayed as ``ab`` in keys, result
+#: names and ZIP entries). Some are letters (Hangul fillers) or marks, which the old rule kept.
+INVISIBLE = [
+    "\u115f", "\u1160", "\u3164", "\uffa0", "\u034f", "\u00ad", "\u200b", "\u200c", "\u200d", "\u200e",
+    "\u200f", "\u2060", "\u2061", "\u2064", "\u206f", "\ufeff", "\ufe0f", "\U000e0041", "\U000e0100",
+    "\u180e", "\u17b4", "\U0001d173", "\u0600",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("ch", INVISIBLE, ids=lambda ch: f"U+{ord(ch):04X}")
+def test_invisible_characters_never_reach_keys_result_names_or_zip_entries(ch: str) -> None:
+    name = f"a{ch}b.jpg"
+    try:
+        safe = safe_name(name)
+    except NameRefused:
+        return  # refused outright is fine too
+    assert ch not in safe
+    assert safe == "a_b.jpg"
+    entry = archive_path(f"dir/{name}")
+    assert ch not in entry and entry == "dir/a_b.jpg"
+    header = content_disposition(name)
+    assert ch not in unquote(header.rpartition("''")[2])
+    assert ch.encode("utf-8") not in unquote(header.rpartition("''")[2]).encode("utf-8")
+
+
+def test_invisible_only_names_become_a_plain_placeholder() -> None:
+    assert assign_names(["\u3164.jpg", "\u115f\u1160.jpg"]) == ["file.jpg", "file-2.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (["a.jpg", "\uff41.jpg"], ["a.jpg", "\uff41-2.jpg"]),  # fullwidth a
+        (["\uff21.png", "a.jpg"], ["\uff21.png", "a-2.jpg"]),  # fullwidth A vs a, other extension
+        (["\ufb01le.jpg", "file.jpg"], ["\ufb01le.jpg", "file-2.jpg"]),  # the fi ligature
+        (["x\u00b2.jpg", "x2.jpg"], ["x\u00b2.jpg", "x2-2.jpg"]),  # superscript two
+    ],
+)
+def test_names_that_fold_to_the_same_text_under_nfkc_collide(names: list[str], expected: list[str]) -> None:
+    assert assign_names(names) == expected

@@ -88,6 +88,8 @@ class NotifierProcess:
     process: asyncio.subprocess.Process
     base_url: str
     log: list[str]
+    #: The ``/metrics`` URL, on the notifier's separate metrics port.
+    metrics_url: str
 
 
 SpawnNotifier = Callable[..., Awaitable[NotifierProcess]]
@@ -99,21 +101,29 @@ async def spawn_notifier(settings: Settings, database: Database) -> AsyncIterato
     children: list[tuple[NotifierProcess, asyncio.Task[None]]] = []
 
     async def spawn() -> NotifierProcess:
-        env = {**os.environ, **settings.to_env(), "NOTIFIER_HOST": "127.0.0.1", "NOTIFIER_PORT": "0"}
+        env = {
+            **os.environ,
+            **settings.to_env(),
+            "NOTIFIER_HOST": "127.0.0.1",
+            "NOTIFIER_PORT": "0",
+            "NOTIFIER_METRICS_PORT": "0",
+        }
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "photoenhance", "notifier", env=env, stderr=asyncio.subprocess.PIPE
         )
         assert process.stderr is not None
         log: list[str] = []
-        base_url = ""
-        while not base_url:
+        base_url = metrics_url = ""
+        while not (base_url and metrics_url):
             line = (await asyncio.wait_for(process.stderr.readline(), 60)).decode()
             if not line:
                 pytest.fail("notifier exited before listening:\n" + "".join(log))
             log.append(line)
             found = re.search(r"listening on (http://[\d.]+:\d+)", line)
-            base_url = found.group(1) if found else ""
-        child = NotifierProcess(process, base_url, log)
+            base_url = found.group(1) if found else base_url
+            found = re.search(r"metrics on (http://[\d.]+:\d+/metrics)", line)
+            metrics_url = found.group(1) if found else metrics_url
+        child = NotifierProcess(process, base_url, log, metrics_url)
         children.append((child, asyncio.create_task(_drain(process.stderr, log))))
         return child
 

@@ -38,7 +38,7 @@ async def test_two_notifier_processes_each_deliver_every_event_to_their_clients(
         assert received.kinds[-1] == "end"
     # Each replica served its clients live from its own queue, not by replaying the database.
     for replica in replicas:
-        async with http.get(replica.base_url + "/metrics") as resp:
+        async with http.get(replica.metrics_url) as resp:
             text = await resp.text()
         live = [line for line in text.splitlines() if line.startswith("notifier_events_sent_total") and "live" in line]
         assert sum(float(line.rsplit(" ", 1)[1]) for line in live) == 4 * (images + 1)

@@ -220,3 +220,31 @@ async def test_supervise_reports_how_the_stream_ended() -> None:
     assert await supervise(blocked(), inbox=Inbox(1), stopping=stopping, client_closed=done()) is Outcome.CLIENT_GONE
     stopping.set()
     assert await supervise(blocked(), inbox=Inbox(1), stopping=stopping) is Outcome.SHUTDOWN
+
+
+async def test_the_snapshot_is_built_and_encoded_off_the_event_loop(
+    repository: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17: a 1,000-image snapshot took the notifier's loop from 1.3 to 87 ms per request.
+
+    A spy around the real ``snapshot_message`` notes the thread it runs on.
+    """
+    import threading
+
+    import notifier.stream as stream_module
+
+    threads: list[int] = []
+    real = stream_module.snapshot_message
+
+    def spy(**kwargs: Any) -> dict[str, Any]:
+        threads.append(threading.get_ident())
+        return real(**kwargs)
+
+    monkeypatch.setattr(stream_module, "snapshot_message", spy)
+    batch = await seed_batch(repository, "offloop", 3)
+    for image_id in batch.image_ids:
+        await finish(repository, image_id)
+    sink = await (await Harness().start(repository, "offloop", since=None)).finished()
+    assert sink.kinds() == ["snapshot", "end"]
+    assert len(json.loads(sink.messages[0].data)["images"]) == 3
+    assert len(threads) == 1 and threads[0] != threading.get_ident()

@@ -61,7 +61,10 @@ def test_manifest_reads_count_and_options() -> None:
 @pytest.mark.parametrize(
     "body",
     [b"not json", b"[]", b'{"expected_count": -1}', b'{"expected_count": true}', b'{"count": 3}',
-     b'{"options": {"upscale": 9}}', b"{" + b" " * 70_000 + b"}"],
+     b'{"options": {"upscale": 9}}', b"{" + b" " * 70_000 + b"}",
+     # issue 17: JSON numbers only, a bounded tile, and no parser error escaping as something else
+     b'{"options": {"upscale": "4"}}', b'{"options": {"tile": 1000000000000000000000000000000}}',
+     b'{"expected_count": 1' + b"0" * 5000 + b"}", b'{"options": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"],
 )
 def test_manifest_refuses_what_it_cannot_use(body: bytes) -> None:
     with pytest.raises(ManifestError):

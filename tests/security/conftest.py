@@ -7,7 +7,7 @@ fixture functions here registers them for tests/security as well.
 """
 
 from tests.ingest.conftest import start_ingest
-from tests.notifier.conftest import http, notifier, start_notifier
+from tests.notifier.conftest import http, notifier, spawn_notifier, start_notifier
 from tests.web.test_page import browser_context
 
-__all__ = ["browser_context", "http", "notifier", "start_ingest", "start_notifier"]
+__all__ = ["browser_context", "http", "notifier", "spawn_notifier", "start_ingest", "start_notifier"]

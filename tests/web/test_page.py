@@ -24,11 +24,14 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pytest
 from PIL import Image
+from aiohttp import web
 from playwright.async_api import BrowserContext, Page, async_playwright, expect
 
 from harness.objectstore import ObjectStore
 from harness.processor import WAIT_S, image_bytes
 from harness.stack import Stack, StartStack
+from photoenhance.settings import Settings
+from tests.ingest.conftest import StartIngest, start_ingest  # noqa: F401  (the fixture, registered here)
 
 pytestmark = [pytest.mark.browser, pytest.mark.objectstore]
 
@@ -91,6 +94,8 @@ class PageWatch:
         self.websockets: list[str] = []
         self.errors: list[str] = []
         self.refusals: list[tuple[str, str, int]] = []
+        #: Content-Security-Policy violations the page reported (blocked URI and directive).
+        self.violations: list[str] = []
         #: Successful POSTs to the object store (each one an upload).
         self.uploads: list[str] = []
         page.on("request", lambda request: self.requests.append(request.url))
@@ -115,7 +120,19 @@ class PageWatch:
 async def open_page(context: BrowserContext, stack: Stack) -> tuple[Page, PageWatch]:
     page = await context.new_page()
     watch = PageWatch(page)
-    await page.goto(stack.ingest_url + "/")
+    await page.expose_function("reportViolation", lambda text: watch.violations.append(text))
+    # Listen before any script runs: every CSP violation the page causes is reported.
+    await page.add_init_script(
+        """document.addEventListener("securitypolicyviolation",
+             (e) => window.reportViolation(`${e.effectiveDirective} ${e.blockedURI}`));"""
+    )
+    response = await page.goto(stack.ingest_url + "/")
+    assert response is not None
+    # The page runs under the policy ingest sends as a header (tests/security/test_headers.py
+    # checks every directive): it must work with it, not around it.
+    headers = await response.all_headers()
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["x-frame-options"] == "DENY"
     await expect(page.get_by_role("heading", name="PhotoEnhance")).to_be_visible()
     return page, watch
 
@@ -233,6 +250,7 @@ async def test_five_photos_four_enhanced_one_fails_with_its_reason(
     foreign = [u for u in watch.requests if not u.startswith("blob:") and urlsplit(u).netloc not in allowed]
     assert foreign == []
     assert watch.errors == []
+    assert watch.violations == []
     # the one error answer: the API refusing the name with quotes (the page then went on without it)
     assert watch.refusals == [("POST", "/api/v1/batches", 400)]
     assert len(watch.uploads) == 5 and set(watch.uploads) == {f"/{stack.settings.s3_input_bucket}"}
@@ -289,6 +307,7 @@ async def test_uploads_survive_the_store_and_the_notifier_going_down(
     assert watch.refusals == []
     assert len(watch.uploads) == 2
     assert [e for e in watch.errors if not e.startswith("WebSocket connection to")] == []
+    assert watch.violations == []
 
 
 async def test_heic_and_avif_photos_are_enhanced_from_the_page(
@@ -322,3 +341,49 @@ async def test_heic_and_avif_photos_are_enhanced_from_the_page(
         assert Image.open(await download.path()).format == "JPEG"
     assert len(watch.uploads) == 2
     assert watch.refusals == []
+    assert watch.violations == []
+
+
+async def test_a_page_on_another_origin_cannot_frame_the_page(
+    start_ingest: StartIngest, settings: Settings, browser_context: BrowserContext
+) -> None:
+    """Clickjacking: a hostile site frames ``/`` to have its visitors press Enhance unknowingly.
+
+    The hostile site (another port, so another origin) frames both the PhotoEnhance page and a
+    page of its own; its own loads (the check can see a loaded frame), PhotoEnhance's does not.
+    """
+    ingest = await start_ingest(settings)
+
+    async def hostile_page(_request: web.Request) -> web.Response:
+        html = (
+            f'<iframe id="victim" src="{ingest.url("/")}"></iframe>'
+            '<iframe id="own" src="/own"></iframe>'
+        )
+        return web.Response(text=html, content_type="text/html")
+
+    async def own_page(_request: web.Request) -> web.Response:
+        return web.Response(text="<button>harmless</button>", content_type="text/html")
+
+    hostile = web.Application()
+    hostile.router.add_get("/", hostile_page)
+    hostile.router.add_get("/own", own_page)
+    runner = web.AppRunner(hostile)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        page = await browser_context.new_page()
+        await page.goto(f"http://127.0.0.1:{port}/")
+        own = page.frame_locator("#own")
+        await expect(own.get_by_role("button", name="harmless")).to_be_visible()
+        victim = page.frame(url=lambda url: urlsplit(url).port == urlsplit(ingest.base_url).port)
+        frames = [f for f in page.frames if f is not page.main_frame]
+        assert len(frames) == 2
+        # Blocked by frame-ancestors / X-Frame-Options: Chromium shows its error page instead.
+        if victim is not None:
+            assert await victim.locator("#start").count() == 0
+        assert await page.frame_locator("#victim").locator("#start").count() == 0
+        assert await page.frame_locator("#victim").get_by_role("heading", name="PhotoEnhance").count() == 0
+    finally:
+        await runner.cleanup()

@@ -1,6 +1,6 @@
 """Server-to-server clients: quota counters, who created a batch, cancelled images, webhooks.
 
-Revision ID: 0002_servers
+Revision ID: 0002
 Revises: 0001
 Create Date: 2026-12-03
 """
@@ -12,7 +12,7 @@ from alembic import op
 
 from db.models import UTCDateTime
 
-revision = "0002_servers"
+revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
