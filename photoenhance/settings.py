@@ -145,6 +145,12 @@ class Settings:
         ("fast", "balanced", "best"),
         "Quality levels a worker serves; start-up fails naming any missing weight file.",
     )
+    worker_beat_s: float = _env(
+        "WORKER_BEAT_S", 5.0, "Seconds between a worker's heartbeats (its row in the `workers` table)."
+    )
+    worker_gone_after_beats: int = _env(
+        "WORKER_GONE_AFTER_BEATS", 3, "Missed heartbeats after which a worker counts as gone (its levels no longer served)."
+    )
     processor_io_threads: int = _env(
         "PROCESSOR_IO_THREADS", 8, "Threads for object I/O, decoding and encoding beside inference."
     )
@@ -222,6 +228,11 @@ class Settings:
                 text = str(value)
             env[f.metadata["env"]] = text
         return env
+
+    @property
+    def worker_gone_after_s(self) -> float:
+        """How old a worker's last heartbeat may be before it counts as gone."""
+        return self.worker_beat_s * self.worker_gone_after_beats
 
     @property
     def s3_secure(self) -> bool:

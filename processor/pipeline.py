@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from processor.failures import Failure, PermanentFailure, RetryPolicy, classify
 from processor.leases import held_lease
 from processor.metrics import ProcessorMetrics
 from processor.publisher import Publisher
+from processor.speeds import SpeedMeter
 from processor.storage import Storage
 from processor.timeline import Timeline
 
@@ -105,6 +107,13 @@ def result_key_candidates(batch_id: str, name: str, options: EnhanceOptions) -> 
     return [first] if second == first else [first, second]
 
 
+def _pixels(decoded: Any) -> int:
+    """Input pixels of a decoded image (an array, or a record holding one as ``pixels``)."""
+    array = getattr(decoded, "pixels", decoded)
+    shape = getattr(array, "shape", ())
+    return int(shape[0] * shape[1]) if len(shape) >= 2 else 0
+
+
 class ImagePipeline:
     """Processes announced objects; one instance per worker, shared by all its in-flight messages."""
 
@@ -119,6 +128,7 @@ class ImagePipeline:
         enhance: Enhance,
         executor: Executor,
         metrics: ProcessorMetrics,
+        speeds: SpeedMeter | None = None,
     ) -> None:
         self.settings = settings
         self.worker_id = worker_id
@@ -130,6 +140,7 @@ class ImagePipeline:
         self._enhance = enhance
         self._executor = executor
         self.metrics = metrics
+        self.speeds = speeds or SpeedMeter()
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -211,10 +222,12 @@ class ImagePipeline:
         with self.metrics.step("decode"):
             decoded = await self._in_thread(partial(decode_image, source.data, max_pixels=self.settings.max_input_pixels))
         timeline.mark("decoded")
+        started = time.perf_counter()
         with self.metrics.step("enhance"):
             enhanced = await self._enhance(EnhanceRequest(decoded, options))
         if isinstance(enhanced, ImageError):
             raise enhanced
+        self.speeds.observe(options.quality.value, time.perf_counter() - started, _pixels(decoded))
         timeline.mark("enhanced")
         with self.metrics.step("encode"):
             encoded = await self._in_thread(partial(encode_image, enhanced.pixels, options))

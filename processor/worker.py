@@ -22,13 +22,16 @@ from aio_pika.abc import AbstractRobustConnection
 
 from db.connection import Database
 from db.repository import Repository
+from db.workers import WorkerRegistry
 from photoenhance.contracts.options import Quality
 from photoenhance.settings import Settings
 from processor.consumer import Consumer
 from processor.deadletters import DeadLetterWatch
 from processor.engine.records import gains_from_batching
+from processor.engine.version import ENGINE_VERSION
 from processor.handler import MessageHandler
 from processor.health import HealthServer, create_app
+from processor.heartbeat import Heartbeat
 from processor.metrics import ProcessorMetrics
 from processor.microbatch import MicroBatcher
 from processor.pipeline import ImagePipeline
@@ -36,6 +39,7 @@ from processor.publisher import Publisher
 from processor.queues import declare_processor_queues
 from processor.reconciler import Reconciler
 from processor.shutdown import ShutdownSignals
+from processor.speeds import SpeedMeter
 from processor.storage import Storage
 
 __all__ = ["Worker", "new_worker_id"]
@@ -67,6 +71,8 @@ class Worker:
         self._connection: AbstractRobustConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.health: HealthServer | None = None
+        self.speeds = SpeedMeter()
+        self._heartbeat: Heartbeat | None = None
 
     async def start(self) -> None:
         """Load, connect, declare and start consuming."""
@@ -106,12 +112,23 @@ class Worker:
             enhance=self._batcher.submit,
             executor=self._executor,
             metrics=self.metrics,
+            speeds=self.speeds,
         )
         self.reconciler = Reconciler(settings, repository, storage, publisher)
         self._work = Consumer(queues.topology.work_queue, MessageHandler(self.pipeline), "work")
         self._dead = Consumer(
             watch_queue, DeadLetterWatch(self.pipeline, settings.amqp_dead_letter_exchange), "dead-letter-watch"
         )
+        self._heartbeat = Heartbeat(
+            WorkerRegistry(self._db, gone_after_s=settings.worker_gone_after_s),
+            self.worker_id,
+            levels=settings.processor_qualities,
+            device=str(getattr(self._engine, "device", settings.device)),
+            engine_version=ENGINE_VERSION,
+            speeds=self.speeds.snapshot,
+            interval_s=settings.worker_beat_s,
+        )
+        await self._heartbeat.start()
         self.health = HealthServer(create_app(self.metrics, self.status), settings.processor_host, settings.processor_port)
         await self.health.start()
         await self._work.start()
@@ -156,6 +173,8 @@ class Worker:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._heartbeat is not None:
+            await self._heartbeat.stop()
         if self._connection is not None:
             await self._connection.close()
         if self.health is not None:

@@ -1,0 +1,36 @@
+"""Workers: each processor worker's row (levels, device, engine version, speeds, heartbeat).
+
+Revision ID: 0002_fleet
+Revises: 0001
+Create Date: 2026-12-03
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from db.models import UTCDateTime
+
+revision = "0002_fleet"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "workers",
+        sa.Column("id", sa.String(128), primary_key=True),
+        sa.Column("levels", sa.JSON(), nullable=False),
+        sa.Column("device", sa.String(32), nullable=False),
+        sa.Column("device_name", sa.String(255), nullable=False),
+        sa.Column("engine_version", sa.String(64), nullable=False),
+        sa.Column("speeds", sa.JSON(), nullable=False),
+        sa.Column("started_at", UTCDateTime(), nullable=False),
+        sa.Column("last_beat_at", UTCDateTime(), nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("workers")
