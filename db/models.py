@@ -131,6 +131,8 @@ class Image(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: The quality level the router queued it at (None: registered before routing existed).
+    level: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class Event(Base):

@@ -14,6 +14,7 @@ it has one. Failures go through :mod:`processor.failures`. A completed image's r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -30,7 +31,7 @@ from db.records import BatchRecord, ImageRecord, ImageVersion
 from db.repository import Repository
 from photoenhance.contracts.events import ObjectCreated, notification_body
 from photoenhance.contracts.keys import OUTPUT_EXTENSIONS, output_key
-from photoenhance.contracts.options import EnhanceOptions
+from photoenhance.contracts.options import EnhanceOptions, Quality
 from photoenhance.contracts.progress import EventType, ProgressEvent
 from photoenhance.contracts.states import ImageState
 from photoenhance.settings import Settings
@@ -90,6 +91,9 @@ class Attempt:
     deferrals: int = 0
     #: When the worker's handler started on this delivery (UTC); None: when processing starts.
     received_at: datetime | None = None
+    #: The level the router resolved and queued it at (None: not routed, e.g. a manifest); the
+    #: image is processed at this level, whatever its metadata says now.
+    level: str | None = None
 
 
 class _LostClaim(Exception):
@@ -179,11 +183,11 @@ class ImagePipeline:
                 if current is not None and current.state.is_final:
                     return await self._already_final(current)
                 await self._later(record, attempt.failures, attempt.deferrals + 1, "deferred",
-                                  backoff=attempt.deferrals + 1)
+                                  backoff=attempt.deferrals + 1, level=attempt.level)
                 return Outcome.DEFERRED
             timeline.mark("claimed")
             async with held_lease(self.repository, image.id, self.worker_id, self.settings.lease_seconds):
-                return await self._enhance_and_store(claimed, batch, record, timeline)
+                return await self._enhance_and_store(claimed, batch, record, timeline, attempt.level)
         except _LostClaim:
             return Outcome.LOST_CLAIM
         except asyncio.CancelledError:
@@ -196,7 +200,8 @@ class ImagePipeline:
     # -- the steps -------------------------------------------------------------------------
 
     async def _enhance_and_store(
-        self, image: ImageRecord, batch: BatchRecord, record: ObjectCreated, timeline: Timeline
+        self, image: ImageRecord, batch: BatchRecord, record: ObjectCreated, timeline: Timeline,
+        level: str | None = None,
     ) -> Outcome:
         if record.size > self.settings.max_file_bytes:
             raise PermanentFailure(
@@ -208,6 +213,9 @@ class ImagePipeline:
             )
         timeline.mark("fetched")
         options = EnhanceOptions.from_metadata(source.metadata, base=EnhanceOptions.from_dict(batch.options or {}))
+        if level is not None and options.quality.value != level:
+            # Routed once: the queue it came from decides (a manifest may have changed since).
+            options = dataclasses.replace(options, quality=Quality(level))
         result_key = await self.repository.reserve_output_key(
             image.id, self.worker_id, result_key_candidates(record.batch_id, record.name, options)
         )
@@ -286,14 +294,14 @@ class ImagePipeline:
             # The service's condition, not the image's: wait it out without spending an attempt.
             waits = attempt.deferrals + 1
             log.warning("%s/%s: %s, waiting (%d): %s", record.bucket, record.key, failure.code, waits, failure.reason)
-            await self._later(record, attempt.failures, waits, failure.code, backoff=waits)
+            await self._later(record, attempt.failures, waits, failure.code, backoff=waits, level=attempt.level)
             return Outcome.RETRY
         failures = attempt.failures + 1
         log.warning("%s/%s: transient failure %d (%s): %s", record.bucket, record.key, failures, failure.code,
                     failure.reason, exc_info=failure.code == "internal_error")
         if self.policy.exhausted(failures):
             return await self._give_up(record, failures, failure)
-        await self._later(record, failures, attempt.deferrals, failure.code, backoff=failures)
+        await self._later(record, failures, attempt.deferrals, failure.code, backoff=failures, level=attempt.level)
         return Outcome.RETRY
 
     async def _give_up(self, record: ObjectCreated, failures: int, failure: Failure) -> Outcome:
@@ -322,7 +330,8 @@ class ImagePipeline:
     # -- helpers ---------------------------------------------------------------------------
 
     async def _later(
-        self, record: ObjectCreated, failures: int, deferrals: int, reason: str, *, backoff: int
+        self, record: ObjectCreated, failures: int, deferrals: int, reason: str, *, backoff: int,
+        level: str | None = None,
     ) -> None:
         """Re-announce through a delay queue after the back-off for the ``backoff``-th wait."""
         delay = self.policy.delay_ms(max(backoff, 1))
@@ -330,7 +339,7 @@ class ImagePipeline:
             record.bucket, record.key, record.etag, record.size, record.event_time, record.event_name,
             source="photoenhance:retry",
         )
-        await self.publisher.later(body, delay, attempt=failures, deferrals=deferrals)
+        await self.publisher.later(body, delay, attempt=failures, deferrals=deferrals, level=level)
         self.metrics.retried.labels(reason).inc()
 
     async def _release(self, image_id: int) -> None:

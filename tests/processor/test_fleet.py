@@ -4,17 +4,26 @@ its own queue, consumed only by the workers serving that level."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+import aio_pika
 import pytest
 
 from db.connection import Database
+from db.repository import Repository
 from db.workers import WorkerRegistry
+from photoenhance.contracts.options import Quality
+from photoenhance.contracts.states import ImageState
 from photoenhance.settings import Settings
-from tests.support.processor import REPO, running_worker
+from photoenhance.topology import level_queue_name
+from tests.support.processor import REPO, eventually, free_port, image_bytes, put_async, running_worker
 
 
 def workers_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -55,3 +64,149 @@ async def test_the_heartbeat_refreshes_the_row(
         await asyncio.sleep(1.0)
         [later] = await registry.live()
     assert later.last_beat_at > first.last_beat_at and later.started_at == first.started_at
+
+
+# -- a queue per level -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def network_engine(random_weights_dir: Path) -> Iterator[Any]:
+    """An engine serving balanced and best, with random weights in the real file formats."""
+    from processor.engine import Engine
+
+    settings = Settings(weights_dir=random_weights_dir, allow_custom_weights=True, device="cpu")
+    engine = Engine.load(settings, qualities=[Quality.BALANCED, Quality.BEST])
+    yield engine
+    engine.close()
+
+
+def as_worker(settings: Settings, *levels: str) -> Settings:
+    """The test's settings for a worker serving ``levels`` (a health port of its own)."""
+    return settings.replace(processor_qualities=levels, processor_port=free_port())
+
+
+async def queue_depth(settings: Settings, level: str) -> int:
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(level_queue_name(settings, level), passive=True)
+        return queue.declaration_result.message_count
+    finally:
+        await connection.close()
+
+
+@pytest.mark.objectstore
+async def test_each_image_goes_to_a_worker_of_its_level_once(
+    processor_settings: Settings, repository: Repository, fast_engine, network_engine
+) -> None:
+    """A fast-only and a balanced-only worker on one batch whose images ask for levels by metadata."""
+    batch_id = "levels-mixed"
+    wanted = {f"{batch_id}/f{i}.jpg": "fast" for i in range(5)} | {f"{batch_id}/b{i}.jpg": "balanced" for i in range(2)}
+    fast = as_worker(processor_settings, "fast")
+    balanced = as_worker(processor_settings, "balanced")
+    async with running_worker(fast, fast_engine, "fast-only"), running_worker(balanced, network_engine, "balanced-only"):
+        for i, (key, level) in enumerate(sorted(wanted.items())):
+            await put_async(processor_settings, key, image_bytes(48, 32, seed=i), {"photoenhance-quality": level})
+        images = await eventually(lambda: final_images(repository, batch_id, len(wanted)))
+    by_worker = collections.Counter()
+    for image in images:
+        level = wanted[image.key]
+        assert image.state is ImageState.COMPLETED, (image.key, image.code, image.reason)
+        assert image.level == level and image.attempts == 1, (image.key, image.level, image.attempts)
+        assert image.report["worker"] == f"{level}-only"
+        by_worker[image.report["worker"]] += 1
+    assert by_worker == {"fast-only": 5, "balanced-only": 2}
+    batch = await repository.get_batch(batch_id)
+    assert (batch.total, batch.completed, batch.failed) == (7, 7, 0)
+
+
+@pytest.mark.objectstore
+async def test_an_image_waits_for_a_worker_of_its_level_then_is_processed(
+    processor_settings: Settings, repository: Repository, database: Database, fast_engine, network_engine
+) -> None:
+    """A best image with only a fast worker running: pending at best, in the best queue once (the
+    reconciler adds no copies); a best worker starts and completes it; counts exact."""
+    from processor.publisher import Publisher
+    from processor.reconciler import Reconciler
+    from processor.storage import Storage
+
+    batch_id = "levels-wait"
+    fast = as_worker(processor_settings, "fast")
+    async with running_worker(fast, fast_engine, "fast-only") as worker:
+        await put_async(processor_settings, f"{batch_id}/quick.jpg", image_bytes(seed=1), {"photoenhance-quality": "fast"})
+        await put_async(processor_settings, f"{batch_id}/best.jpg", image_bytes(seed=2), {"photoenhance-quality": "best"})
+        await eventually(lambda: final_images(repository, batch_id, 1))
+
+        async def waiting() -> Any:
+            snapshot = await repository.batch_snapshot(batch_id)
+            pending = [i for i in snapshot.images if i.state is ImageState.PENDING] if snapshot else []
+            return pending if pending and pending[0].level == "best" else None
+
+        [image] = await eventually(waiting, what="the best image to be registered at its level")
+        assert await queue_depth(processor_settings, "best") == 1
+        reconciler = Reconciler(
+            fast, repository, Storage(fast, worker._executor), worker.pipeline.publisher,
+            served_levels=WorkerRegistry(database, gone_after_s=fast.worker_gone_after_s).served_levels,
+        )
+        report = await reconciler.run_once()
+        assert report.waiting_for_worker == 1 and report.pending_requeued == 0
+        await asyncio.sleep(0.5)
+        assert await queue_depth(processor_settings, "best") == 1
+        batch = await repository.get_batch(batch_id)
+        assert (batch.total, batch.completed, batch.failed) == (2, 1, 0)
+        best = as_worker(processor_settings, "best")
+        async with running_worker(best, network_engine, "best-only"):
+            images = await eventually(lambda: final_images(repository, batch_id, 2))
+    done = {i.name: i for i in images}
+    assert done["best.jpg"].state is ImageState.COMPLETED and done["best.jpg"].report["worker"] == "best-only"
+    assert done["best.jpg"].attempts == 1
+    batch = await repository.get_batch(batch_id)
+    assert (batch.total, batch.completed, batch.failed) == (2, 2, 0)
+    assert all(i.code != "quality_not_loaded" for i in images)
+
+
+@pytest.mark.objectstore
+async def test_an_image_nobody_serves_fails_after_the_level_wait(
+    processor_settings: Settings, repository: Repository, database: Database, fast_engine
+) -> None:
+    from datetime import timedelta
+
+    from db.models import utcnow
+    from processor.reconciler import Reconciler
+    from processor.storage import Storage
+
+    batch_id = "levels-expire"
+    settings = as_worker(processor_settings, "fast").replace(level_wait_max_s=3600)
+    async with running_worker(settings, fast_engine, "fast-only") as worker:
+        await put_async(settings, f"{batch_id}/best.jpg", image_bytes(seed=3), {"photoenhance-quality": "best"})
+
+        async def registered() -> Any:
+            snapshot = await repository.batch_snapshot(batch_id)
+            return snapshot.images if snapshot and snapshot.images else None
+
+        await eventually(registered)
+        later = Reconciler(
+            settings, repository, Storage(settings, worker._executor), worker.pipeline.publisher,
+            clock=lambda: utcnow() + timedelta(seconds=3601),
+            served_levels=WorkerRegistry(database, gone_after_s=settings.worker_gone_after_s).served_levels,
+        )
+        report = await later.run_once()
+    assert report.level_wait_expired == 1
+    [image] = (await repository.batch_snapshot(batch_id)).images
+    assert image.state is ImageState.FAILED and image.code == "quality_not_served"
+    assert "'best'" in image.reason
+
+
+@pytest.mark.objectstore
+async def test_an_unknown_level_fails_at_once_naming_the_valid_ones(
+    processor_settings: Settings, repository: Repository, fast_engine
+) -> None:
+    async with running_worker(processor_settings, fast_engine):
+        await put_async(processor_settings, "levels-bad/a.jpg", image_bytes(), {"photoenhance-quality": "ultra"})
+        [image] = await eventually(lambda: final_images(repository, "levels-bad", 1))
+    assert image.state is ImageState.FAILED and image.code == "bad_options"
+    assert "best, balanced, fast" in image.reason
+
+
+async def final_images(repository: Repository, batch_id: str, n: int) -> Any:
+    snapshot = await repository.batch_snapshot(batch_id)
+    done = [i for i in snapshot.images if i.state.is_final] if snapshot else []
+    return done if len(done) >= n else None

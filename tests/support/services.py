@@ -168,8 +168,11 @@ async def delete_amqp_names(settings: Settings) -> None:
     """Delete the queues and exchanges named in ``settings`` (missing ones are fine)."""
     connection = await aio_pika.connect(settings.amqp_url)
     try:
+        from photoenhance.topology import level_queue_names
+
         names = [
             ("queue", settings.amqp_work_queue),
+            *(("queue", name) for name in level_queue_names(settings)),
             ("queue", settings.amqp_dead_letter_exchange),
             ("exchange", settings.amqp_events_exchange),
             ("exchange", settings.amqp_dead_letter_exchange),

@@ -1,4 +1,5 @@
-"""Workers: each processor worker's row (levels, device, engine version, speeds, heartbeat).
+"""Workers: each processor worker's row (levels, device, engine version, speeds, heartbeat); the
+level each image was routed to.
 
 Revision ID: 0002_fleet
 Revises: 0001
@@ -30,7 +31,11 @@ def upgrade() -> None:
         sa.Column("started_at", UTCDateTime(), nullable=False),
         sa.Column("last_beat_at", UTCDateTime(), nullable=False),
     )
+    with op.batch_alter_table("images") as images:
+        images.add_column(sa.Column("level", sa.String(16), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("images") as images:
+        images.drop_column("level")
     op.drop_table("workers")
