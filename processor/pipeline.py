@@ -36,7 +36,7 @@ from photoenhance.contracts.progress import EventType, ProgressEvent
 from photoenhance.contracts.states import ImageState
 from photoenhance.settings import Settings
 from processor.batches import Batches
-from processor.engine.errors import ImageError
+from processor.engine.errors import ImageError, QualityNotLoaded
 from processor.engine.imageio import decode_image, encode_image
 from processor.engine.records import EnhanceRequest
 from processor.engine.version import ENGINE_VERSION
@@ -98,6 +98,14 @@ class Attempt:
 
 class _LostClaim(Exception):
     """This worker no longer holds the image."""
+
+
+class _NotMyLevel(Exception):
+    """The image's level is not loaded here (it reached this worker unrouted)."""
+
+    def __init__(self, level: str) -> None:
+        super().__init__(level)
+        self.level = level
 
 
 def result_key_candidates(batch_id: str, name: str, options: EnhanceOptions) -> list[str]:
@@ -190,6 +198,17 @@ class ImagePipeline:
                 return await self._enhance_and_store(claimed, batch, record, timeline, attempt.level)
         except _LostClaim:
             return Outcome.LOST_CLAIM
+        except _NotMyLevel as wrong:
+            # Never an ending: hand the image back and queue it where a worker of its level takes it.
+            if claimed is not None:
+                await self._release(claimed.id)
+            await self.publisher.route(
+                notification_body(record.bucket, record.key, record.etag, record.size, record.event_time,
+                                  record.event_name, source="photoenhance:router"),
+                wrong.level, attempt=attempt.failures, deferrals=attempt.deferrals,
+            )
+            self.metrics.retried.labels("not_my_level").inc()
+            return Outcome.RETRY
         except asyncio.CancelledError:
             if holding is not None:  # shutdown past its grace: hand the image back for redelivery
                 await asyncio.shield(self._release(holding))
@@ -233,6 +252,8 @@ class ImagePipeline:
         started = time.perf_counter()
         with self.metrics.step("enhance"):
             enhanced = await self._enhance(EnhanceRequest(decoded, options))
+        if isinstance(enhanced, QualityNotLoaded):
+            raise _NotMyLevel(options.quality.value)
         if isinstance(enhanced, ImageError):
             raise enhanced
         self.speeds.observe(options.quality.value, time.perf_counter() - started, _pixels(decoded))

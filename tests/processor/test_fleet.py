@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timezone
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from photoenhance.contracts.options import Quality
 from photoenhance.contracts.states import ImageState
 from photoenhance.settings import Settings
 from photoenhance.topology import level_queue_name
-from tests.support.processor import REPO, eventually, free_port, image_bytes, put_async, running_worker
+from harness.processor import REPO, eventually, free_port, image_bytes, put_async, running_worker
 
 
 def workers_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -210,3 +211,23 @@ async def final_images(repository: Repository, batch_id: str, n: int) -> Any:
     snapshot = await repository.batch_snapshot(batch_id)
     done = [i for i in snapshot.images if i.state.is_final] if snapshot else []
     return done if len(done) >= n else None
+
+
+@pytest.mark.objectstore
+async def test_an_unrouted_image_of_a_level_not_loaded_is_queued_at_its_level_not_failed(
+    processor_settings: Settings, repository: Repository, fast_engine
+) -> None:
+    """Defence in depth: should an image reach a worker without its level, it is handed back and
+    queued at its level; quality_not_loaded is not an ending."""
+    from photoenhance.contracts.events import notification_body, parse_notification
+    from processor.pipeline import Outcome
+
+    settings = processor_settings.replace(processor_routes=False)  # nobody routes: the test hands it over
+    async with running_worker(settings, fast_engine) as worker:
+        etag = await put_async(settings, "levels-stray/a.jpg", image_bytes(), {"photoenhance-quality": "best"})
+        [record] = parse_notification(notification_body(settings.s3_input_bucket, "levels-stray/a.jpg", etag, 1,
+                                                        datetime.now(timezone.utc)))
+        assert await worker.pipeline.process(record) is Outcome.RETRY
+    [image] = (await repository.batch_snapshot("levels-stray")).images
+    assert image.state is ImageState.PENDING and image.code is None
+    assert await queue_depth(settings, "best") == 1
