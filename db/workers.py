@@ -104,9 +104,9 @@ class WorkerRegistry:
             ).all()
         return [_info(row) for row in rows]
 
-    async def served_levels(self) -> set[str]:
-        """The levels at least one live worker serves."""
-        return {level for worker in await self.live() for level in worker.levels}
+    async def served_levels(self, declared: Iterable[str] = ()) -> set[str]:
+        """The levels at least one live worker serves, plus ``declared`` (``FLEET_LEVELS``)."""
+        return {level for worker in await self.live() for level in worker.levels} | set(declared)
 
 
 def _info(row: Any) -> WorkerInfo:

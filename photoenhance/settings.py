@@ -153,6 +153,16 @@ class Settings:
     worker_gone_after_beats: int = _env(
         "WORKER_GONE_AFTER_BEATS", 3, "Missed heartbeats after which a worker counts as gone (its levels no longer served)."
     )
+    fleet_levels: tuple[str, ...] = _env(
+        "FLEET_LEVELS",
+        (),
+        "Levels the deployment serves even while no worker of them runs (scale to zero); with live workers' levels, what `auto` chooses from.",
+    )
+    default_quality: str = _env(
+        "DEFAULT_QUALITY",
+        "auto",
+        "Level of a batch that names none (direct uploads without manifest or metadata): `auto` (best served when the batch is created) or a level.",
+    )
     processor_routes: bool = _env(
         "PROCESSOR_ROUTES",
         True,

@@ -23,6 +23,7 @@ from aio_pika.abc import AbstractRobustConnection
 from db.connection import Database
 from db.repository import Repository
 from db.workers import WorkerRegistry
+from photoenhance.contracts.levels import pick_level
 from photoenhance.contracts.options import Quality
 from photoenhance.settings import Settings
 from processor.consumer import Consumer, SharedWindow
@@ -123,6 +124,7 @@ class Worker:
         self.reconciler = Reconciler(
             settings, repository, storage, publisher, served_levels=self.registry.served_levels
         )
+        self.pipeline.batches.default_level = self._default_level
         self.router = Router(self.pipeline)
         window = SharedWindow(settings.prefetch)
         self._work = [
@@ -165,6 +167,13 @@ class Worker:
             f" and routing {settings.amqp_work_queue}" if settings.processor_routes else "", settings.prefetch,
             settings.processor_host, self.health.port,
         )
+
+    async def _default_level(self) -> str:
+        """``DEFAULT_QUALITY`` for a batch created now (``auto``: the best level served)."""
+        served = await self.registry.served_levels(self.settings.fleet_levels)
+        level, why = pick_level(self.settings.default_quality, served)
+        log.info("new direct batch at %s: %s", level.value, why)
+        return level.value
 
     def status(self) -> dict[str, Any]:
         """What ``/healthz`` reports."""

@@ -20,6 +20,7 @@ __all__ = [
     "LEVELS_BEST_FIRST",
     "best_served",
     "level_names",
+    "pick_level",
     "resolve_level",
 ]
 
@@ -55,3 +56,26 @@ def resolve_level(batch_options: Mapping[str, Any] | None, metadata: Mapping[str
             raise OptionsError(f"{exc}; valid levels: {level_names()}") from exc
         raise
     return options.quality
+
+
+def pick_level(wanted: str, served: Iterable[str]) -> tuple[Quality, str]:
+    """The level for ``wanted`` (``auto`` or a level's name) given the levels ``served``, and why,
+    in words for the person who asked. ``auto`` is the best level served, or
+    :data:`FALLBACK_LEVEL` when nothing is served (nor declared in ``FLEET_LEVELS``).
+
+    Raises :class:`OptionsError` for a name that is no level.
+    """
+    served = set(served)
+    if wanted != AUTO:
+        try:
+            return Quality(wanted), f"{wanted!r} was asked for"
+        except ValueError as exc:
+            raise OptionsError(f"unknown quality level {wanted!r}; valid levels: {AUTO}, {level_names()}") from exc
+    best = best_served(served)
+    if best is None:
+        return FALLBACK_LEVEL, (
+            f"no live worker serves a level and FLEET_LEVELS declares none, so auto is {FALLBACK_LEVEL.value!r}, "
+            "which every worker can run"
+        )
+    listed = ", ".join(q.value for q in LEVELS_BEST_FIRST if q.value in served)
+    return best, f"auto: the best level served now (served: {listed})"

@@ -231,3 +231,32 @@ async def test_an_unrouted_image_of_a_level_not_loaded_is_queued_at_its_level_no
     [image] = (await repository.batch_snapshot("levels-stray")).images
     assert image.state is ImageState.PENDING and image.code is None
     assert await queue_depth(settings, "best") == 1
+
+
+@pytest.mark.objectstore
+async def test_a_direct_upload_without_a_level_gets_the_best_served_recorded_on_its_batch(
+    processor_settings: Settings, repository: Repository, fast_engine
+) -> None:
+    async with running_worker(processor_settings, fast_engine):
+        await put_async(processor_settings, "levels-auto/a.jpg", image_bytes())
+        [image] = await eventually(lambda: final_images(repository, "levels-auto", 1))
+    assert image.state is ImageState.COMPLETED and image.level == "fast"
+    assert (await repository.get_batch("levels-auto")).options == {"quality": "fast"}
+
+
+@pytest.mark.objectstore
+async def test_a_declared_level_counts_as_served_for_auto(
+    processor_settings: Settings, repository: Repository, fast_engine
+) -> None:
+    """FLEET_LEVELS=best (a scale-to-zero best deployment): auto picks best, and the image waits."""
+    settings = processor_settings.replace(fleet_levels=("best",))
+    async with running_worker(settings, fast_engine):
+        await put_async(settings, "levels-declared/a.jpg", image_bytes())
+
+        async def routed() -> Any:
+            snapshot = await repository.batch_snapshot("levels-declared")
+            return snapshot.images if snapshot and snapshot.images and snapshot.images[0].level else None
+
+        [image] = await eventually(routed)
+    assert image.state is ImageState.PENDING and image.level == "best"
+    assert (await repository.get_batch("levels-declared")).options == {"quality": "best"}
