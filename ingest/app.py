@@ -25,6 +25,7 @@ from ingest.context import CONTEXT, IngestContext
 from ingest.errors import error_middleware
 from ingest.handlers.archive import get_archive
 from ingest.handlers.batches import create_batch, get_batch, retry_batch
+from ingest.handlers.capabilities import get_capabilities
 from ingest.openapi import openapi_document
 from ingest.presign import Presigner
 from ingest.publisher import EventPublisher
@@ -62,6 +63,7 @@ def create_app(
     app.router.add_get("/api/v1/batches/{batch_id}", get_batch)
     app.router.add_get("/api/v1/batches/{batch_id}/archive", get_archive)
     app.router.add_post("/api/v1/batches/{batch_id}/retry", retry_batch)
+    app.router.add_get("/api/v1/capabilities", get_capabilities)
     app.router.add_get("/api/v1/openapi.json", _openapi)
     app.router.add_get("/healthz", _healthz)
     if web_dir is not None and (web_dir / "index.html").is_file():

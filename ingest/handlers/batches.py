@@ -13,6 +13,7 @@ from db.repository import DeclaredFile
 from ingest.auth import readable_batch, require_creator
 from ingest.context import CONTEXT, IngestContext
 from ingest.errors import ApiError
+from ingest.fleet import batch_options, live_levels, mark_waiting
 from ingest.ids import new_ulid
 from ingest.presign import Upload
 from ingest.publisher import BrokerUnavailable
@@ -40,10 +41,11 @@ async def create_batch(request: web.Request) -> web.Response:
     # Signing is local computation; do it before the batch exists so a failure leaves nothing.
     uploads = [_sign(ctx, batch_id, f, req.upload) for f in req.files]
     expires_at = ctx.presigner.expires_at()
+    options, level_reason = await batch_options(ctx, req)
     await ctx.repository.create_batch(
         batch_id,
         input_bucket=ctx.settings.s3_input_bucket,
-        options=req.options.to_dict(),
+        options=options.to_dict(),
         source="api",
         expected_count=len(req.files),
         token_hash=token_hash,
@@ -55,7 +57,8 @@ async def create_batch(request: web.Request) -> web.Response:
         "token": token,
         "state": "open",
         "expected_count": len(req.files),
-        "options": req.options.to_dict(),
+        "options": options.to_dict(),
+        "level": {"chosen": options.quality.value, "reason": level_reason},
         "expires_at": expires_at.isoformat().replace("+00:00", "Z"),
         "uploads": [
             {
@@ -89,6 +92,7 @@ async def get_batch(request: web.Request) -> web.Response:
     for image in by_name.values():  # uploaded without being declared (direct S3 uploads)
         entries.append(_image_entry(ctx, image.name, image.name, image))
     awaiting = sum(1 for e in entries if e["state"] == AWAITING_UPLOAD)
+    waiting = mark_waiting(entries, {i.name: i for i in images}, await live_levels(ctx))
     body = {
         "batch_id": batch.id,
         "state": batch.state.value,
@@ -98,6 +102,7 @@ async def get_batch(request: web.Request) -> web.Response:
             "expected": batch.expected_count,
             "uploaded": batch.total,
             "awaiting_upload": awaiting,
+            "waiting_for_worker": waiting,
             "pending": batch.total - batch.completed - batch.failed,
             "completed": batch.completed,
             "failed": batch.failed,

@@ -237,8 +237,9 @@ async def test_an_unrouted_image_of_a_level_not_loaded_is_queued_at_its_level_no
 async def test_a_direct_upload_without_a_level_gets_the_best_served_recorded_on_its_batch(
     processor_settings: Settings, repository: Repository, fast_engine
 ) -> None:
-    async with running_worker(processor_settings, fast_engine):
-        await put_async(processor_settings, "levels-auto/a.jpg", image_bytes())
+    settings = processor_settings.replace(fleet_levels=())
+    async with running_worker(settings, fast_engine):
+        await put_async(settings, "levels-auto/a.jpg", image_bytes())
         [image] = await eventually(lambda: final_images(repository, "levels-auto", 1))
     assert image.state is ImageState.COMPLETED and image.level == "fast"
     assert (await repository.get_batch("levels-auto")).options == {"quality": "fast"}
