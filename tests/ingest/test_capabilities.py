@@ -92,3 +92,15 @@ async def test_a_pending_image_of_an_unserved_level_shows_waiting_for_worker(set
     assert images["a.jpg"]["reason"] == "waiting for a worker that serves best"
     assert images["b.jpg"]["state"] == "pending" and images["b.jpg"]["level"] == "fast"
     assert body["counts"]["waiting_for_worker"] == 1 and body["counts"]["pending"] == 2
+
+
+async def test_the_cli_auto_level_is_the_best_served(settings: Settings, start_ingest) -> None:
+    import asyncio
+
+    from client.levels import auto_level
+
+    settings = settings.replace(fleet_levels=())
+    ingest = await start_ingest(settings)
+    await beat(ingest.repository, settings, "gpu-1", ["balanced", "fast"], {"balanced": 12.5})
+    level, why = await asyncio.to_thread(auto_level, ingest.url(""))
+    assert level == "balanced" and "best level served" in why and "12.5 s per megapixel" in why
