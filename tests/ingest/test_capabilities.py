@@ -104,3 +104,30 @@ async def test_the_cli_auto_level_is_the_best_served(settings: Settings, start_i
     await beat(ingest.repository, settings, "gpu-1", ["balanced", "fast"], {"balanced": 12.5})
     level, why = await asyncio.to_thread(auto_level, ingest.url(""))
     assert level == "balanced" and "best level served" in why and "12.5 s per megapixel" in why
+
+
+async def test_the_page_offers_only_served_levels_and_preselects_the_best_served(
+    settings: Settings, start_ingest
+) -> None:
+    """Real Chromium on the real page, over a real ingest and database; the fleet is one beat."""
+    from playwright.async_api import async_playwright, expect
+
+    from tests.web.test_page import CHROMIUM, CHROMIUM_ARGS
+
+    settings = settings.replace(fleet_levels=())
+    ingest = await start_ingest(settings)
+    await beat(ingest.repository, settings, "cpu-1", ["balanced", "fast"])
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            await page.goto(ingest.url("/"))
+            quality = page.get_by_label("Quality")
+            await expect(quality).to_have_value("balanced")
+            best = page.locator('#quality option[value="best"]')
+            await expect(best).to_be_disabled()
+            assert "not available now" in await best.text_content()
+            assert "FLEET_LEVELS" in (await best.get_attribute("title"))
+            await expect(page.locator('#quality option[value="fast"]')).to_be_enabled()
+        finally:
+            await browser.close()
