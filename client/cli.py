@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+from client.levels import auto_level
 from client.enhance import Enhancer, Job, RunAborted
 from client.interrupt import cancel_batches, should_cancel
 from client.report import Reporter
@@ -43,8 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="photos, or folders of photos (JPEG, PNG, WebP, HEIC, AVIF)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the results (and the resume state)")
     parser.add_argument(
-        "--quality", choices=[q.value for q in Quality], default=Quality.BEST.value,
-        help="best: restore faces and upscale; balanced: upscale only; fast: resize only (default: best)",
+        "--quality", choices=["auto", *(q.value for q in Quality)], default="auto",
+        help="best: restore faces and upscale; balanced: upscale only; fast: resize only; "
+        "auto: the best level the server's workers serve now (default: auto)",
     )
     parser.add_argument("--upscale", type=float, default=2.0, metavar="N", help="output size relative to the input, 1 to 4 (default: 2)")
     parser.add_argument(
@@ -76,9 +78,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run the command; returns the exit status."""
+    server = args.server or f"http://{settings.ingest_host}:{settings.ingest_port}"
+    quality = args.quality
+    if quality == "auto":
+        try:
+            quality, why = auto_level(server)
+            print(f"quality: {quality} ({why})", file=sys.stderr)
+        except (OSError, KeyError, ValueError):
+            # The server cannot be asked: nothing will be enhanced in this run, and the run says
+            # why in its own words (unreachable server, missing files); the level is moot.
+            quality = Quality.BEST.value
     try:
         options = EnhanceOptions.from_dict({
-            "quality": args.quality, "upscale": args.upscale,
+            "quality": quality, "upscale": args.upscale,
             "output_format": getattr(args, "output_format", "auto"), "keep_gps": getattr(args, "keep_gps", False),
         }).to_dict()
     except OptionsError as exc:
@@ -91,7 +103,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         paths=list(args.paths),
         out=args.out,
         options=options,
-        server=args.server or f"http://{settings.ingest_host}:{settings.ingest_port}",
+        server=server,
         direct=args.direct,
         api_key=args.api_key or (settings.api_keys[0] if settings.api_keys else None),
         webhook=_webhook(args),

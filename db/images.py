@@ -64,6 +64,10 @@ class ImageOperations(EventLog):
             batch = await self._lock_batch(conn, version.batch_id)
             existing = await self._find_version(conn, version.bucket, version.key, version.etag)
             if existing is not None:
+                if version.level is not None and existing.level != version.level and not existing.state.is_final:
+                    # Routed (again) at a level: the level it now waits in is what its status says.
+                    await conn.execute(update(Image).where(Image.id == existing.id).values(level=version.level))
+                    existing = await self._load_image(conn, existing.id)
                 return Registration(image=existing, created=False)
             now = self._now()
             if batch.state in (BatchState.CANCELLING, BatchState.CANCELLED):
@@ -103,6 +107,7 @@ class ImageOperations(EventLog):
                         uploaded_at=version.uploaded_at,
                         created_at=now,
                         updated_at=now,
+                        level=version.level,
                     )
                     .returning(Image.id)
                 )

@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = ["Base", "Batch", "BatchFile", "Event", "Image", "RateCounter", "UTCDateTime", "WebhookDelivery",
-           "WebhookSubscription", "utcnow"]
+           "WebhookSubscription", "WorkerRow", "utcnow"]
 
 #: A 64-bit id on PostgreSQL; SQLite only auto-increments a column declared INTEGER.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -188,6 +188,8 @@ class Image(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: The quality level the router queued it at (None: registered before routing existed).
+    level: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class Event(Base):
@@ -204,3 +206,23 @@ class Event(Base):
     #: The event as the contract's ``ProgressEvent.to_dict`` writes it.
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WorkerRow(Base):
+    """A live processor worker and what it serves, kept up to date by its heartbeat
+    (:mod:`processor.heartbeat`); removed when the worker stops cleanly."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    #: Quality levels the worker serves, e.g. ``["balanced", "fast"]``.
+    levels: Mapped[list[str]] = mapped_column(JSON)
+    #: ``cpu``, ``cuda:0`` ...
+    device: Mapped[str] = mapped_column(String(32))
+    #: What the device is (``NVIDIA H200``, the CPU's model name).
+    device_name: Mapped[str] = mapped_column(String(255))
+    engine_version: Mapped[str] = mapped_column(String(64))
+    #: Measured seconds per input megapixel, per level (``{"fast": 0.02}``); empty until measured.
+    speeds: Mapped[dict[str, float]] = mapped_column(JSON)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_beat_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -71,6 +71,8 @@ class ImageRecord:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    #: The quality level it was queued at, once routed.
+    level: str | None = None
 
     def progress(self) -> ImageProgress:
         """The image as a progress event describes it."""
@@ -95,6 +97,8 @@ class ImageVersion:
     etag: str
     size: int
     uploaded_at: datetime | None = None
+    #: The quality level it is queued at (the router knows it; the pipeline registers without).
+    level: str | None = None
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,8 @@ class ImageStatus:
     reason: str | None
     code: str | None
     output_key: str | None
+    #: The quality level it was routed to (None before routing).
+    level: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class StatusPage:
     awaiting_upload: int
     #: Whether entries follow the last one of this page.
     more: bool
+    #: Pending images of the whole batch by the level they are queued at.
+    pending_by_level: dict[str, int]
 
 
 class StatusPages:
@@ -71,11 +75,15 @@ class StatusPages:
             declared = await _declared_after(conn, batch_id, after, limit + 1)
             images = await _images_after(conn, batch_id, after, limit + 1)
             awaiting = await _awaiting_upload(conn, batch_id)
+            pending = await _pending_by_level(conn, batch_id)
         by_name_declared = {f.name: f for f in declared}
         by_name_image = {image.name: image for image in images}  # later versions win, as ordered
         names = sorted(by_name_declared.keys() | by_name_image.keys())
         entries = [(name, by_name_declared.get(name), by_name_image.get(name)) for name in names[:limit]]
-        return StatusPage(batch=batch_record(row), entries=entries, awaiting_upload=awaiting, more=len(names) > limit)
+        return StatusPage(
+            batch=batch_record(row), entries=entries, awaiting_upload=awaiting, more=len(names) > limit,
+            pending_by_level=pending,
+        )
 
 
 def _by_code_point(conn: AsyncConnection, column: ColumnElement[str]) -> ColumnElement[str]:
@@ -95,13 +103,22 @@ async def _declared_after(conn: AsyncConnection, batch_id: str, after: str | Non
 
 async def _images_after(conn: AsyncConnection, batch_id: str, after: str | None, limit: int) -> list[ImageStatus]:
     name = _by_code_point(conn, Image.name)
-    query = select(Image.name, Image.state, Image.size, Image.reason, Image.code, Image.output_key).where(
+    query = select(Image.name, Image.state, Image.size, Image.reason, Image.code, Image.output_key, Image.level).where(
         Image.batch_id == batch_id, Image.state != ImageState.SUPERSEDED.value
     )
     if after is not None:
         query = query.where(name > after)
     rows = (await conn.execute(query.order_by(name, Image.id).limit(limit))).all()
-    return [ImageStatus(r.name, ImageState(r.state), r.size, r.reason, r.code, r.output_key) for r in rows]
+    return [ImageStatus(r.name, ImageState(r.state), r.size, r.reason, r.code, r.output_key, r.level) for r in rows]
+
+
+async def _pending_by_level(conn: AsyncConnection, batch_id: str) -> dict[str, int]:
+    query = (
+        select(Image.level, func.count())
+        .where(Image.batch_id == batch_id, Image.state == ImageState.PENDING.value, Image.level.is_not(None))
+        .group_by(Image.level)
+    )
+    return {level: int(n) for level, n in (await conn.execute(query)).all()}
 
 
 async def _awaiting_upload(conn: AsyncConnection, batch_id: str) -> int:

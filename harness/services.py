@@ -159,6 +159,10 @@ def settings(amqp_url: str, database_url: str, tmp_path: Path) -> Iterator[Setti
         amqp_progress_exchange=f"{tag}.progress",
         database_url=database_url,
         weights_dir=tmp_path / "weights",
+        # Every level counts as served (declared, as a scale-to-zero deployment does), so tests
+        # that create batches without running workers may ask for any level; the fleet's own
+        # tests (tests/processor/test_fleet.py, tests/ingest/test_capabilities.py) set their own.
+        fleet_levels=("fast", "balanced", "best"),
     )
     yield test_settings
     asyncio.run(delete_amqp_names(test_settings))
@@ -168,8 +172,11 @@ async def delete_amqp_names(settings: Settings) -> None:
     """Delete the queues and exchanges named in ``settings`` (missing ones are fine)."""
     connection = await aio_pika.connect(settings.amqp_url)
     try:
+        from photoenhance.topology import level_queue_names
+
         names = [
             ("queue", settings.amqp_work_queue),
+            *(("queue", name) for name in level_queue_names(settings)),
             ("queue", settings.amqp_dead_letter_exchange),
             ("exchange", settings.amqp_events_exchange),
             ("exchange", settings.amqp_dead_letter_exchange),

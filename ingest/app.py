@@ -30,6 +30,7 @@ from ingest.handlers.archive import get_archive
 from ingest.handlers.batches import create_batch, get_batch, retry_batch
 from ingest.handlers.cancel import cancel_batch
 from ingest.handlers.deliveries import get_deliveries
+from ingest.handlers.capabilities import get_capabilities
 from ingest.openapi import openapi_document
 from ingest.presign import Presigner
 from ingest.publisher import EventPublisher
@@ -72,6 +73,7 @@ def create_app(
     app.router.add_post("/api/v1/batches/{batch_id}/retry", retry_batch)
     app.router.add_post("/api/v1/batches/{batch_id}/cancel", cancel_batch)
     app.router.add_get("/api/v1/batches/{batch_id}/deliveries", get_deliveries)
+    app.router.add_get("/api/v1/capabilities", get_capabilities)
     app.router.add_get("/api/v1/openapi.json", _openapi)
     app.router.add_get("/healthz", _healthz)
     if web_dir is not None and (web_dir / "index.html").is_file():

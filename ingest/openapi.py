@@ -29,6 +29,8 @@ ERROR_CODES: dict[str, str] = {
     "invalid_name": "A name that is empty, too long, or holds control characters, slashes, quotes or <>:|?*.",
     "unsupported_content_type": "A content type other than " + ", ".join(ACCEPTED_CONTENT_TYPES) + ".",
     "invalid_options": "Unknown or out-of-range enhancement options.",
+    "quality_not_served": "No live worker serves the quality level asked for, nor does FLEET_LEVELS declare it; "
+    "the message lists the served levels. Send wait_for_level: true to let the images wait.",
     "invalid_upload_method": "upload is neither post nor put, or put while INGEST_ALLOW_PUT_UPLOADS is off.",
     "api_key_required": "INGEST_REQUIRE_API_KEY is on and no API key was given.",
     "batch_not_found": "No such batch, or the credential may not read it (the two are not told apart).",
@@ -118,9 +120,10 @@ _IMAGE = {
         "original_name": {"type": "string"},
         "state": {
             "type": "string",
-            "enum": ["awaiting_upload", "pending", "processing", "completed", "failed", "cancelled"],
+            "enum": ["awaiting_upload", "pending", "waiting_for_worker", "processing", "completed", "failed", "cancelled"],
         },
         "size": {"type": ["integer", "null"]},
+        "level": {"type": "string", "description": "The quality level it is queued at"},
         "reason": {"type": ["string", "null"]},
         "code": {"type": ["string", "null"]},
         "result": {
@@ -128,6 +131,45 @@ _IMAGE = {
             "required": ["key", "url"],
             "properties": {"key": {"type": "string"}, "url": {"type": "string", "format": "uri"}},
         },
+    },
+}
+
+
+#: ``GET /api/v1/capabilities`` (built by :mod:`ingest.fleet`).
+CAPABILITIES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["levels", "default_level", "default_reason", "upscale", "formats", "limits"],
+    "properties": {
+        "levels": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["level", "served", "workers", "devices", "seconds_per_megapixel"],
+                "properties": {
+                    "level": {"type": "string", "enum": ["best", "balanced", "fast"]},
+                    "served": {"type": "boolean", "description": "A live worker serves it, or FLEET_LEVELS declares it"},
+                    "workers": {"type": "integer", "description": "Live workers serving it"},
+                    "declared": {"type": "boolean"},
+                    "devices": {"type": "array", "items": {"type": "string"}},
+                    "engine_versions": {"type": "array", "items": {"type": "string"}},
+                    "seconds_per_megapixel": {
+                        "type": ["number", "null"],
+                        "description": "Median of the live workers' measured enhancement time per input megapixel",
+                    },
+                    "why_not": {"type": "string"},
+                },
+            },
+        },
+        "default_level": {"type": "string", "description": "What auto chooses now"},
+        "default_reason": {"type": "string"},
+        "valid_levels": {"type": "array", "items": {"type": "string"}},
+        "upscale": {"type": "object", "properties": {"min": {"type": "number"}, "max": {"type": "number"},
+                                                     "default": {"type": "number"}}},
+        "formats": {"type": "object", "properties": {"input": {"type": "array", "items": {"type": "string"}},
+                                                     "output": {"type": "array", "items": {"type": "string"}}}},
+        "limits": {"type": "object", "properties": {"max_file_bytes": {"type": "integer"},
+                                                    "max_input_pixels": {"type": "integer"},
+                                                    "max_files_per_batch": {"type": "integer"}}},
     },
 }
 
@@ -157,6 +199,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
             },
         },
+        "Capabilities": CAPABILITIES_SCHEMA,
         "RetryResponse": {
             "type": "object",
             "required": ["batch_id", "retried", "announced"],
@@ -215,12 +258,20 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "requestBody": _json_body("CreateBatchRequest"),
                     "responses": {
                         "201": _json_response("Batch created; the token is shown only here", "CreateBatchResponse"),
-                        **_errors("400", "401", "413", "415"),
+                        **_errors("400", "401", "409", "413", "415"),
                         "429": {
                             **_json_response("Over a quota; retry after `Retry-After` seconds", "Error"),
                             "headers": {"Retry-After": {"schema": {"type": "integer"}}},
                         },
                     },
+                }
+            },
+            "/api/v1/capabilities": {
+                "get": {
+                    "operationId": "getCapabilities",
+                    "summary": "Quality levels served now (workers, devices, seconds per megapixel), the default level, "
+                    "upscale range, accepted formats and size limits",
+                    "responses": {"200": _json_response("What the fleet serves now", "Capabilities")},
                 }
             },
             "/api/v1/batches/{batch_id}": {
@@ -352,6 +403,12 @@ def _create_request(settings: Settings) -> dict[str, Any]:
                     },
                 },
             },
+            "wait_for_level": {
+                "type": "boolean",
+                "default": False,
+                "description": "Accept a quality level no worker serves now (else 409 quality_not_served); "
+                "the images wait for a worker of it",
+            },
         },
     }
 
@@ -366,6 +423,11 @@ def _create_response() -> dict[str, Any]:
             "state": {"type": "string", "enum": ["open"]},
             "expected_count": {"type": "integer"},
             "options": {"type": "object"},
+            "level": {
+                "type": "object",
+                "description": "The quality level the batch runs at and why (auto: the best served at creation)",
+                "properties": {"chosen": {"type": "string"}, "reason": {"type": "string"}},
+            },
             "expires_at": {"type": "string", "format": "date-time", "description": "When the uploads stop working"},
             "uploads": {"type": "array", "items": {"$ref": "#/components/schemas/Upload"}},
             "progress": {"$ref": "#/components/schemas/Progress"},
@@ -380,7 +442,7 @@ def _create_response() -> dict[str, Any]:
 
 
 def _status() -> dict[str, Any]:
-    counts = ["expected", "uploaded", "awaiting_upload", "pending", "completed", "failed", "cancelled"]
+    counts = ["expected", "uploaded", "awaiting_upload", "waiting_for_worker", "pending", "completed", "failed", "cancelled"]
     return {
         "type": "object",
         "required": ["batch_id", "state", "counts", "images", "next", "progress", "links"],

@@ -30,7 +30,7 @@ _CONTENT_TYPE_ALIASES = CONTENT_TYPE_ALIASES
 #: ``x-amz-acl: public-read`` (tests/security/test_presigned_uploads.py shows both on Ceph RGW).
 UPLOAD_METHODS = ("post", "put")
 
-_TOP_LEVEL_FIELDS = frozenset({"files", "options", "upload", "webhook"})
+_TOP_LEVEL_FIELDS = frozenset({"files", "options", "upload", "wait_for_level", "webhook"})
 _FILE_FIELDS = frozenset({"name", "size", "content_type"})
 
 
@@ -53,6 +53,10 @@ class CreateBatch:
     upload: str
     #: The ``webhook`` field as sent (checked by :mod:`ingest.webhook_request`), or None.
     webhook: Any = None
+    #: The level asked for (``options.quality``), or ``auto`` when the request named none.
+    level: str = "auto"
+    #: Accept a level no worker serves now; its images wait for one.
+    wait_for_level: bool = False
 
 
 def parse_create_request(body: bytes, settings: Settings) -> CreateBatch:
@@ -64,10 +68,19 @@ def parse_create_request(body: bytes, settings: Settings) -> CreateBatch:
     if unknown:
         raise ApiError(400, "unknown_field", f"unknown field(s): {', '.join(unknown)}", field=unknown[0])
 
+    raw_options = doc.get("options")
+    level = "auto"
+    if isinstance(raw_options, dict) and "quality" in raw_options:
+        level = raw_options["quality"]
+        # ``auto`` (or nothing) is resolved against the fleet when the batch is created.
+        raw_options = {k: v for k, v in raw_options.items() if k != "quality" or v != "auto"}
     try:
-        options = EnhanceOptions.from_dict(doc.get("options"))
+        options = EnhanceOptions.from_dict(raw_options)
     except OptionsError as exc:
         raise ApiError(400, "invalid_options", str(exc), field="options") from exc
+    wait_for_level = doc.get("wait_for_level", False)
+    if not isinstance(wait_for_level, bool):
+        raise ApiError(400, "invalid_request", "wait_for_level must be true or false", field="wait_for_level")
 
     upload = doc.get("upload", "post")
     if upload not in UPLOAD_METHODS:
@@ -101,7 +114,10 @@ def parse_create_request(body: bytes, settings: Settings) -> CreateBatch:
         DeclaredUpload(original_name=original, name=safe, size=size, content_type=ctype)
         for (original, size, ctype), safe in zip(checked, names, strict=True)
     ]
-    return CreateBatch(files=declared, options=options, upload=upload, webhook=doc.get("webhook"))
+    return CreateBatch(
+        files=declared, options=options, upload=upload, webhook=doc.get("webhook"),
+        level=level if isinstance(level, str) else "auto", wait_for_level=wait_for_level,
+    )
 
 
 def _check_file(index: int, entry: Any, settings: Settings) -> tuple[str, int, str]:

@@ -74,7 +74,9 @@ class Settings:
         "Routing key of the notifications (the RGW topic name; MinIO's ROUTING_KEY).",
     )
     amqp_work_queue: str = _env(
-        "AMQP_WORK_QUEUE", "photoenhance.work", "Durable quorum queue the processors consume."
+        "AMQP_WORK_QUEUE",
+        "photoenhance.work",
+        "Durable quorum queue of the announcements, routed by the workers to the level queues `<name>.level.<level>`.",
     )
     amqp_dead_letter_exchange: str = _env(
         "AMQP_DEAD_LETTER_EXCHANGE",
@@ -158,6 +160,27 @@ class Settings:
         ("fast", "balanced", "best"),
         "Quality levels a worker serves; start-up fails naming any missing weight file.",
     )
+    worker_beat_s: float = _env(
+        "WORKER_BEAT_S", 5.0, "Seconds between a worker's heartbeats (its row in the `workers` table)."
+    )
+    worker_gone_after_beats: int = _env(
+        "WORKER_GONE_AFTER_BEATS", 3, "Missed heartbeats after which a worker counts as gone (its levels no longer served)."
+    )
+    fleet_levels: tuple[str, ...] = _env(
+        "FLEET_LEVELS",
+        (),
+        "Levels the deployment serves even while no worker of them runs (scale to zero); with live workers' levels, what `auto` chooses from.",
+    )
+    default_quality: str = _env(
+        "DEFAULT_QUALITY",
+        "auto",
+        "Level of a batch that names none (direct uploads without manifest or metadata): `auto` (best served when the batch is created) or a level.",
+    )
+    processor_routes: bool = _env(
+        "PROCESSOR_ROUTES",
+        True,
+        "The worker also routes announcements (the shared `AMQP_WORK_QUEUE`) to the level queues; off leaves that to other workers.",
+    )
     processor_io_threads: int = _env(
         "PROCESSOR_IO_THREADS", 8, "Threads for object I/O, decoding and encoding beside inference."
     )
@@ -170,6 +193,11 @@ class Settings:
     retry_max_attempts: int = _env(
         "RETRY_MAX_ATTEMPTS", 8,
         "Unexpected errors of one image before it fails (`retries_exhausted`); outages (store, DB, broker, disk) are waited out.",
+    )
+    level_wait_max_s: int = _env(
+        "LEVEL_WAIT_MAX_S",
+        0,
+        "How long an image waits for a worker serving its level before it fails (`quality_not_served`); 0: PRESIGN_EXPIRY_S plus a day.",
     )
     reconcile_grace_s: int = _env(
         "RECONCILE_GRACE_S", 60, "The reconciler leaves objects younger than this to their notification."
@@ -314,6 +342,11 @@ class Settings:
                 text = str(value)
             env[f.metadata["env"]] = text
         return env
+
+    @property
+    def worker_gone_after_s(self) -> float:
+        """How old a worker's last heartbeat may be before it counts as gone."""
+        return self.worker_beat_s * self.worker_gone_after_beats
 
     @property
     def s3_secure(self) -> bool:

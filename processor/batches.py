@@ -10,6 +10,8 @@ Manifests are ignored for batches the ingest API created: the API's plan is the 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+
 from db.records import BatchRecord, ImageVersion
 from db.repository import Repository
 from photoenhance.contracts.events import InvalidKey, ObjectCreated
@@ -27,9 +29,14 @@ log = logging.getLogger(__name__)
 class Batches:
     """Finds or creates the batch of an event, applies manifests, records refused keys."""
 
-    def __init__(self, repository: Repository, storage: Storage) -> None:
+    def __init__(
+        self, repository: Repository, storage: Storage, default_level: Callable[[], Awaitable[str]] | None = None
+    ) -> None:
         self._repository = repository
         self._storage = storage
+        #: The level of an implicit batch that names none (``DEFAULT_QUALITY``, ``auto`` resolved
+        #: against the fleet), recorded on the batch when it is created so all its images agree.
+        self.default_level = default_level
 
     async def ensure(self, batch_id: str, bucket: str) -> BatchRecord:
         """The batch, created implicitly (with the prefix's manifest, if any) when unknown."""
@@ -37,10 +44,13 @@ class Batches:
         if batch is not None:
             return batch
         manifest = await self._read_manifest(batch_id, bucket)
+        options = dict(manifest.options) if manifest and manifest.options is not None else {}
+        if "quality" not in options and self.default_level is not None:
+            options["quality"] = await self.default_level()
         batch, created = await self._repository.ensure_batch(
             batch_id,
             input_bucket=bucket,
-            options=(manifest.options if manifest and manifest.options is not None else {}),
+            options=options,
             expected_count=manifest.expected_count if manifest else None,
         )
         if created:
@@ -60,8 +70,11 @@ class Batches:
         if manifest is None:  # deleted since it was announced
             return []
         before = batch.last_seq
+        options = manifest.options
+        if options is not None and "quality" not in options and "quality" in (batch.options or {}):
+            options = {**options, "quality": batch.options["quality"]}  # the level chosen at creation stays
         await self._repository.update_batch_plan(
-            batch.id, options=manifest.options, expected_count=manifest.expected_count
+            batch.id, options=options, expected_count=manifest.expected_count
         )
         # update_batch_plan appends (at most) batch.completed; read back what was appended since.
         return [e for e in await self._repository.events_since(batch.id, before) if e.image is None]

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
-__all__ = ["Consumer"]
+__all__ = ["Consumer", "SharedWindow"]
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +95,24 @@ class Consumer:
             await asyncio.wait(left)
             log.warning("%s: %d message(s) left for redelivery after the shutdown grace", self._name, len(left))
         return len(left)
+
+
+class SharedWindow:
+    """At most ``size`` handlers at once across every consumer whose handler it wraps.
+
+    Why: a worker serving several levels consumes several quorum queues, and RabbitMQ refuses a
+    channel-wide prefetch on quorum queues. Each consumer's prefetch is the whole window (an idle
+    worker fills it from any level); deliveries beyond the window wait here, unacknowledged.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._gate = asyncio.Semaphore(max(size, 1))
+
+    def wrap(self, handler: Handler) -> Handler:
+        """``handler``, run only when the window has room."""
+
+        async def windowed(message: AbstractIncomingMessage) -> None:
+            async with self._gate:
+                await handler(message)
+
+        return windowed

@@ -19,19 +19,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from photoenhance.contracts.events import IgnoredEvent, InvalidKey, NotificationError, parse_notification
+from photoenhance.contracts.events import (
+    IgnoredEvent,
+    InvalidKey,
+    NotificationError,
+    ObjectCreated,
+    parse_notification,
+)
+from photoenhance.contracts.options import Quality
 from processor.manifest import ManifestError
 from processor.pipeline import Attempt, ImagePipeline
-from processor.publisher import ATTEMPT_HEADER, DEFERRAL_HEADER
+from processor.publisher import ATTEMPT_HEADER, DEFERRAL_HEADER, LEVEL_HEADER
 from processor.timeline import utc_now
 
 __all__ = ["MessageHandler", "attempt_of"]
 
 log = logging.getLogger(__name__)
+
+#: Takes one announced object to an outcome (raises only when even a retry cannot be scheduled).
+Settle = Callable[[ObjectCreated, Attempt], Awaitable[Any]]
 
 #: Pause before a message the pipeline could not settle goes back to the queue.
 REQUEUE_PAUSE_S = 1.0
@@ -46,15 +58,24 @@ def attempt_of(message: AbstractIncomingMessage, received_at: datetime | None = 
         value = headers.get(name, 0)
         return value if isinstance(value, int) and value >= 0 else 0
 
-    return Attempt(failures=count(ATTEMPT_HEADER), deferrals=count(DEFERRAL_HEADER), received_at=received_at)
+    level = headers.get(LEVEL_HEADER)
+    if isinstance(level, bytes):
+        level = level.decode(errors="replace")
+    valid = isinstance(level, str) and level in {q.value for q in Quality}
+    return Attempt(
+        failures=count(ATTEMPT_HEADER), deferrals=count(DEFERRAL_HEADER), received_at=received_at,
+        level=level if valid else None,
+    )
 
 
 class MessageHandler:
     """Settles work-queue messages through an :class:`ImagePipeline`."""
 
-    def __init__(self, pipeline: ImagePipeline) -> None:
+    def __init__(self, pipeline: ImagePipeline, settle: Settle | None = None) -> None:
         self.pipeline = pipeline
         self.metrics = pipeline.metrics
+        #: What each object record of a message goes through: the pipeline, or the router.
+        self._settle: Settle = settle or pipeline.process
 
     async def __call__(self, message: AbstractIncomingMessage) -> None:
         # The delivery's arrival, taken first: the image's timeline starts here (processor.timeline).
@@ -87,7 +108,7 @@ class MessageHandler:
             return await self._dead_letter(message, exc)
         attempt = attempt_of(message, received_at)
         try:
-            outcomes = await asyncio.gather(*(self.pipeline.process(r, attempt) for r in records))
+            outcomes = await asyncio.gather(*(self._settle(r, attempt) for r in records))
         except ManifestError as exc:  # an unusable manifest: nothing to retry, people must look at it
             return await self._dead_letter(message, exc)
         except asyncio.CancelledError:
@@ -95,7 +116,7 @@ class MessageHandler:
         except Exception as exc:
             return await self._requeue(message, exc)
         await message.ack()
-        return outcomes[0].value if len(outcomes) == 1 else "multi"
+        return str(getattr(outcomes[0], "value", outcomes[0])) if len(outcomes) == 1 else "multi"
 
     async def _dead_letter(self, message: AbstractIncomingMessage, why: Exception) -> str:
         log.warning("dead-lettering message %s: %s", message.message_id or message.delivery_tag, why)

@@ -8,6 +8,7 @@ Exposed at ``/metrics`` by :mod:`processor.health`. Names and labels:
   code, or ``deferred`` when another worker held the image);
 - ``photoenhance_messages_total{outcome}``: messages handled, by what became of them;
 - ``photoenhance_in_flight``: messages being handled now;
+- ``photoenhance_routed_total{level}``: announced objects this worker queued at a level;
 - ``photoenhance_microbatch_size``: images per engine call;
 - ``photoenhance_step_seconds{step}``: time per step (fetch, decode, enhance, encode, store, commit, publish);
 - ``photoenhance_upload_to_result_seconds``: from the store accepting the upload to the result's commit.
@@ -43,6 +44,9 @@ class ProcessorMetrics:
         )
         self.messages = Counter(
             "photoenhance_messages", "Messages handled, by outcome.", ["outcome"], registry=self.registry
+        )
+        self.routed = Counter(
+            "photoenhance_routed", "Announced objects queued at their level.", ["level"], registry=self.registry
         )
         self.in_flight = Gauge("photoenhance_in_flight", "Messages being handled now.", registry=self.registry)
         self.batch_size = Histogram(

@@ -19,8 +19,10 @@ it has one. Failures go through :mod:`processor.failures`. A completed image's r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -35,14 +37,14 @@ from db.repository import Repository, UnknownBatch
 from photoenhance.contracts.events import ObjectCreated, notification_body
 from photoenhance.contracts.formats import format_suggested_by_name, resolve_output_format
 from photoenhance.contracts.keys import OUTPUT_EXTENSIONS, output_key
-from photoenhance.contracts.options import EnhanceOptions
+from photoenhance.contracts.options import EnhanceOptions, Quality
 from photoenhance.contracts.progress import EventType, ProgressEvent
 from photoenhance.contracts.states import ImageState
 from photoenhance.formats import sniff_format
 from photoenhance.settings import Settings
 from processor.admission import Admission, Slot
 from processor.batches import Batches
-from processor.engine.errors import ImageError
+from processor.engine.errors import ImageError, QualityNotLoaded
 from processor.engine.imageio import decode_image, encode_image
 from processor.engine.records import EnhanceRequest
 from processor.engine.version import ENGINE_VERSION
@@ -50,6 +52,7 @@ from processor.failures import Failure, PermanentFailure, RetryPolicy, classify
 from processor.leases import held_lease
 from processor.metrics import ProcessorMetrics
 from processor.publisher import Publisher
+from processor.speeds import SpeedMeter
 from processor.storage import Storage
 from processor.timeline import Timeline
 
@@ -96,10 +99,21 @@ class Attempt:
     deferrals: int = 0
     #: When the worker's handler started on this delivery (UTC); None: when processing starts.
     received_at: datetime | None = None
+    #: The level the router resolved and queued it at (None: not routed, e.g. a manifest); the
+    #: image is processed at this level, whatever its metadata says now.
+    level: str | None = None
 
 
 class _LostClaim(Exception):
     """This worker no longer holds the image."""
+
+
+class _NotMyLevel(Exception):
+    """The image's level is not loaded here (it reached this worker unrouted)."""
+
+    def __init__(self, level: str) -> None:
+        super().__init__(level)
+        self.level = level
 
 
 def result_key_candidates(batch_id: str, name: str, options: EnhanceOptions, source_format: str | None = None) -> list[str]:
@@ -125,6 +139,13 @@ def _sniffed(data: bytes) -> str | None:
         return None
 
 
+def _pixels(decoded: Any) -> int:
+    """Input pixels of a decoded image (an array, or a record holding one as ``pixels``)."""
+    array = getattr(decoded, "pixels", decoded)
+    shape = getattr(array, "shape", ())
+    return int(shape[0] * shape[1]) if len(shape) >= 2 else 0
+
+
 class ImagePipeline:
     """Processes announced objects; one instance per worker, shared by all its in-flight messages."""
 
@@ -140,6 +161,7 @@ class ImagePipeline:
         executor: Executor,
         metrics: ProcessorMetrics,
         admission: Admission | None = None,
+        speeds: SpeedMeter | None = None,
     ) -> None:
         self.settings = settings
         self.worker_id = worker_id
@@ -152,6 +174,7 @@ class ImagePipeline:
         self._executor = executor
         self.metrics = metrics
         self.admission = admission or Admission.for_worker(settings, executor)
+        self.speeds = speeds or SpeedMeter()
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -176,16 +199,27 @@ class ImagePipeline:
                 if image.state.is_final:
                     return await self._already_final(image)
                 await self._later(record, attempt.failures, attempt.deferrals + 1, "deferred",
-                                  backoff=attempt.deferrals + 1)
+                                  backoff=attempt.deferrals + 1, level=attempt.level)
                 return Outcome.DEFERRED
             claimed = started.claimed
             holding = claimed.id
             timeline.mark("claimed")
             async with held_lease(self.repository, claimed.id, self.worker_id, self.settings.lease_seconds), \
                     self.admission.slot() as memory:
-                return await self._enhance_and_store(claimed, started, record, timeline, memory)
+                return await self._enhance_and_store(claimed, started, record, timeline, memory, attempt.level)
         except _LostClaim:
             return Outcome.LOST_CLAIM
+        except _NotMyLevel as wrong:
+            # Never an ending: hand the image back and queue it where a worker of its level takes it.
+            if claimed is not None:
+                await self._release(claimed.id)
+            await self.publisher.route(
+                notification_body(record.bucket, record.key, record.etag, record.size, record.event_time,
+                                  record.event_name, source="photoenhance:router"),
+                wrong.level, attempt=attempt.failures, deferrals=attempt.deferrals,
+            )
+            self.metrics.retried.labels("not_my_level").inc()
+            return Outcome.RETRY
         except asyncio.CancelledError:
             if holding is not None:  # shutdown past its grace: hand the image back for redelivery
                 await asyncio.shield(self._release(holding))
@@ -228,7 +262,8 @@ class ImagePipeline:
             return await self.repository.start_image(version, owner, lease, candidates)
 
     async def _enhance_and_store(
-        self, image: ImageRecord, started: StartedImage, record: ObjectCreated, timeline: Timeline, memory: Slot
+        self, image: ImageRecord, started: StartedImage, record: ObjectCreated, timeline: Timeline, memory: Slot,
+        level: str | None = None,
     ) -> Outcome:
         batch = started.batch
         if record.size > self.settings.max_file_bytes:
@@ -241,6 +276,9 @@ class ImagePipeline:
             )
         timeline.mark("fetched")
         options = EnhanceOptions.from_metadata(source.metadata, base=EnhanceOptions.from_dict(batch.options or {}))
+        if level is not None and options.quality.value != level:
+            # Routed once: the queue it came from decides (a manifest may have changed since).
+            options = dataclasses.replace(options, quality=Quality(level))
         options = await memory.admit(source.data, options)  # sized from the header; waits until its memory fits
         candidates = result_key_candidates(record.batch_id, record.name, options, _sniffed(source.data))
         if started.output_key is not None and tuple(candidates) == started.candidates:
@@ -258,10 +296,14 @@ class ImagePipeline:
         with self.metrics.step("decode"):
             decoded = await self._in_thread(partial(decode_image, source.data, max_pixels=self.settings.max_input_pixels))
         timeline.mark("decoded")
+        enhance_began = time.perf_counter()
         with self.metrics.step("enhance"):
             enhanced = await self._enhance(EnhanceRequest(decoded, options))
+        if isinstance(enhanced, QualityNotLoaded):
+            raise _NotMyLevel(options.quality.value)
         if isinstance(enhanced, ImageError):
             raise enhanced
+        self.speeds.observe(options.quality.value, time.perf_counter() - enhance_began, _pixels(decoded))
         timeline.mark("enhanced")
         with self.metrics.step("encode"):
             encoded = await self._in_thread(partial(encode_image, enhanced.pixels, options, decoded))
@@ -320,14 +362,14 @@ class ImagePipeline:
             # The service's condition, not the image's: wait it out without spending an attempt.
             waits = attempt.deferrals + 1
             log.warning("%s/%s: %s, waiting (%d): %s", record.bucket, record.key, failure.code, waits, failure.reason)
-            await self._later(record, attempt.failures, waits, failure.code, backoff=waits)
+            await self._later(record, attempt.failures, waits, failure.code, backoff=waits, level=attempt.level)
             return Outcome.RETRY
         failures = attempt.failures + 1
         log.warning("%s/%s: transient failure %d (%s): %s", record.bucket, record.key, failures, failure.code,
                     failure.reason, exc_info=failure.code == "internal_error")
         if self.policy.exhausted(failures):
             return await self._give_up(record, failures, failure)
-        await self._later(record, failures, attempt.deferrals, failure.code, backoff=failures)
+        await self._later(record, failures, attempt.deferrals, failure.code, backoff=failures, level=attempt.level)
         return Outcome.RETRY
 
     async def _give_up(self, record: ObjectCreated, failures: int, failure: Failure) -> Outcome:
@@ -357,7 +399,8 @@ class ImagePipeline:
     # -- helpers ---------------------------------------------------------------------------
 
     async def _later(
-        self, record: ObjectCreated, failures: int, deferrals: int, reason: str, *, backoff: int
+        self, record: ObjectCreated, failures: int, deferrals: int, reason: str, *, backoff: int,
+        level: str | None = None,
     ) -> None:
         """Re-announce through a delay queue after the back-off for the ``backoff``-th wait."""
         delay = self.policy.delay_ms(max(backoff, 1))
@@ -365,7 +408,7 @@ class ImagePipeline:
             record.bucket, record.key, record.etag, record.size, record.event_time, record.event_name,
             source="photoenhance:retry",
         )
-        await self.publisher.later(body, delay, attempt=failures, deferrals=deferrals)
+        await self.publisher.later(body, delay, attempt=failures, deferrals=deferrals, level=level)
         self.metrics.retried.labels(reason).inc()
 
     async def _release(self, image_id: int) -> None:

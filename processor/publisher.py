@@ -4,7 +4,10 @@
   database commit that appended them and before the message that caused them is acknowledged;
 - re-announcements (reconciler): a synthesised notification on the events exchange with the
   events routing key, so announced and re-announced objects take one path;
-- delayed retries: the same notification into a delay queue (:mod:`processor.queues`).
+- routed announcements: one object's notification into its level's work queue
+  (:mod:`processor.routing`), by name on the default exchange, its level in a header;
+- delayed retries: the same notification into a delay queue (:mod:`processor.queues`), of the
+  image's level when it has one.
 
 Re-announcements and retries are ``mandatory``: a missing queue or binding raises instead of
 silently dropping the object.
@@ -18,14 +21,17 @@ from aio_pika.abc import AbstractChannel, AbstractExchange
 
 from photoenhance.contracts.progress import ProgressEvent, progress_routing_key
 from photoenhance.settings import Settings
+from photoenhance.topology import level_queue_name
 from processor.queues import delay_queue_name, persistent
 
-__all__ = ["ATTEMPT_HEADER", "DEFERRAL_HEADER", "Publisher"]
+__all__ = ["ATTEMPT_HEADER", "DEFERRAL_HEADER", "LEVEL_HEADER", "Publisher"]
 
 #: Header counting the transient failures an announcement has been through.
 ATTEMPT_HEADER = "x-photoenhance-attempt"
 #: Header counting how often an announcement was put off because another worker held the image.
 DEFERRAL_HEADER = "x-photoenhance-deferrals"
+#: Header naming the level an announcement was routed to (the queue it sits in).
+LEVEL_HEADER = "x-photoenhance-level"
 
 
 class Publisher:
@@ -57,9 +63,21 @@ class Publisher:
         _, events = await self._exchanges()
         await events.publish(persistent(body), routing_key=self._settings.amqp_events_routing_key, mandatory=True)
 
-    async def later(self, body: bytes, delay_ms: int, *, attempt: int, deferrals: int) -> None:
-        """Put a notification into the delay queue of ``delay_ms``; it returns to the work queue after."""
-        message = persistent(body, {ATTEMPT_HEADER: attempt, DEFERRAL_HEADER: deferrals})
+    async def route(self, body: bytes, level: str, *, attempt: int = 0, deferrals: int = 0) -> None:
+        """Put one object's notification into ``level``'s work queue; returns once confirmed."""
+        message = persistent(body, {ATTEMPT_HEADER: attempt, DEFERRAL_HEADER: deferrals, LEVEL_HEADER: level})
         await self._channel.default_exchange.publish(
-            message, routing_key=delay_queue_name(self._settings, delay_ms), mandatory=True
+            message, routing_key=level_queue_name(self._settings, level), mandatory=True
+        )
+
+    async def later(
+        self, body: bytes, delay_ms: int, *, attempt: int, deferrals: int, level: str | None = None
+    ) -> None:
+        """Put a notification into the delay queue of ``delay_ms``; after it, it returns to its
+        level's queue (or, without a level, to the announcements)."""
+        headers: dict[str, object] = {ATTEMPT_HEADER: attempt, DEFERRAL_HEADER: deferrals}
+        if level is not None:
+            headers[LEVEL_HEADER] = level
+        await self._channel.default_exchange.publish(
+            persistent(body, headers), routing_key=delay_queue_name(self._settings, delay_ms, level), mandatory=True
         )

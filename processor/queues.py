@@ -9,6 +9,9 @@ Why they exist:
   whose dead-letter target is the events exchange with the events routing key: when the delay is
   over the notification is back on the work queue, on the one processing path. One queue per
   delay, so a long delay never holds a shorter one back (RabbitMQ expires from the head only).
+  Each level has its own set, ``<level queue>.retry.<ms>ms``, dead-lettering by name straight back
+  to that level's queue: a retried image keeps its level and is not routed again. The set
+  without a level serves what the router itself retries (a manifest, an image failing its options).
 - **Dead-letter watch** ``<work queue>.dead-letter-watch``: a second queue on the fanout
   dead-letter exchange. The dead-letter queue keeps every dead message for people to look at; the
   watch queue lets the worker mark the image of a poison message (past the delivery limit) failed.
@@ -21,16 +24,18 @@ from dataclasses import dataclass
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractQueue
 
+from photoenhance.contracts.levels import LEVELS_BEST_FIRST
 from photoenhance.settings import Settings
-from photoenhance.topology import Topology, declare_topology
+from photoenhance.topology import Topology, declare_topology, level_queue_name, level_queue_names
 from processor.failures import RetryPolicy
 
 __all__ = ["ProcessorQueues", "dead_letter_watch_name", "declare_processor_queues", "delay_queue_name", "processor_queue_names"]
 
 
-def delay_queue_name(settings: Settings, delay_ms: int) -> str:
-    """Name of the delay queue for ``delay_ms``."""
-    return f"{settings.amqp_work_queue}.retry.{delay_ms}ms"
+def delay_queue_name(settings: Settings, delay_ms: int, level: str | None = None) -> str:
+    """Name of the delay queue for ``delay_ms`` (of ``level``'s queue, or of the announcements)."""
+    base = settings.amqp_work_queue if level is None else level_queue_name(settings, level)
+    return f"{base}.retry.{delay_ms}ms"
 
 
 def dead_letter_watch_name(settings: Settings) -> str:
@@ -41,7 +46,12 @@ def dead_letter_watch_name(settings: Settings) -> str:
 def processor_queue_names(settings: Settings) -> list[str]:
     """Every queue :func:`declare_processor_queues` declares beyond the shared topology."""
     policy = RetryPolicy.from_settings(settings)
-    return [*(delay_queue_name(settings, d) for d in policy.delays()), dead_letter_watch_name(settings)]
+    levels: list[str | None] = [None, *(q.value for q in LEVELS_BEST_FIRST)]
+    return [
+        *(delay_queue_name(settings, d, level) for level in levels for d in policy.delays()),
+        *level_queue_names(settings),
+        dead_letter_watch_name(settings),
+    ]
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,16 @@ async def declare_processor_queues(channel: AbstractChannel, settings: Settings)
                 "x-dead-letter-routing-key": settings.amqp_events_routing_key,
             },
         )
+        for level in LEVELS_BEST_FIRST:
+            await channel.declare_queue(
+                delay_queue_name(settings, delay, level.value),
+                durable=True,
+                arguments={
+                    "x-message-ttl": delay,
+                    "x-dead-letter-exchange": "",  # the default exchange: routed by queue name
+                    "x-dead-letter-routing-key": level_queue_name(settings, level.value),
+                },
+            )
     watch = await channel.declare_queue(
         dead_letter_watch_name(settings), durable=True, arguments={"x-queue-type": "quorum"}
     )

@@ -14,6 +14,7 @@ import aio_pika
 
 from db.connection import Database
 from db.repository import Repository
+from db.workers import WorkerRegistry
 from photoenhance.settings import Settings
 from processor.publisher import Publisher
 from processor.queues import declare_processor_queues
@@ -42,7 +43,11 @@ async def _main(settings: Settings, every: float) -> None:
         with ThreadPoolExecutor(4, thread_name_prefix="photoenhance-reconcile") as executor:
             channel = await connection.channel(publisher_confirms=True)
             await declare_processor_queues(channel, settings)
-            reconciler = Reconciler(settings, Repository(db), Storage(settings, executor), Publisher(channel, settings))
+            registry = WorkerRegistry(db, gone_after_s=settings.worker_gone_after_s)
+            reconciler = Reconciler(
+                settings, Repository(db), Storage(settings, executor), Publisher(channel, settings),
+                served_levels=registry.served_levels,
+            )
             while True:
                 report = await reconciler.run_once()
                 print(json.dumps(report.to_dict()), flush=True)

@@ -8,7 +8,10 @@ One pass, over every open batch:
    be on their way, or waiting in the queue);
 2. re-announce the manifest of a direct batch that has no expected count yet (its event may have
    been lost too; applying a manifest twice changes nothing);
-3. re-announce images still pending ``RECONCILE_GRACE_S`` after their last change;
+3. re-announce images still pending ``RECONCILE_GRACE_S`` after their last change, except those
+   waiting in the queue of a level no live worker serves (their message is there, waiting; a
+   copy per pass would pile up). One of those that has waited longer than ``LEVEL_WAIT_MAX_S``
+   (default: the upload links' lifetime plus a day) fails with ``quality_not_served``;
 4. for a batch created through the ingest API, once its upload links have expired
    (``PRESIGN_EXPIRY_S``) and ``RECONCILE_GRACE_S`` more has passed, fail each declared file whose
    upload never arrived (code ``upload_missing``), so the batch reaches its end instead of staying
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
@@ -52,6 +55,15 @@ log = logging.getLogger(__name__)
 #: ``eventSource`` of the notifications the reconciler synthesises.
 SOURCE = "photoenhance:reconciler"
 
+#: Failure code of an image no worker served the level of within ``LEVEL_WAIT_MAX_S``.
+QUALITY_NOT_SERVED = "quality_not_served"
+
+
+def level_wait_reason(level: str, waited_s: int) -> str:
+    """What a person reads for an image whose level nobody served in time."""
+    return f"no worker serving quality {level!r} ran within {waited_s} s of the upload"
+
+
 #: What a person reads for a declared file that was never uploaded.
 UPLOAD_MISSING_REASON = "the upload never arrived before its upload link expired"
 
@@ -70,6 +82,10 @@ class ReconcileReport:
     batches_completed: int = 0
     #: Declared files failed because their upload never arrived.
     uploads_missing: int = 0
+    #: Pending images waiting for a worker of their level.
+    waiting_for_worker: int = 0
+    #: Images failed because no worker served their level within ``LEVEL_WAIT_MAX_S``.
+    level_wait_expired: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -86,25 +102,29 @@ class Reconciler:
         publisher: Publisher,
         *,
         clock: Callable[[], datetime] = utcnow,
+        served_levels: Callable[[], Awaitable[set[str]]] | None = None,
     ) -> None:
         self.settings = settings
         self.repository = repository
         self.storage = storage
         self.publisher = publisher
         self._now = clock
+        #: The levels live workers serve now (None: every level counts as served).
+        self._served_levels = served_levels
 
     async def run_once(self) -> ReconcileReport:
         """One full pass; see the module docstring."""
         report = ReconcileReport()
         cutoff = self._now() - timedelta(seconds=self.settings.reconcile_grace_s)
+        served = await self._served_levels() if self._served_levels is not None else None
         for batch in await self.repository.open_batches():
             report.batches += 1
-            await self._batch(batch, cutoff, report)
+            await self._batch(batch, cutoff, report, served)
         for image in await self.repository.expired_leases():
             await self._announce_image(image)
             report.leases_requeued += 1
         if any((report.announced, report.pending_requeued, report.leases_requeued, report.batches_completed,
-                report.uploads_missing)):
+                report.uploads_missing, report.level_wait_expired)):
             log.info("reconciler: %s", report.to_dict())
         return report
 
@@ -119,7 +139,9 @@ class Reconciler:
             except Exception as exc:
                 log.warning("reconciler pass failed: %r", exc)
 
-    async def _batch(self, batch: BatchRecord, cutoff: datetime, report: ReconcileReport) -> None:
+    async def _batch(
+        self, batch: BatchRecord, cutoff: datetime, report: ReconcileReport, served: set[str] | None = None
+    ) -> None:
         listed = await self.storage.list_prefix(batch.input_bucket, f"{batch.id}/")
         known = await self.repository.known_versions(batch.input_bucket, batch.id)
         report.listed += len(listed)
@@ -145,6 +167,17 @@ class Reconciler:
             else:
                 report.announced += 1
         for image in await self.repository.unfinished_images(batch.id):
+            if image.state is ImageState.PENDING and served is not None and image.level and image.level not in served:
+                unsettled = True  # waiting in its level's queue: not idle, and not lost
+                if self._level_wait_over(image):
+                    failed = await self.repository.fail_image(
+                        image.id, code=QUALITY_NOT_SERVED, reason=level_wait_reason(image.level, self._level_wait_s())
+                    )
+                    await self.publisher.progress(failed)
+                    report.level_wait_expired += 1
+                else:
+                    report.waiting_for_worker += 1
+                continue
             if image.state is ImageState.PENDING and image.updated_at < cutoff:
                 await self._announce_image(image)
                 report.pending_requeued += 1
@@ -162,6 +195,13 @@ class Reconciler:
         if events:
             report.batches_completed += 1
             await self.publisher.progress(events)
+
+    def _level_wait_s(self) -> int:
+        return self.settings.level_wait_max_s or (self.settings.presign_expiry_s + 86_400)
+
+    def _level_wait_over(self, image: ImageRecord) -> bool:
+        """Whether ``image`` has waited for a worker of its level longer than ``LEVEL_WAIT_MAX_S``."""
+        return image.created_at + timedelta(seconds=self._level_wait_s()) < self._now()
 
     def _uploads_overdue(self, batch: BatchRecord) -> bool:
         """Whether an API batch still misses declared uploads after its upload links expired."""

@@ -98,6 +98,24 @@ class Storage:
             response.close()
             response.release_conn()
 
+    async def user_metadata(self, bucket: str, key: str) -> dict[str, str] | None:
+        """The object's user metadata (``x-amz-meta-`` removed, names lower-cased), or None when
+        there is no such object."""
+        return await self._run(partial(self._user_metadata, bucket, key))
+
+    def _user_metadata(self, bucket: str, key: str) -> dict[str, str] | None:
+        try:
+            stat = self.client.stat_object(bucket, key)
+        except S3Error as exc:
+            if exc.code in {"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"}:
+                return None
+            raise
+        return {
+            name.lower()[len(META_PREFIX):]: value
+            for name, value in (stat.metadata or {}).items()
+            if name.lower().startswith(META_PREFIX)
+        }
+
     async def get_if_exists(self, bucket: str, key: str, *, max_bytes: int) -> bytes | None:
         """The object's bytes, or None when there is no such object."""
         try:

@@ -22,21 +22,27 @@ from aio_pika.abc import AbstractRobustConnection
 
 from db.connection import Database
 from db.repository import Repository
+from db.workers import WorkerRegistry
+from photoenhance.contracts.levels import pick_level
 from photoenhance.contracts.options import Quality
 from photoenhance.settings import Settings
 from processor.admission import Admission
-from processor.consumer import Consumer
+from processor.consumer import Consumer, SharedWindow
 from processor.deadletters import DeadLetterWatch
 from processor.engine.records import gains_from_batching
+from processor.engine.version import ENGINE_VERSION
 from processor.handler import MessageHandler
 from processor.health import HealthServer, create_app
+from processor.heartbeat import Heartbeat
 from processor.metrics import ProcessorMetrics
 from processor.microbatch import MicroBatcher
 from processor.pipeline import ImagePipeline
 from processor.publisher import Publisher
 from processor.queues import declare_processor_queues
 from processor.reconciler import Reconciler
+from processor.routing import Router
 from processor.shutdown import ShutdownSignals
+from processor.speeds import SpeedMeter
 from processor.storage import Storage
 
 __all__ = ["Worker", "new_worker_id"]
@@ -67,7 +73,10 @@ class Worker:
         self._started = False
         self._connection: AbstractRobustConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._work: list[Consumer] = []
         self.health: HealthServer | None = None
+        self.speeds = SpeedMeter()
+        self._heartbeat: Heartbeat | None = None
 
     async def start(self) -> None:
         """Load, connect, declare and start consuming."""
@@ -83,6 +92,9 @@ class Worker:
         self._connection = await aio_pika.connect_robust(
             settings.amqp_url, client_properties={"connection_name": f"photoenhance-processor {self.worker_id}"}
         )
+        # One channel for every level this worker serves. RabbitMQ 3.10 refuses a channel-wide
+        # (global) prefetch on quorum queues, so each level's consumer gets the whole window and
+        # a semaphore keeps the worker's own in-flight work within PREFETCH across them.
         work_channel = await self._connection.channel()
         await work_channel.set_qos(prefetch_count=settings.prefetch)
         queues = await declare_processor_queues(work_channel, settings)
@@ -108,15 +120,43 @@ class Worker:
             executor=self._executor,
             metrics=self.metrics,
             admission=Admission.for_worker(settings, self._executor, str(getattr(self._engine, "device", "cpu"))),
+            speeds=self.speeds,
         )
-        self.reconciler = Reconciler(settings, repository, storage, publisher)
-        self._work = Consumer(queues.topology.work_queue, MessageHandler(self.pipeline), "work")
+        self.registry = WorkerRegistry(self._db, gone_after_s=settings.worker_gone_after_s)
+        self.reconciler = Reconciler(
+            settings, repository, storage, publisher, served_levels=self.registry.served_levels
+        )
+        self.pipeline.batches.default_level = self._default_level
+        self.router = Router(self.pipeline)
+        window = SharedWindow(settings.prefetch)
+        self._work = [
+            Consumer(queues.topology.level_queues[level], window.wrap(MessageHandler(self.pipeline)), f"work-{level}")
+            for level in settings.processor_qualities
+        ]
+        if settings.processor_routes:
+            route_channel = await self._connection.channel()
+            await route_channel.set_qos(prefetch_count=settings.prefetch)
+            announcements = await route_channel.get_queue(settings.amqp_work_queue)
+            self._work.append(
+                Consumer(announcements, MessageHandler(self.pipeline, settle=self.router.route), "route")
+            )
         self._dead = Consumer(
             watch_queue, DeadLetterWatch(self.pipeline, settings.amqp_dead_letter_exchange), "dead-letter-watch"
         )
+        self._heartbeat = Heartbeat(
+            self.registry,
+            self.worker_id,
+            levels=settings.processor_qualities,
+            device=str(getattr(self._engine, "device", settings.device)),
+            engine_version=ENGINE_VERSION,
+            speeds=self.speeds.snapshot,
+            interval_s=settings.worker_beat_s,
+        )
+        await self._heartbeat.start()
         self.health = HealthServer(create_app(self.metrics, self.status), settings.processor_host, settings.processor_port)
         await self.health.start()
-        await self._work.start()
+        for consumer in self._work:
+            await consumer.start()
         await self._dead.start()
         if settings.reconcile_interval_s > 0:
             self._tasks.append(
@@ -124,10 +164,18 @@ class Worker:
             )
         self._started = True
         log.info(
-            "worker %s consuming %s (prefetch %d, qualities %s), health on %s:%d",
-            self.worker_id, settings.amqp_work_queue, settings.prefetch, ",".join(settings.processor_qualities),
+            "worker %s consuming the queues of %s%s (prefetch %d), health on %s:%d",
+            self.worker_id, ",".join(settings.processor_qualities),
+            f" and routing {settings.amqp_work_queue}" if settings.processor_routes else "", settings.prefetch,
             settings.processor_host, self.health.port,
         )
+
+    async def _default_level(self) -> str:
+        """``DEFAULT_QUALITY`` for a batch created now (``auto``: the best level served)."""
+        served = await self.registry.served_levels(self.settings.fleet_levels)
+        level, why = pick_level(self.settings.default_quality, served)
+        log.info("new direct batch at %s: %s", level.value, why)
+        return level.value
 
     def status(self) -> dict[str, Any]:
         """What ``/healthz`` reports."""
@@ -139,7 +187,8 @@ class Worker:
             "ok": state == "consuming",
             "state": state,
             "worker": self.worker_id,
-            "in_flight": self._work.in_flight if self._started else 0,
+            "levels": list(self.settings.processor_qualities),
+            "in_flight": sum(c.in_flight for c in self._work) if self._started else 0,
         }
 
     async def stop(self, hurry: asyncio.Event | None = None) -> None:
@@ -150,14 +199,17 @@ class Worker:
         for task in self._tasks:
             task.cancel()
         if self._started:
-            await self._work.stop()
+            for consumer in self._work:
+                await consumer.stop()
             await self._dead.stop()
-            await self._work.drain(self.settings.shutdown_grace_s, hurry)
+            await asyncio.gather(*(c.drain(self.settings.shutdown_grace_s, hurry) for c in self._work))
             await self._dead.drain(min(5.0, self.settings.shutdown_grace_s), hurry)
             await self._batcher.close()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._heartbeat is not None:
+            await self._heartbeat.stop()
         if self._connection is not None:
             await self._connection.close()
         if self.health is not None:

@@ -16,6 +16,7 @@ from db.status_pages import ImageStatus
 from ingest.auth import readable_batch, require_creator
 from ingest.context import CONTEXT, IngestContext
 from ingest.errors import ApiError, not_found
+from ingest.fleet import batch_options, live_levels, mark_waiting
 from ingest.ids import new_ulid
 from ingest.json_body import require_json_content_type
 from ingest.presign import Upload
@@ -50,11 +51,12 @@ async def create_batch(request: web.Request) -> web.Response:
     # Signing is local computation; do it before the batch exists so a failure leaves nothing.
     uploads = [_sign(ctx, batch_id, f, req.upload) for f in req.files]
     expires_at = ctx.presigner.expires_at()
+    options, level_reason = await batch_options(ctx, req)
     await charged(
         ctx.repository.create_batch(
             batch_id,
             input_bucket=ctx.settings.s3_input_bucket,
-            options=req.options.to_dict(),
+            options=options.to_dict(),
             source="api",
             expected_count=len(req.files),
             token_hash=token_hash,
@@ -69,7 +71,8 @@ async def create_batch(request: web.Request) -> web.Response:
         "token": token,
         "state": "open",
         "expected_count": len(req.files),
-        "options": req.options.to_dict(),
+        "options": options.to_dict(),
+        "level": {"chosen": options.quality.value, "reason": level_reason},
         "expires_at": expires_at.isoformat().replace("+00:00", "Z"),
         "uploads": [
             {
@@ -107,6 +110,8 @@ async def get_batch(request: web.Request) -> web.Response:
     batch = page.batch
     # A declared file whose upload never came will be ignored once the batch is cancelled.
     cancelled = batch.state in (BatchState.CANCELLING, BatchState.CANCELLED)
+    live = await live_levels(ctx)
+    waiting = sum(n for level, n in page.pending_by_level.items() if level not in live)
     head = {
         "batch_id": batch.id,
         "state": batch.state.value,
@@ -116,6 +121,7 @@ async def get_batch(request: web.Request) -> web.Response:
             "expected": batch.expected_count,
             "uploaded": batch.total,
             "awaiting_upload": 0 if cancelled else page.awaiting_upload,
+            "waiting_for_worker": waiting,
             "pending": batch.total - batch.completed - batch.failed - batch.cancelled,
             "completed": batch.completed,
             "failed": batch.failed,
@@ -131,7 +137,7 @@ async def get_batch(request: web.Request) -> web.Response:
         "links": _links(batch.id),
     }
     body = await asyncio.get_running_loop().run_in_executor(
-        ctx.cpu, _render_page, ctx, head, page.entries, tail, cancelled
+        ctx.cpu, _render_page, ctx, head, page.entries, tail, cancelled, live
     )
     return web.Response(body=body, content_type="application/json", headers={"Cache-Control": "no-store"})
 
@@ -142,9 +148,12 @@ def _render_page(
     entries: list[tuple[str, DeclaredFile | None, ImageStatus | None]],
     tail: dict[str, Any],
     cancelled: bool,
+    live: set[str],
 ) -> bytes:
     """The status answer as JSON bytes: signing and encoding, on a worker thread."""
-    return json.dumps({**head, "images": _page_entries(ctx, entries, cancelled), **tail}).encode("utf-8")
+    images = _page_entries(ctx, entries, cancelled)
+    mark_waiting(images, {name: image for name, _, image in entries if image is not None}, live)
+    return json.dumps({**head, "images": images, **tail}).encode("utf-8")
 
 
 def _page_entries(

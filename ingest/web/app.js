@@ -361,6 +361,29 @@ function showMessage(text) {
   ui.message.hidden = !text;
 }
 
+// -- what the fleet serves ---------------------------------------------------------------------
+/** Offer only the levels served now (others disabled, with why) and pre-select the best served. */
+async function loadCapabilities() {
+  let caps;
+  try {
+    const response = await fetch("/api/v1/capabilities", { cache: "no-store" });
+    if (!response.ok) return;
+    caps = await response.json();
+  } catch {
+    return; // the page still works; the API answers a level nobody serves with its reason
+  }
+  for (const level of caps.levels) {
+    const option = ui.quality.querySelector(`option[value="${level.level}"]`);
+    if (!option) continue;
+    option.disabled = !level.served;
+    option.title = level.served ? "" : `Not available now: ${level.why_not}`;
+    if (!level.served && !option.textContent.endsWith("(not available now)")) {
+      option.textContent += " (not available now)";
+    }
+  }
+  ui.quality.value = caps.default_level;
+}
+
 window.addEventListener("beforeunload", (event) => {
   if (entries.some((entry) => ["queued", "uploading", "retrying"].includes(entry.status))) {
     event.preventDefault();
@@ -368,3 +391,4 @@ window.addEventListener("beforeunload", (event) => {
 });
 
 update();
+loadCapabilities();

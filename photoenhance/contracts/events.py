@@ -91,6 +91,14 @@ class ObjectCreated:
     content_type: str | None = None
     #: User metadata with the ``x-amz-meta-`` prefix removed and names lower-cased.
     user_metadata: dict[str, str] = field(default_factory=dict)
+    #: The record's ``eventSource``: ``ceph:s3``, ``minio:s3``, ``aws:s3``, or ``photoenhance:...``
+    #: for notifications the pipeline synthesised (they carry no user metadata).
+    event_source: str | None = None
+
+    @property
+    def from_store(self) -> bool:
+        """Whether the object store itself announced the object (so its metadata came along)."""
+        return self.event_source is not None and not self.event_source.startswith("photoenhance:")
 
     @property
     def is_manifest(self) -> bool:
@@ -158,6 +166,7 @@ def _parse_record(index: int, rec: Any) -> ObjectCreated:
         event_time=_parse_time(rec.get("eventTime"), where),
         content_type=_content_type(obj),
         user_metadata=_user_metadata(obj, where),
+        event_source=source if isinstance(source, str) else None,
     )
 
 

@@ -24,7 +24,7 @@ async def test_upgrade_reaches_head_and_is_repeatable(database_url: str) -> None
         assert await current_revision(db) == head_revision()
         async with db.read() as conn:
             tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
-        assert {"batches", "batch_files", "images", "events"} <= tables
+        assert {"batches", "batch_files", "images", "events", "workers"} <= tables
     finally:
         await db.dispose()
 

@@ -121,13 +121,19 @@ def test_the_worker_scales_to_zero_on_the_work_queue_length(objects: dict[tuple[
     assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": worker["metadata"]["name"]}
     assert spec["minReplicaCount"] == 0 and spec["maxReplicaCount"] >= 1
     assert spec["cooldownPeriod"] > 0 and spec["pollingInterval"] > 0
-    [trigger] = spec["triggers"]
-    assert trigger["type"] == "rabbitmq"
-    metadata = trigger["metadata"]
-    assert metadata["queueName"] == config["AMQP_WORK_QUEUE"]
-    assert metadata["mode"] == "QueueLength" and float(metadata["value"]) > 0
-    assert metadata["protocol"] == "http"  # counts unacknowledged messages too (see the manifest)
-    assert all(isinstance(v, str) for v in metadata.values()), "KEDA trigger metadata values are strings"
+    # The announcements it routes and every level's queue: on the announcements alone it would
+    # scale to zero while routed images wait in a level queue.
+    work = config["AMQP_WORK_QUEUE"]
+    assert [t["metadata"]["queueName"] for t in spec["triggers"]] == [
+        work, f"{work}.level.best", f"{work}.level.balanced", f"{work}.level.fast"
+    ]
+    for trigger in spec["triggers"]:
+        assert trigger["type"] == "rabbitmq"
+        metadata = trigger["metadata"]
+        assert metadata["mode"] == "QueueLength" and float(metadata["value"]) > 0
+        assert metadata["protocol"] == "http"  # counts unacknowledged messages too (see the manifest)
+        assert all(isinstance(v, str) for v in metadata.values()), "KEDA trigger metadata values are strings"
+    trigger = spec["triggers"][0]
     auth = objects[("TriggerAuthentication", trigger["authenticationRef"]["name"])]
     [ref] = auth["spec"]["secretTargetRef"]
     assert ref["parameter"] == "host"

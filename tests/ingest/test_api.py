@@ -205,8 +205,8 @@ async def test_only_the_batch_token_or_an_api_key_reads_a_batch(start_ingest: St
     assert status == 200
     assert body["state"] == "open"
     assert body["counts"] == {
-        "expected": 2, "uploaded": 0, "awaiting_upload": 2, "pending": 0, "completed": 0, "failed": 0,
-        "cancelled": 0,
+        "expected": 2, "uploaded": 0, "awaiting_upload": 2, "waiting_for_worker": 0, "pending": 0, "completed": 0,
+        "failed": 0, "cancelled": 0,
     }
     assert [(i["name"], i["state"], i["size"]) for i in body["images"]] == [
         ("a.jpg", "awaiting_upload", 1000),

@@ -74,8 +74,8 @@ async def test_archive_holds_the_results_and_lists_what_is_missing(
     states = {i["name"]: i["state"] for i in status_body["images"]}
     assert states == {"one.png": "completed", "two.jpg": "completed", "bad.jpg": "failed", "never.jpg": "awaiting_upload"}
     assert status_body["counts"] == {
-        "expected": 4, "uploaded": 3, "awaiting_upload": 1, "pending": 0, "completed": 2, "failed": 1,
-        "cancelled": 0,
+        "expected": 4, "uploaded": 3, "awaiting_upload": 1, "waiting_for_worker": 0, "pending": 0, "completed": 2,
+        "failed": 1, "cancelled": 0,
     }
     link = next(i for i in status_body["images"] if i["name"] == "one.png")["result"]
     assert link["key"] == f"{batch_id}/one.jpg"

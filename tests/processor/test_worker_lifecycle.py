@@ -53,14 +53,17 @@ async def final_images(repository: Repository, batch_id: str, n: int):
 
 
 @pytest.mark.objectstore
-async def test_an_image_asking_for_a_level_no_worker_serves_fails_with_a_reason(
+async def test_an_image_asking_for_a_level_no_worker_serves_waits_instead_of_failing(
     processor_settings: Settings, repository: Repository, fast_engine
 ) -> None:
     async with running_worker(processor_settings, fast_engine):
         await put_async(processor_settings, "levels/a.jpg", image_bytes(), {"photoenhance-quality": "best"})
-        [image] = await eventually(lambda: final_images(repository, "levels", 1))
-    assert image.state is ImageState.FAILED and image.code == "quality_not_loaded"
-    assert "best" in image.reason
+        await put_async(processor_settings, "levels/b.jpg", image_bytes(seed=1), FAST)
+        [done] = await eventually(lambda: final_images(repository, "levels", 1))
+        snapshot = await repository.batch_snapshot("levels")
+    waiting = next(i for i in snapshot.images if i.name == "a.jpg")
+    assert done.name == "b.jpg" and done.state is ImageState.COMPLETED
+    assert waiting.state is ImageState.PENDING and waiting.level == "best" and waiting.code is None
 
 
 def _get(port: int, path: str) -> tuple[int, str]:

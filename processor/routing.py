@@ -1,0 +1,130 @@
+"""Routing: every announced object goes, once, to the work queue of the quality level it resolves to.
+
+Who routes: every worker (``PROCESSOR_ROUTES``, on by default) consumes the shared announcements
+queue (``AMQP_WORK_QUEUE``) beside its level queues. For each object it finds the batch (creating
+an implicit one, with its manifest, as the pipeline always did), reads the object's user metadata
+(from the store's event; a notification the pipeline synthesised carries none, so the object is
+asked with a HEAD), resolves the level (:func:`photoenhance.contracts.levels.resolve_level`),
+registers the image with its level (so the batch counts it, and its status can say it waits for
+a worker of that level, before any such worker runs), publishes one notification into that level's queue and waits for the broker's confirm, and only
+then acknowledges the announcement. Why not a router role of its own: any worker is already
+connected to the database, the store and the broker, so routing needs no extra process to deploy,
+scale or keep alive, and a fleet with one live worker of any level routes everything. A dedicated
+router would add a deployment that must never scale to zero; ``PROCESSOR_ROUTES=false`` gives
+that split where it is wanted.
+
+Guarantees, unchanged: an announcement is acknowledged only after its level copy is confirmed
+(a crash in between redelivers it and the copy is made twice, which the pipeline's idempotency
+by (bucket, key, etag) absorbs). Manifests are applied here, by the router (they have no level).
+An object whose metadata names an unknown level (or another unusable option) fails here at once
+with ``bad_options`` (the pipeline's code for unusable options) and the valid levels in the reason. An
+outage while routing (database, store) is waited out through the announcement delay queues, like
+the pipeline's own outages.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from db.records import ImageVersion
+from photoenhance.contracts.events import ObjectCreated, notification_body
+from photoenhance.contracts.levels import resolve_level
+from photoenhance.contracts.options import OptionsError
+from processor.failures import RetryPolicy, classify
+from processor.pipeline import Attempt, ImagePipeline
+
+__all__ = ["ROUTED", "Router"]
+
+log = logging.getLogger(__name__)
+
+#: ``eventSource`` of the notifications the router puts into level queues.
+SOURCE = "photoenhance:router"
+#: Outcome of a routed object (a ``photoenhance_messages_total`` label).
+ROUTED = "routed"
+#: Failure code of an object whose options (its level among them) are unusable; as the pipeline's.
+BAD_OPTIONS = "bad_options"
+#: Outcome of an object put off because a service was down while routing it.
+ROUTE_WAIT = "route_wait"
+
+
+class Router:
+    """Resolves announced objects' levels and queues them; the per-record step of the
+    announcements queue's :class:`~processor.handler.MessageHandler`."""
+
+    def __init__(self, pipeline: ImagePipeline) -> None:
+        self.pipeline = pipeline
+        self.publisher = pipeline.publisher
+        self.policy = RetryPolicy.from_settings(pipeline.settings)
+        self.metrics = pipeline.metrics
+
+    async def route(self, record: ObjectCreated, attempt: Attempt) -> object:
+        """Queue ``record`` at its level; returns what became of it."""
+        if record.is_manifest:
+            return await self.pipeline.process(record, attempt)
+        try:
+            level = await self.level_of(record)
+        except OptionsError as exc:
+            return await self._refuse(record, attempt, exc)
+        except Exception as exc:
+            return await self._wait(record, attempt, exc)
+        try:
+            registration = await self.pipeline.repository.register_image(_version(record, level))
+        except Exception as exc:
+            return await self._wait(record, attempt, exc)
+        if registration.image.state.is_final:  # a duplicate: the pipeline re-publishes its outcome
+            return await self.pipeline.process(record, attempt)
+        await self.publisher.route(_body(record), level, attempt=attempt.failures, deferrals=attempt.deferrals)
+        self.metrics.routed.labels(level).inc()
+        return ROUTED
+
+    async def _refuse(self, record: ObjectCreated, attempt: Attempt, refused: OptionsError) -> object:
+        """Fail an object whose options are unusable at once (``bad_options``), the reason naming
+        the valid levels: no queue would ever have a worker for it."""
+        try:
+            registration = await self.pipeline.repository.register_image(_version(record))
+            if registration.image.state.is_final:
+                return await self.pipeline.process(record, attempt)
+            events = await self.pipeline.repository.fail_image(
+                registration.image.id, code=BAD_OPTIONS, reason=f"the options are unusable: {refused}"
+            )
+        except Exception as exc:
+            return await self._wait(record, attempt, exc)
+        await self.publisher.progress(events)
+        self.metrics.failed.labels(BAD_OPTIONS).inc()
+        return "failed"
+
+    async def _wait(self, record: ObjectCreated, attempt: Attempt, exc: Exception) -> str:
+        """Put the announcement off through a delay queue while a service is down."""
+        failure = classify(exc)
+        if not failure.outage:
+            raise exc  # the handler returns the message to the queue; the delivery limit bounds it
+        waits = attempt.deferrals + 1
+        log.warning("routing %s/%s: %s, waiting (%d): %s", record.bucket, record.key, failure.code, waits,
+                    failure.reason)
+        await self.publisher.later(_body(record), self.policy.delay_ms(waits), attempt=attempt.failures, deferrals=waits)
+        self.metrics.retried.labels(failure.code).inc()
+        return ROUTE_WAIT
+
+    async def level_of(self, record: ObjectCreated) -> str:
+        """The level ``record`` resolves to (:class:`OptionsError` when it names an unknown one)."""
+        batch = await self.pipeline.batches.ensure(record.batch_id, record.bucket)
+        if record.from_store:
+            metadata = record.user_metadata
+        else:
+            metadata = await self.pipeline.storage.user_metadata(record.bucket, record.key) or {}
+        return resolve_level(batch.options, metadata).value
+
+
+def _version(record: ObjectCreated, level: str | None = None) -> ImageVersion:
+    return ImageVersion(
+        bucket=record.bucket, batch_id=record.batch_id, key=record.key, name=record.name,
+        etag=record.etag, size=record.size, uploaded_at=record.event_time, level=level,
+    )
+
+
+def _body(record: ObjectCreated) -> bytes:
+    """The record as a notification of the router's own (no metadata: whoever reads it next asks
+    the store, and its key encoding is the AWS one whatever store announced it)."""
+    return notification_body(
+        record.bucket, record.key, record.etag, record.size, record.event_time, record.event_name, source=SOURCE
+    )
