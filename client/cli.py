@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--quality", choices=[q.value for q in Quality], default=Quality.BEST.value,
         help="best: restore faces and upscale; balanced: upscale only; fast: resize only (default: best)",
     )
-    parser.add_argument("--upscale", type=float, default=2.0, metavar="N", help="output size relative to the input, 1 to 4 (default: 2)")
+    parser.add_argument("--upscale", type=float, default=2.0, metavar="N",
+                        help="output size relative to the input, 1 to 4 (default: 2)")
     parser.add_argument("--server", metavar="URL", help="ingest API address (default: http://INGEST_HOST:INGEST_PORT)")
     parser.add_argument(
         "--direct", action="store_true",
