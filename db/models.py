@@ -82,6 +82,8 @@ class Batch(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_upload_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: When a retry of the batch's failed images was last accepted (RETRY_MIN_INTERVAL_S counts from it).
+    retried_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class BatchFile(Base):

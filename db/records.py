@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from photoenhance.contracts.progress import BatchCounts, ImageProgress
 from photoenhance.contracts.states import BatchState, ImageState
+
+if TYPE_CHECKING:
+    from photoenhance.contracts.events import ObjectCreated
 
 __all__ = ["BatchRecord", "BatchSnapshot", "ImageRecord", "ImageVersion", "Registration"]
 
@@ -31,6 +34,7 @@ class BatchRecord:
     updated_at: datetime
     last_upload_at: datetime | None
     completed_at: datetime | None
+    retried_at: datetime | None = None
 
     @property
     def counts(self) -> BatchCounts:
@@ -87,6 +91,19 @@ class ImageVersion:
     etag: str
     size: int
     uploaded_at: datetime | None = None
+
+    @classmethod
+    def of(cls, record: ObjectCreated) -> ImageVersion:
+        """The version a bucket notification announces (its event time is the upload time)."""
+        return cls(
+            bucket=record.bucket,
+            batch_id=record.batch_id,
+            key=record.key,
+            name=record.name,
+            etag=record.etag,
+            size=record.size,
+            uploaded_at=record.event_time,
+        )
 
 
 @dataclass(frozen=True)

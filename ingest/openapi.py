@@ -30,6 +30,7 @@ ERROR_CODES: dict[str, str] = {
     "api_key_required": "INGEST_REQUIRE_API_KEY is on and no API key was given.",
     "batch_not_found": "No such batch, or the credential may not read it (the two are not told apart).",
     "broker_unavailable": "The message broker could not be reached; try again.",
+    "retry_too_soon": "The batch was retried less than RETRY_MIN_INTERVAL_S ago; wait Retry-After seconds.",
     "request_too_large": "The request body is too large.",
     "not_found": "No such route.",
     "method_not_allowed": "The route does not take this method.",
@@ -131,6 +132,15 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "batch_id": {"type": "string"},
                 "retried": {"type": "integer", "description": "Failed images put back to pending"},
                 "announced": {"type": "integer", "description": "Pending images announced to the processors"},
+                "skipped": {
+                    "type": "object",
+                    "description": "Failed images left failed because a retry cannot help them, by failure code",
+                    "additionalProperties": {
+                        "type": "object",
+                        "required": ["count", "reason"],
+                        "properties": {"count": {"type": "integer"}, "reason": {"type": "string"}},
+                    },
+                },
             },
         },
     }
@@ -200,7 +210,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "summary": "Re-run the batch's failed images (and re-announce pending ones)",
                     "security": [{"bearer": []}],
                     "parameters": [batch_id],
-                    "responses": {"202": _json_response("Retried", "RetryResponse"), **_errors("404", "503")},
+                    "responses": {"202": _json_response("Retried", "RetryResponse"), **_errors("404", "429", "503")},
                 }
             },
             "/api/v1/openapi.json": {

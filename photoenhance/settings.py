@@ -158,6 +158,11 @@ class Settings:
         "RETRY_MAX_ATTEMPTS", 8,
         "Unexpected errors of one image before it fails (`retries_exhausted`); outages (store, DB, broker, disk) are waited out.",
     )
+    retry_min_interval_s: float = _env(
+        "RETRY_MIN_INTERVAL_S",
+        10.0,
+        "Seconds between two accepted `POST /api/v1/batches/{id}/retry` of one batch; sooner gets 429.",
+    )
     reconcile_grace_s: int = _env(
         "RECONCILE_GRACE_S", 60, "The reconciler leaves objects younger than this to their notification."
     )

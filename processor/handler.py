@@ -23,9 +23,13 @@ from datetime import datetime
 
 from aio_pika.abc import AbstractIncomingMessage
 
+from photoenhance.contracts.failures import FailureCode
 from photoenhance.contracts.events import IgnoredEvent, InvalidKey, NotificationError, parse_notification
 from processor.manifest import ManifestError
+from processor.batches import Batches
+from processor.metrics import ProcessorMetrics
 from processor.pipeline import Attempt, ImagePipeline
+from processor.publisher import Publisher
 from processor.publisher import ATTEMPT_HEADER, DEFERRAL_HEADER
 from processor.timeline import utc_now
 
@@ -52,9 +56,13 @@ def attempt_of(message: AbstractIncomingMessage, received_at: datetime | None = 
 class MessageHandler:
     """Settles work-queue messages through an :class:`ImagePipeline`."""
 
-    def __init__(self, pipeline: ImagePipeline) -> None:
+    def __init__(
+        self, pipeline: ImagePipeline, *, batches: Batches, publisher: Publisher, metrics: ProcessorMetrics
+    ) -> None:
         self.pipeline = pipeline
-        self.metrics = pipeline.metrics
+        self.batches = batches
+        self.publisher = publisher
+        self.metrics = metrics
 
     async def __call__(self, message: AbstractIncomingMessage) -> None:
         # The delivery's arrival, taken first: the image's timeline starts here (processor.timeline).
@@ -77,10 +85,10 @@ class MessageHandler:
             if exc.batch_id is None or "/" not in exc.key:  # outside any batch prefix: names no image
                 return await self._dead_letter(message, exc)
             try:
-                await self.pipeline.publisher.progress(await self.pipeline.batches.refuse_key(exc))
+                await self.publisher.progress(await self.batches.refuse_key(exc))
             except Exception as failure:
                 return await self._requeue(message, failure)
-            self.metrics.failed.labels("invalid_key").inc()
+            self.metrics.failed.labels(FailureCode.INVALID_KEY).inc()
             await message.ack()
             return "refused_key"
         except NotificationError as exc:

@@ -27,8 +27,9 @@ from urllib.parse import quote
 
 from db.records import BatchRecord, ImageRecord, ImageVersion
 from db.repository import Repository
+from photoenhance.contracts.failures import FailureCode
 from photoenhance.contracts.events import ObjectCreated, notification_body
-from photoenhance.contracts.keys import OUTPUT_EXTENSIONS, output_key
+from photoenhance.contracts.keys import output_key, output_key_by_full_name
 from photoenhance.contracts.options import EnhanceOptions
 from photoenhance.contracts.progress import EventType, ProgressEvent
 from photoenhance.contracts.states import ImageState
@@ -101,7 +102,7 @@ def result_key_candidates(batch_id: str, name: str, options: EnhanceOptions) -> 
     holds it (``a.jpg`` itself), the input's full name plus the output extension (``a.png.jpg``).
     """
     first = output_key(batch_id, name, options.output_format.value)
-    second = f"{batch_id}/{name}{OUTPUT_EXTENSIONS[options.output_format.value]}"
+    second = output_key_by_full_name(batch_id, name, options.output_format.value)
     return [first] if second == first else [first, second]
 
 
@@ -145,17 +146,7 @@ class ImagePipeline:
         timeline = Timeline(attempt.received_at)
         try:
             batch = await self.batches.ensure(record.batch_id, record.bucket)
-            registration = await self.repository.register_image(
-                ImageVersion(
-                    bucket=record.bucket,
-                    batch_id=record.batch_id,
-                    key=record.key,
-                    name=record.name,
-                    etag=record.etag,
-                    size=record.size,
-                    uploaded_at=record.event_time,
-                )
-            )
+            registration = await self.repository.register_image(ImageVersion.of(record))
             image = registration.image
             if image.state.is_final:
                 return await self._already_final(image)
@@ -189,7 +180,7 @@ class ImagePipeline:
     ) -> Outcome:
         if record.size > self.settings.max_file_bytes:
             raise PermanentFailure(
-                "too_large", f"the object is {record.size} bytes, more than the limit of {self.settings.max_file_bytes}"
+                FailureCode.TOO_LARGE, f"the object is {record.size} bytes, more than the limit of {self.settings.max_file_bytes}"
             )
         with self.metrics.step("fetch"):
             source = await self.storage.get(
@@ -203,7 +194,7 @@ class ImagePipeline:
         if result_key is None:
             await self._check_still_mine(image.id)
             raise PermanentFailure(
-                "output_key_conflict",
+                FailureCode.OUTPUT_KEY_CONFLICT,
                 "every result key for this name is taken by another input of the batch "
                 f"({', '.join(result_key_candidates(record.batch_id, record.name, options))})",
             )
@@ -277,7 +268,7 @@ class ImagePipeline:
             return Outcome.RETRY
         failures = attempt.failures + 1
         log.warning("%s/%s: transient failure %d (%s): %s", record.bucket, record.key, failures, failure.code,
-                    failure.reason, exc_info=failure.code == "internal_error")
+                    failure.reason, exc_info=failure.code == FailureCode.INTERNAL_ERROR)
         if self.policy.exhausted(failures):
             return await self._give_up(record, failures, failure)
         await self._later(record, failures, attempt.deferrals, failure.code, backoff=failures)
@@ -290,10 +281,10 @@ class ImagePipeline:
         if image is None:
             raise RuntimeError(f"{record.key}: retries exhausted before the image could be registered")
         events = await self.repository.fail_image(
-            image.id, code="retries_exhausted", reason=f"gave up after {failures} attempts: {failure.reason}"
+            image.id, code=FailureCode.RETRIES_EXHAUSTED, reason=f"gave up after {failures} attempts: {failure.reason}"
         )
         await self._publish(events)
-        self.metrics.failed.labels("retries_exhausted").inc()
+        self.metrics.failed.labels(FailureCode.RETRIES_EXHAUSTED).inc()
         return Outcome.FAILED
 
     async def _already_final(self, image: ImageRecord) -> Outcome:

@@ -108,10 +108,16 @@ class Worker:
             metrics=self.metrics,
         )
         self.reconciler = Reconciler(settings, repository, storage, publisher)
-        self._work = Consumer(queues.topology.work_queue, MessageHandler(self.pipeline), "work")
-        self._dead = Consumer(
-            watch_queue, DeadLetterWatch(self.pipeline, settings.amqp_dead_letter_exchange), "dead-letter-watch"
+        handler = MessageHandler(self.pipeline, batches=self.pipeline.batches, publisher=publisher, metrics=self.metrics)
+        self._work = Consumer(queues.topology.work_queue, handler, "work")
+        dead_letters = DeadLetterWatch(
+            settings.amqp_dead_letter_exchange,
+            repository=repository,
+            batches=self.pipeline.batches,
+            publisher=publisher,
+            metrics=self.metrics,
         )
+        self._dead = Consumer(watch_queue, dead_letters, "dead-letter-watch")
         self.health = HealthServer(create_app(self.metrics, self.status), settings.processor_host, settings.processor_port)
         await self.health.start()
         await self._work.start()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from enum import Enum
 
+from photoenhance.contracts.failures import FailureCode
+
 __all__ = ["UPLOAD_MISSING", "BatchState", "ImageState"]
 
 #: Failure code of a file declared to the ingest API whose upload never arrived before its upload
 #: links expired. A retry cannot help (there is nothing to process); a late upload supersedes it.
-UPLOAD_MISSING = "upload_missing"
+UPLOAD_MISSING = FailureCode.UPLOAD_MISSING
 
 
 class ImageState(str, Enum):

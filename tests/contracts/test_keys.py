@@ -47,3 +47,20 @@ def test_output_key_takes_the_format_extension(name: str, fmt: str, expected: st
 def test_output_key_refuses_unknown_formats() -> None:
     with pytest.raises(ValueError, match="unknown output format"):
         output_key("b1", "a.jpg", "gif")
+
+
+def test_input_manifest_and_second_choice_result_keys_have_one_spelling() -> None:
+    from photoenhance.contracts.keys import (
+        MANIFEST_NAME,
+        input_key,
+        manifest_key,
+        output_key_by_full_name,
+        parse_input_key,
+    )
+
+    assert input_key("b1", "trip/a.png") == "b1/trip/a.png"
+    assert parse_input_key(input_key("b1", "trip/a.png")).name == "trip/a.png"
+    assert manifest_key("b1") == f"b1/{MANIFEST_NAME}"
+    assert output_key_by_full_name("b1", "a.jpg", "jpeg") == "b1/a.jpg.jpg"
+    with pytest.raises(ValueError, match="unknown output format"):
+        output_key_by_full_name("b1", "a.jpg", "gif")
