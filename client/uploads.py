@@ -90,7 +90,10 @@ async def _send_once(
         filename = source.name if isinstance(source, Path) else "upload"
         head, tail = _multipart_envelope(boundary, request.get("fields", {}), filename)
         body = _stream(source, on_bytes, head=head, tail=tail)
-        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", "Content-Length": str(len(head) + size + len(tail))}
+        headers = {
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "Content-Length": str(len(head) + size + len(tail)),
+        }
     else:
         body = _stream(source, on_bytes)
         headers = {**request.get("headers", {}), "Content-Length": str(size)}

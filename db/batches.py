@@ -4,10 +4,11 @@ snapshots and retries."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -17,11 +18,30 @@ from db.webhooks import NewSubscription, add_subscription
 from db.models import Batch, BatchFile, Image
 from db.records import BatchRecord, BatchSnapshot, ImageRecord
 from db.transactions import BatchExists, batch_record, image_record
+from photoenhance.contracts.failures import FailureCode
+from photoenhance.contracts.keys import input_key
 from photoenhance.contracts.progress import EventType, ProgressEvent
 from photoenhance.contracts.states import UPLOAD_MISSING, BatchState, ImageState
 from photoenhance.ratelimit import QuotaPlan
 
-__all__ = ["BatchOperations", "DeclaredFile"]
+__all__ = ["CANNOT_HELP_CODES", "BatchOperations", "DeclaredFile", "RetryOutcome"]
+
+#: Failure codes a retry leaves alone (see :attr:`FailureCode.retry_can_help`).
+CANNOT_HELP_CODES = frozenset(code.value for code in FailureCode if not code.retry_can_help)
+
+
+@dataclass(frozen=True)
+class RetryOutcome:
+    """What a retry of a batch's failed images did."""
+
+    #: The images put back to pending.
+    retried: list[ImageRecord]
+    #: Failed images left alone, counted per failure code: a retry cannot help them.
+    skipped: dict[str, int] = field(default_factory=dict)
+    #: Set when the retry came too soon after the last one: seconds until the next is accepted.
+    retry_after_s: float | None = None
+    #: When this retry was accepted (None when it was refused as too soon).
+    retried_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -134,8 +154,11 @@ class BatchOperations(EventLog):
 
     async def update_batch_plan(
         self, batch_id: str, *, options: dict[str, Any] | None = None, expected_count: int | None = None
-    ) -> BatchRecord:
-        """Apply a manifest: new options and/or an expected image count (which may complete the batch)."""
+    ) -> tuple[BatchRecord, list[ProgressEvent]]:
+        """Apply a manifest: new options and/or an expected image count (which may complete the batch).
+
+        Returns the batch as updated and the events appended (``batch.completed`` when it completed).
+        """
 
         async def op(conn: AsyncConnection) -> tuple[BatchRecord, list[ProgressEvent]]:
             await self._lock_batch(conn, batch_id)
@@ -148,8 +171,7 @@ class BatchOperations(EventLog):
             events = await self._maybe_complete(conn, batch_id, idle_cutoff=None)
             return await self._load_batch(conn, batch_id), events
 
-        record, _events = await self._write(op)
-        return record
+        return await self._write(op)
 
     async def get_batch(self, batch_id: str) -> BatchRecord | None:
         """The batch, or None."""
@@ -198,21 +220,37 @@ class BatchOperations(EventLog):
         return BatchSnapshot(batch=batch_record(row), images=[image_record(r) for r in images])
 
 
-    async def retry_failed(self, batch_id: str) -> list[ImageRecord]:
-        """Put a batch's failed images back to pending (reopening the batch); returns them."""
+    async def retry_failed(self, batch_id: str, *, min_interval_s: float = 0.0) -> RetryOutcome:
+        """Put a batch's failed images whose failure a retry can help back to pending (reopening
+        the batch); the others stay failed and are counted per code in ``skipped``.
 
-        async def op(conn: AsyncConnection) -> list[ImageRecord]:
-            await self._lock_batch(conn, batch_id)
+        At most one retry per ``min_interval_s`` seconds is accepted per batch, counted from the
+        batches row (``retried_at``) so every replica agrees; a retry inside the interval changes
+        nothing and says how long to wait.
+        """
+
+        async def op(conn: AsyncConnection) -> RetryOutcome:
+            batch = await self._lock_batch(conn, batch_id)
             now = self._now()
+            if min_interval_s > 0 and batch.retried_at is not None:
+                waited = (now - batch.retried_at).total_seconds()
+                if waited < min_interval_s:
+                    return RetryOutcome(retried=[], skipped={}, retry_after_s=min_interval_s - waited)
+            await conn.execute(update(Batch).where(Batch.id == batch_id).values(retried_at=now))
+            failed = (Image.batch_id == batch_id, Image.state == ImageState.FAILED.value)
+            cannot_help = Image.code.in_(sorted(CANNOT_HELP_CODES))
+            skipped = {
+                code: count
+                for code, count in (
+                    await conn.execute(
+                        select(Image.code, func.count()).where(*failed, cannot_help).group_by(Image.code)
+                    )
+                ).all()
+            }
             rows = (
                 await conn.execute(
                     update(Image)
-                    .where(
-                        Image.batch_id == batch_id,
-                        Image.state == ImageState.FAILED.value,
-                        # Nothing to process: only a new upload (which supersedes it) can help.
-                        Image.code.is_distinct_from(UPLOAD_MISSING),
-                    )
+                    .where(*failed, or_(Image.code.is_(None), ~cannot_help))
                     .values(
                         state=ImageState.PENDING.value,
                         reason=None,
@@ -234,9 +272,20 @@ class BatchOperations(EventLog):
                         updated_at=now,
                     )
                 )
-            return [image_record(r) for r in rows]
+            return RetryOutcome(retried=[image_record(r) for r in rows], skipped=skipped, retried_at=now)
 
         return await self._write(op)
+
+    async def forget_retry(self, batch_id: str, retried_at: datetime) -> None:
+        """Undo the rate-limit mark of an accepted retry that could not be carried out (the
+        announcement failed), unless a later retry has marked the batch since."""
+
+        async def op(conn: AsyncConnection) -> None:
+            await conn.execute(
+                update(Batch).where(Batch.id == batch_id, Batch.retried_at == retried_at).values(retried_at=None)
+            )
+
+        await self._write(op)
 
     async def fail_missing_uploads(self, batch_id: str, *, reason: str) -> list[ProgressEvent]:
         """Fail each file the batch declared that no upload ever arrived for; returns the events.
@@ -272,7 +321,7 @@ class BatchOperations(EventLog):
                         {
                             "batch_id": batch_id,
                             "bucket": batch.input_bucket,
-                            "key": f"{batch_id}/{name}",
+                            "key": input_key(batch_id, name),
                             "name": name,
                             "etag": "",
                             "size": size,

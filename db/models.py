@@ -137,6 +137,8 @@ class WebhookDelivery(Base):
     first_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: When a retry of the batch's failed images was last accepted (RETRY_MIN_INTERVAL_S counts from it).
+    retried_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class BatchFile(Base):

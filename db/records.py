@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from photoenhance.contracts.progress import BatchCounts, ImageProgress
 from photoenhance.contracts.states import BatchState, ImageState
+
+if TYPE_CHECKING:
+    from photoenhance.contracts.events import ObjectCreated
 
 __all__ = ["BatchRecord", "BatchSnapshot", "ImageRecord", "ImageVersion", "Registration", "StartedImage"]
 
@@ -35,6 +38,7 @@ class BatchRecord:
     quota_subject: str | None = None
     #: Images left unprocessed because the batch was cancelled.
     cancelled: int = 0
+    retried_at: datetime | None = None
 
     @property
     def counts(self) -> BatchCounts:
@@ -99,6 +103,19 @@ class ImageVersion:
     uploaded_at: datetime | None = None
     #: The quality level it is queued at (the router knows it; the pipeline registers without).
     level: str | None = None
+
+    @classmethod
+    def of(cls, record: ObjectCreated) -> ImageVersion:
+        """The version a bucket notification announces (its event time is the upload time)."""
+        return cls(
+            bucket=record.bucket,
+            batch_id=record.batch_id,
+            key=record.key,
+            name=record.name,
+            etag=record.etag,
+            size=record.size,
+            uploaded_at=record.event_time,
+        )
 
 
 @dataclass(frozen=True)

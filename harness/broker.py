@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.processor import free_port
+from harness.services import free_port
 
 __all__ = ["PrivateBroker", "private_broker"]
 

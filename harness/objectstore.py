@@ -39,7 +39,6 @@ import io
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -63,7 +62,7 @@ from provision.notifications import configure_bucket_notifications, delete_rgw_t
 from photoenhance.s3 import minio_client
 from photoenhance.settings import Settings
 from photoenhance.topology import declare_topology
-from harness.services import unique_name
+from harness.services import free_port, unique_name
 
 REPO = Path(__file__).resolve().parents[1]
 CEPH_SCRIPTS = REPO / "infra" / "ceph"
@@ -159,12 +158,6 @@ class CephStartError(RuntimeError):
     """infra/ceph/up.sh failed; the message carries its output."""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class CephCluster:
     """One throw-away Ceph cluster (monitor, memstore OSD, radosgw) run by infra/ceph's scripts."""
 
@@ -184,8 +177,8 @@ class CephCluster:
     def up(self, attempts: int = 3) -> None:
         """Start the cluster on free ports, trying new ports when one was taken meanwhile."""
         for _ in range(attempts):
-            self.rgw_port = _free_port()
-            ports = {"RGW_PORT": self.rgw_port, "MON_V2_PORT": _free_port(), "MON_V1_PORT": _free_port()}
+            self.rgw_port = free_port()
+            ports = {"RGW_PORT": self.rgw_port, "MON_V2_PORT": free_port(), "MON_V1_PORT": free_port()}
             if len(set(ports.values())) < len(ports):
                 continue
             result = self._script("up.sh", env={k: str(v) for k, v in ports.items()}, timeout=CEPH_UP_TIMEOUT_S)
@@ -271,7 +264,7 @@ class MinioServer:
         from testcontainers.core.container import DockerContainer
 
         self._created = False
-        self.port = _free_port()
+        self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.container = (
             DockerContainer(os.environ.get("TEST_MINIO_IMAGE", MINIO_IMAGE))

@@ -20,7 +20,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -42,17 +41,12 @@ from photoenhance.contracts.events import parse_notification
 from photoenhance.contracts.progress import ProgressEvent
 from photoenhance.settings import Settings
 from photoenhance.topology import declare_progress_exchange
+from harness.services import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
 #: Upper bound for waiting on a pipeline outcome in a test (a bound, not a speed check).
 WAIT_S = 120
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def tune(settings: Settings, **changes: Any) -> Settings:

@@ -16,7 +16,7 @@ import shutil
 import socket
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -31,6 +31,13 @@ from photoenhance.settings import Settings
 
 LOCAL_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 LOCAL_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for services the tests and benchmarks start)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def unique_name(prefix: str = "t") -> str:
@@ -168,13 +175,14 @@ def settings(amqp_url: str, database_url: str, tmp_path: Path) -> Iterator[Setti
     asyncio.run(delete_amqp_names(test_settings))
 
 
-async def delete_amqp_names(settings: Settings) -> None:
-    """Delete the queues and exchanges named in ``settings`` (missing ones are fine)."""
+async def delete_amqp_names(settings: Settings, queues: Sequence[str] = ()) -> None:
+    """Delete the queues and exchanges named in ``settings``, and ``queues`` (missing ones are fine)."""
     connection = await aio_pika.connect(settings.amqp_url)
     try:
         from photoenhance.topology import level_queue_names
 
         names = [
+            *(("queue", name) for name in queues),
             ("queue", settings.amqp_work_queue),
             *(("queue", name) for name in level_queue_names(settings)),
             ("queue", settings.amqp_dead_letter_exchange),

@@ -31,7 +31,8 @@ import pytest
 from db.connection import Database
 from provision.cors import configure_upload_cors
 from photoenhance.settings import Settings
-from harness.processor import REPO, WAIT_S, WorkerProcess, free_port
+from harness.processor import REPO, WAIT_S, WorkerProcess
+from harness.services import free_port
 
 __all__ = ["ServiceProcess", "Stack", "StartStack", "start_stack"]
 

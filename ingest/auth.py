@@ -13,14 +13,10 @@ from db.records import BatchRecord
 from db.repository import Repository
 from ingest.errors import ApiError, not_found
 from photoenhance.contracts.keys import is_valid_batch_id
-from photoenhance.contracts.tokens import hash_token, is_api_key, may_read_batch
+from photoenhance.contracts.tokens import bearer_credential, is_api_key, may_open
 from photoenhance.settings import Settings
 
 __all__ = ["bearer", "readable_batch", "require_creator"]
-
-#: Compared against when the batch does not exist, so an unknown id costs the same hashing.
-_ABSENT_HASH = hash_token("no batch is stored under this hash")
-
 
 def bearer(request: web.Request, *, query_allowed: bool = False) -> str | None:
     """The credential in ``Authorization: Bearer ...``, else (where allowed) in ``?token=``.
@@ -29,9 +25,9 @@ def bearer(request: web.Request, *, query_allowed: bool = False) -> str | None:
     cannot carry an Authorization header. It is accepted only on such routes, because URLs end up
     in logs and histories; JSON endpoints are called from code, which can set the header.
     """
-    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and credential.strip():
-        return credential.strip()
+    credential = bearer_credential(request.headers.get("Authorization"))
+    if credential is not None:
+        return credential
     if query_allowed:
         return request.query.get("token") or None
     return None
@@ -45,11 +41,12 @@ async def readable_batch(
     credential = bearer(request, query_allowed=query_allowed)
     if not is_valid_batch_id(batch_id):
         raise not_found()
-    # The same query, record building and hash comparison whether or not the batch exists
-    # (db/access_lookup.py), so the answer's timing does not tell an unknown id from a wrong token.
+    # The same query and record building whether or not the batch exists (db/access_lookup.py), and
+    # the same hash comparison (may_open): timing does not tell an unknown id from a wrong token.
     batch = await repository.batch_for_access(batch_id)
-    stored_hash = batch.token_hash if batch is not None else _ABSENT_HASH
-    if not may_read_batch(credential, stored_hash, settings.api_keys) or batch is None:
+    token_hash = batch.token_hash if batch is not None else None
+    allowed = may_open(credential, token_hash, settings.api_keys, exists=batch is not None)
+    if batch is None or not allowed:
         raise not_found()
     return batch
 

@@ -14,9 +14,12 @@ from aiohttp import web
 
 from photoenhance.contracts.progress_stream import BATCH_NOT_FOUND
 
-__all__ = ["ApiError", "BATCH_NOT_FOUND", "error_middleware", "error_response", "not_found"]
+__all__ = ["ApiError", "BATCH_NOT_FOUND", "RETRY_TOO_SOON", "error_middleware", "error_response", "not_found"]
 
 log = logging.getLogger(__name__)
+
+#: A batch retried again within RETRY_MIN_INTERVAL_S (429, with Retry-After).
+RETRY_TOO_SOON = "retry_too_soon"
 
 #: aiohttp's own HTTP errors (no route, wrong method, body too large) mapped to our codes.
 _HTTP_CODES = {

@@ -37,6 +37,7 @@ ERROR_CODES: dict[str, str] = {
     "broker_unavailable": "The message broker could not be reached; try again.",
     "invalid_cursor": "after is not a cursor this API handed out (use the previous page's next).",
     "invalid_limit": "limit is not a whole number from 1 to the largest page size.",
+    "retry_too_soon": "The batch was retried less than RETRY_MIN_INTERVAL_S ago; wait Retry-After seconds.",
     "request_too_large": "The request body is too large.",
     "not_found": "No such route.",
     "method_not_allowed": "The route does not take this method.",
@@ -207,6 +208,15 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "batch_id": {"type": "string"},
                 "retried": {"type": "integer", "description": "Failed images put back to pending"},
                 "announced": {"type": "integer", "description": "Pending images announced to the processors"},
+                "skipped": {
+                    "type": "object",
+                    "description": "Failed images left failed because a retry cannot help them, by failure code",
+                    "additionalProperties": {
+                        "type": "object",
+                        "required": ["count", "reason"],
+                        "properties": {"count": {"type": "integer"}, "reason": {"type": "string"}},
+                    },
+                },
             },
         },
     }
@@ -306,7 +316,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "summary": "Re-run the batch's failed images (and re-announce pending ones)",
                     "security": [{"bearer": []}],
                     "parameters": [batch_id],
-                    "responses": {"202": _json_response("Retried", "RetryResponse"), **_errors("404", "409", "415", "503")},
+                    "responses": {"202": _json_response("Retried", "RetryResponse"), **_errors("404", "409", "415", "429", "503")},
                 }
             },
             "/api/v1/batches/{batch_id}/cancel": {

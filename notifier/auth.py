@@ -15,15 +15,12 @@ from db.records import BatchRecord
 from db.repository import Repository
 from photoenhance.contracts.keys import is_valid_batch_id
 from photoenhance.contracts.progress_stream import BATCH_NOT_FOUND
-from photoenhance.contracts.tokens import hash_token, may_read_batch
+from photoenhance.contracts.tokens import bearer_credential, may_open
 
 __all__ = ["Refused", "authorize", "presented_token", "refusal"]
 
 #: Longest ``since`` accepted, in digits (sequence numbers are 32-bit in the database).
 MAX_SINCE_DIGITS = 10
-
-#: Compared against when the batch does not exist, so an unknown batch costs the same hashing.
-_NO_BATCH_HASH = hash_token("no batch has this token")
 
 
 class Refused(Exception):
@@ -37,10 +34,7 @@ def presented_token(request: web.Request) -> str | None:
     ``WebSocket`` and ``EventSource`` constructors cannot set request headers, so the query string
     is the only way they can present a token.
     """
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return request.query.get("token") or None
+    return bearer_credential(request.headers.get("Authorization")) or request.query.get("token") or None
 
 
 def parse_since(raw: str | None) -> int | None:
@@ -60,10 +54,10 @@ async def authorize(
     since_raw: str | None,
 ) -> tuple[BatchRecord, int | None]:
     """The batch and the client's position, or :class:`Refused` for any bad input."""
-    # Same work for an unknown batch as for a known one (db/access_lookup.py): timing tells nothing.
+    # Same work for an unknown batch as for a known one (db/access_lookup.py, may_open): timing tells nothing.
     batch = await repository.batch_for_access(batch_id) if is_valid_batch_id(batch_id) else None
-    token_hash = _NO_BATCH_HASH if batch is None else batch.token_hash
-    allowed = may_read_batch(token, token_hash, api_keys)
+    token_hash = batch.token_hash if batch is not None else None
+    allowed = may_open(token, token_hash, api_keys, exists=batch is not None)
     if batch is None or not allowed:
         raise Refused("unknown batch or no access")
     since = parse_since(since_raw)

@@ -1,25 +1,26 @@
 """The ``photoenhance`` command: one entry point, a subcommand per service or tool.
 
 Each subcommand lives beside the code it runs, in a module exposing
-``add_arguments(parser)`` and ``run(args, settings) -> int``. Modules are imported only when their
-subcommand is chosen, so ``photoenhance settings`` never loads torch.
+``add_arguments(parser)`` and ``run(args, settings) -> int``. These modules stay light (they import
+the heavy code inside ``run``), so ``photoenhance settings`` never loads torch. A subcommand whose
+module fails to import stops the command with a message naming it, rather than vanishing from
+``--help``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
 
 from photoenhance.settings import Settings, SettingsError, settings_table
 
-__all__ = ["SUBCOMMANDS", "main"]
+__all__ = ["SUBCOMMANDS", "BrokenSubcommand", "main"]
 
-#: Subcommand name -> (module implementing it, one-line help). Modules that do not exist yet are
-#: skipped, so a service's issue adds its line here and its module beside its code.
+#: Subcommand name -> (module implementing it, one-line help). Every module must import: a broken
+#: one is reported (exit status 2), never skipped.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "init": ("provision.bootstrap_cli", "Prepare buckets, notifications, AMQP topology and the database."),
     "ingest": ("ingest.cli", "Serve the ingest API and the web page."),
@@ -34,15 +35,17 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _available() -> dict[str, tuple[str, str]]:
-    found = {}
-    for name, (module, help_text) in SUBCOMMANDS.items():
-        try:
-            if importlib.util.find_spec(module) is not None:
-                found[name] = (module, help_text)
-        except ModuleNotFoundError:  # its package does not exist yet
-            continue
-    return found
+class BrokenSubcommand(RuntimeError):
+    """A subcommand's module failed to import; the message names the subcommand, module and error."""
+
+
+def _load(name: str, module: str):
+    try:
+        return importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 - any failure to import is reported the same way
+        raise BrokenSubcommand(
+            f"the {name!r} command cannot be loaded: importing {module} failed: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,16 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
     subs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     settings_parser = subs.add_parser("settings", help="Print every environment variable and its value.")
     settings_parser.add_argument("--markdown", action="store_true", help="print the README's table")
-    for name, (module, help_text) in _available().items():
+    for name, (module, help_text) in SUBCOMMANDS.items():
         sub = subs.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(sub)
+        _load(name, module).add_arguments(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()
+    except BrokenSubcommand as exc:
+        print(f"photoenhance: {exc}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -198,6 +198,10 @@ class Settings:
         "LEVEL_WAIT_MAX_S",
         0,
         "How long an image waits for a worker serving its level before it fails (`quality_not_served`); 0: PRESIGN_EXPIRY_S plus a day.",
+    retry_min_interval_s: float = _env(
+        "RETRY_MIN_INTERVAL_S",
+        10.0,
+        "Seconds between two accepted `POST /api/v1/batches/{id}/retry` of one batch; sooner gets 429.",
     )
     reconcile_grace_s: int = _env(
         "RECONCILE_GRACE_S", 60, "The reconciler leaves objects younger than this to their notification."

@@ -44,6 +44,7 @@ from functools import partial
 from pathlib import Path
 
 from photoenhance.contracts.options import EnhanceOptions, Quality
+from photoenhance.contracts.failures import FailureCode
 from photoenhance.settings import Settings
 from processor.engine.allocator import keeps_large_buffers
 from processor.engine.errors import OutputTooLarge
@@ -303,7 +304,7 @@ class Slot:
         tried = options
         options, need = admission.fitting(header, options)
         if need.host > admission.budget.capacity.host:
-            raise PermanentFailure("over_memory_budget", admission.over_budget(header, tried, need))
+            raise PermanentFailure(FailureCode.OVER_MEMORY_BUDGET, admission.over_budget(header, tried, need))
         if options.tile != tried.tile:
             log.info("a %dx%d image at %s gets %d-pixel background tiles to fit the memory budget",
                      header.width, header.height, options.quality.value, options.tile)

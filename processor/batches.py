@@ -14,8 +14,9 @@ from collections.abc import Awaitable, Callable
 
 from db.records import BatchRecord, ImageVersion
 from db.repository import Repository
+from photoenhance.contracts.failures import FailureCode
 from photoenhance.contracts.events import InvalidKey, ObjectCreated
-from photoenhance.contracts.keys import MANIFEST_NAME
+from photoenhance.contracts.keys import manifest_key
 from photoenhance.contracts.progress import ProgressEvent
 from processor.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError, parse_manifest
 from processor.failures import PermanentFailure
@@ -69,15 +70,13 @@ class Batches:
         manifest = await self._read_manifest(batch.id, record.bucket, strict=True)
         if manifest is None:  # deleted since it was announced
             return []
-        before = batch.last_seq
         options = manifest.options
         if options is not None and "quality" not in options and "quality" in (batch.options or {}):
             options = {**options, "quality": batch.options["quality"]}  # the level chosen at creation stays
-        await self._repository.update_batch_plan(
+        _, events = await self._repository.update_batch_plan(
             batch.id, options=options, expected_count=manifest.expected_count
         )
-        # update_batch_plan appends (at most) batch.completed; read back what was appended since.
-        return [e for e in await self._repository.events_since(batch.id, before) if e.image is None]
+        return events
 
     async def refuse_key(self, refused: InvalidKey) -> list[ProgressEvent]:
         """Record an object whose key is refused as a failed image of its batch; returns the events."""
@@ -95,13 +94,13 @@ class Batches:
             )
         )
         return await self._repository.fail_image(
-            registration.image.id, reason=f"the key is refused: {refused.reason}", code="invalid_key"
+            registration.image.id, reason=f"the key is refused: {refused.reason}", code=FailureCode.INVALID_KEY
         )
 
     async def _read_manifest(self, batch_id: str, bucket: str, *, strict: bool = False) -> Manifest | None:
         try:
             data = await self._storage.get_if_exists(
-                bucket, f"{batch_id}/{MANIFEST_NAME}", max_bytes=MAX_MANIFEST_BYTES
+                bucket, manifest_key(batch_id), max_bytes=MAX_MANIFEST_BYTES
             )
             return None if data is None else parse_manifest(data)
         except (ManifestError, PermanentFailure) as exc:

@@ -21,9 +21,13 @@ import logging
 from aio_pika.abc import AbstractIncomingMessage
 
 from db.records import ImageVersion
+from photoenhance.contracts.failures import FailureCode
 from photoenhance.contracts.events import NotificationError, ObjectCreated, parse_notification
 from photoenhance.contracts.states import ImageState
-from processor.pipeline import ImagePipeline
+from db.repository import Repository
+from processor.batches import Batches
+from processor.metrics import ProcessorMetrics
+from processor.publisher import Publisher
 
 __all__ = ["DeadLetterWatch"]
 
@@ -52,9 +56,20 @@ def death_reason(message: AbstractIncomingMessage) -> str:
 class DeadLetterWatch:
     """Marks the images of dead-lettered messages failed."""
 
-    def __init__(self, pipeline: ImagePipeline, dead_letter_queue: str) -> None:
-        self.pipeline = pipeline
+    def __init__(
+        self,
+        dead_letter_queue: str,
+        *,
+        repository: Repository,
+        batches: Batches,
+        publisher: Publisher,
+        metrics: ProcessorMetrics,
+    ) -> None:
         self.dead_letter_queue = dead_letter_queue
+        self.repository = repository
+        self.batches = batches
+        self.publisher = publisher
+        self.metrics = metrics
 
     async def __call__(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -81,24 +96,19 @@ class DeadLetterWatch:
     async def _fail(self, record: ObjectCreated, reason: str) -> None:
         if record.is_manifest:
             return
-        repository = self.pipeline.repository
+        repository = self.repository
         image = await repository.find_image(record.bucket, record.key, record.etag)
         if image is None:
-            await self.pipeline.batches.ensure(record.batch_id, record.bucket)
-            image = (
-                await repository.register_image(
-                    ImageVersion(record.bucket, record.batch_id, record.key, record.name, record.etag, record.size,
-                                 record.event_time)
-                )
-            ).image
+            await self.batches.ensure(record.batch_id, record.bucket)
+            image = (await repository.register_image(ImageVersion.of(record))).image
         if reason == "delivery_limit":
-            code = "delivery_limit"
+            code = FailureCode.DELIVERY_LIMIT
             text = (
                 "processing was cut off on every delivery (the worker crashed or was stopped each time); "
                 f"the message is kept in the dead-letter queue {self.dead_letter_queue}"
             )
         else:
-            code = "retries_exhausted"
+            code = FailureCode.RETRIES_EXHAUSTED
             text = f"the message was dead-lettered ({reason}); it is kept in {self.dead_letter_queue}"
         events = await repository.fail_image(image.id, reason=text, code=code, spare_live_lease=True)
         if not events:
@@ -107,5 +117,5 @@ class DeadLetterWatch:
                 raise _StillLeased(f"{record.key} is held by {current.lease_owner} until {current.lease_expires_at}")
         if events:
             log.warning("%s/%s marked failed: %s", record.bucket, record.key, code)
-            self.pipeline.metrics.failed.labels(code).inc()
-            await self.pipeline.publisher.progress(events)
+            self.metrics.failed.labels(code).inc()
+            await self.publisher.progress(events)

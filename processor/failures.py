@@ -34,6 +34,7 @@ import urllib3.exceptions
 from minio.error import MinioException, S3Error, ServerError
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from photoenhance.contracts.failures import CodedError, FailureCode
 from photoenhance.contracts.options import OptionsError
 from photoenhance.settings import Settings
 from processor.engine.errors import ImageError
@@ -41,7 +42,13 @@ from processor.engine.errors import ImageError
 __all__ = ["OUTAGE_CODES", "Failure", "PermanentFailure", "RetryPolicy", "Verdict", "classify"]
 
 #: Transient codes that are a service's condition, not the image's: never counted as attempts.
-OUTAGE_CODES = frozenset({"storage_unavailable", "database_unavailable", "broker_unavailable", "disk_full", "io_error"})
+OUTAGE_CODES = frozenset({
+    FailureCode.STORAGE_UNAVAILABLE,
+    FailureCode.DATABASE_UNAVAILABLE,
+    FailureCode.BROKER_UNAVAILABLE,
+    FailureCode.DISK_FULL,
+    FailureCode.IO_ERROR,
+})
 
 #: ``errno`` values of a full file system (no space left; quota exceeded).
 _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
@@ -49,7 +56,7 @@ _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 _PG_DISK_FULL = "53100"
 
 #: S3 error codes that mean "this version of the object is not there any more": permanent.
-_GONE_CODES = {"NoSuchKey": "source_missing", "PreconditionFailed": "source_replaced"}
+_GONE_CODES = {"NoSuchKey": FailureCode.SOURCE_MISSING, "PreconditionFailed": FailureCode.SOURCE_REPLACED}
 
 
 class Verdict(str, Enum):
@@ -61,13 +68,11 @@ class Verdict(str, Enum):
     TRANSIENT = "transient"
 
 
-class PermanentFailure(Exception):
+class PermanentFailure(CodedError):
     """A failure of one image that no retry can fix; ``code`` is stable, ``reason`` is for people."""
 
     def __init__(self, code: str, reason: str) -> None:
-        super().__init__(f"{code}: {reason}")
-        self.code = code
-        self.reason = reason
+        super().__init__(reason, code=code)
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,7 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, ImageError):
         return Failure(Verdict.PERMANENT, exc.code, exc.reason)
     if isinstance(exc, OptionsError):
-        return Failure(Verdict.PERMANENT, "bad_options", f"the image's options are unusable: {exc}")
+        return Failure(Verdict.PERMANENT, FailureCode.BAD_OPTIONS, f"the image's options are unusable: {exc}")
     if isinstance(exc, S3Error) and exc.code in _GONE_CODES:
         what = "was deleted" if exc.code == "NoSuchKey" else "was overwritten by a newer upload"
         return Failure(Verdict.PERMANENT, _GONE_CODES[exc.code], f"the uploaded object {what} before it was read")
@@ -106,16 +111,16 @@ def classify(exc: BaseException) -> Failure:
 
 def _transient_code(exc: BaseException) -> str:
     if _disk_full(exc):
-        return "disk_full"
+        return FailureCode.DISK_FULL
     if isinstance(exc, (MinioException, ServerError, urllib3.exceptions.HTTPError)):
-        return "storage_unavailable"
+        return FailureCode.STORAGE_UNAVAILABLE
     if isinstance(exc, (DBAPIError, SQLAlchemyError)):
-        return "database_unavailable"
+        return FailureCode.DATABASE_UNAVAILABLE
     if isinstance(exc, (aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError)):
-        return "broker_unavailable"
+        return FailureCode.BROKER_UNAVAILABLE
     if isinstance(exc, (OSError, asyncio.TimeoutError)):
-        return "io_error"
-    return "internal_error"
+        return FailureCode.IO_ERROR
+    return FailureCode.INTERNAL_ERROR
 
 
 def _disk_full(exc: BaseException) -> bool:

@@ -32,10 +32,13 @@ from photoenhance.contracts.events import (
     ObjectCreated,
     parse_notification,
 )
+from photoenhance.contracts.failures import FailureCode
 from photoenhance.contracts.options import Quality
 from processor.manifest import ManifestError
+from processor.batches import Batches
+from processor.metrics import ProcessorMetrics
 from processor.pipeline import Attempt, ImagePipeline
-from processor.publisher import ATTEMPT_HEADER, DEFERRAL_HEADER, LEVEL_HEADER
+from processor.publisher import ATTEMPT_HEADER, DEFERRAL_HEADER, LEVEL_HEADER, Publisher
 from processor.timeline import utc_now
 
 __all__ = ["MessageHandler", "attempt_of"]
@@ -71,9 +74,19 @@ def attempt_of(message: AbstractIncomingMessage, received_at: datetime | None = 
 class MessageHandler:
     """Settles work-queue messages through an :class:`ImagePipeline`."""
 
-    def __init__(self, pipeline: ImagePipeline, settle: Settle | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: ImagePipeline,
+        *,
+        batches: Batches,
+        publisher: Publisher,
+        metrics: ProcessorMetrics,
+        settle: Settle | None = None,
+    ) -> None:
         self.pipeline = pipeline
-        self.metrics = pipeline.metrics
+        self.batches = batches
+        self.publisher = publisher
+        self.metrics = metrics
         #: What each object record of a message goes through: the pipeline, or the router.
         self._settle: Settle = settle or pipeline.process
 
@@ -98,10 +111,10 @@ class MessageHandler:
             if exc.batch_id is None or "/" not in exc.key:  # outside any batch prefix: names no image
                 return await self._dead_letter(message, exc)
             try:
-                await self.pipeline.publisher.progress(await self.pipeline.batches.refuse_key(exc))
+                await self.publisher.progress(await self.batches.refuse_key(exc))
             except Exception as failure:
                 return await self._requeue(message, failure)
-            self.metrics.failed.labels("invalid_key").inc()
+            self.metrics.failed.labels(FailureCode.INVALID_KEY).inc()
             await message.ack()
             return "refused_key"
         except NotificationError as exc:

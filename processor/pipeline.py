@@ -35,8 +35,9 @@ from urllib.parse import quote
 from db.records import BatchRecord, ImageRecord, ImageVersion, StartedImage
 from db.repository import Repository, UnknownBatch
 from photoenhance.contracts.events import ObjectCreated, notification_body
+from photoenhance.contracts.failures import FailureCode
 from photoenhance.contracts.formats import format_suggested_by_name, resolve_output_format
-from photoenhance.contracts.keys import OUTPUT_EXTENSIONS, output_key
+from photoenhance.contracts.keys import output_key, output_key_by_full_name
 from photoenhance.contracts.options import EnhanceOptions, Quality
 from photoenhance.contracts.progress import EventType, ProgressEvent
 from photoenhance.contracts.states import ImageState
@@ -126,7 +127,7 @@ def result_key_candidates(batch_id: str, name: str, options: EnhanceOptions, sou
     """
     fmt = resolve_output_format(options.output_format.value, source_format)
     first = output_key(batch_id, name, fmt)
-    second = f"{batch_id}/{name}{OUTPUT_EXTENSIONS[fmt]}"
+    second = output_key_by_full_name(batch_id, name, fmt)
     return [first] if second == first else [first, second]
 
 
@@ -268,7 +269,7 @@ class ImagePipeline:
         batch = started.batch
         if record.size > self.settings.max_file_bytes:
             raise PermanentFailure(
-                "too_large", f"the object is {record.size} bytes, more than the limit of {self.settings.max_file_bytes}"
+                FailureCode.TOO_LARGE, f"the object is {record.size} bytes, more than the limit of {self.settings.max_file_bytes}"
             )
         with self.metrics.step("fetch"):
             source = await self.storage.get(
@@ -288,7 +289,7 @@ class ImagePipeline:
         if result_key is None:
             await self._check_still_mine(image.id)
             raise PermanentFailure(
-                "output_key_conflict",
+                FailureCode.OUTPUT_KEY_CONFLICT,
                 "every result key for this name is taken by another input of the batch "
                 f"({', '.join(candidates)})",
             )
@@ -366,7 +367,7 @@ class ImagePipeline:
             return Outcome.RETRY
         failures = attempt.failures + 1
         log.warning("%s/%s: transient failure %d (%s): %s", record.bucket, record.key, failures, failure.code,
-                    failure.reason, exc_info=failure.code == "internal_error")
+                    failure.reason, exc_info=failure.code == FailureCode.INTERNAL_ERROR)
         if self.policy.exhausted(failures):
             return await self._give_up(record, failures, failure)
         await self._later(record, failures, attempt.deferrals, failure.code, backoff=failures, level=attempt.level)
@@ -379,10 +380,10 @@ class ImagePipeline:
         if image is None:
             raise RuntimeError(f"{record.key}: retries exhausted before the image could be registered")
         events = await self.repository.fail_image(
-            image.id, code="retries_exhausted", reason=f"gave up after {failures} attempts: {failure.reason}"
+            image.id, code=FailureCode.RETRIES_EXHAUSTED, reason=f"gave up after {failures} attempts: {failure.reason}"
         )
         await self._publish(events)
-        self.metrics.failed.labels("retries_exhausted").inc()
+        self.metrics.failed.labels(FailureCode.RETRIES_EXHAUSTED).inc()
         return Outcome.FAILED
 
     async def _already_final(self, image: ImageRecord) -> Outcome:

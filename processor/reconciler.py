@@ -44,6 +44,7 @@ from photoenhance.contracts.events import notification_body
 from photoenhance.contracts.keys import MANIFEST_NAME
 from photoenhance.contracts.progress import EventType
 from photoenhance.contracts.states import ImageState
+from photoenhance.contracts.failures import FailureCode
 from photoenhance.settings import Settings
 from processor.publisher import Publisher
 from processor.storage import Storage
@@ -56,7 +57,7 @@ log = logging.getLogger(__name__)
 SOURCE = "photoenhance:reconciler"
 
 #: Failure code of an image no worker served the level of within ``LEVEL_WAIT_MAX_S``.
-QUALITY_NOT_SERVED = "quality_not_served"
+QUALITY_NOT_SERVED = FailureCode.QUALITY_NOT_SERVED
 
 
 def level_wait_reason(level: str, waited_s: int) -> str:

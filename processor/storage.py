@@ -19,6 +19,7 @@ from typing import TypeVar
 import urllib3
 from minio.error import S3Error
 
+from photoenhance.contracts.failures import FailureCode
 from photoenhance.s3 import minio_client
 from photoenhance.settings import Settings
 from processor.failures import PermanentFailure
@@ -81,7 +82,7 @@ class Storage:
             length = int(response.headers.get("content-length") or 0)
             if length > max_bytes:
                 raise PermanentFailure(
-                    "too_large", f"the object is {length} bytes, more than the limit of {max_bytes} bytes"
+                    FailureCode.TOO_LARGE, f"the object is {length} bytes, more than the limit of {max_bytes} bytes"
                 )
             data = response.read(decode_content=False)
             return StoredObject(

@@ -129,20 +129,29 @@ class Worker:
         self.pipeline.batches.default_level = self._default_level
         self.router = Router(self.pipeline)
         window = SharedWindow(settings.prefetch)
+
+        def handler(settle: Settle | None = None) -> MessageHandler:
+            return MessageHandler(
+                self.pipeline, batches=self.pipeline.batches, publisher=publisher, metrics=self.metrics, settle=settle
+            )
+
         self._work = [
-            Consumer(queues.topology.level_queues[level], window.wrap(MessageHandler(self.pipeline)), f"work-{level}")
+            Consumer(queues.topology.level_queues[level], window.wrap(handler()), f"work-{level}")
             for level in settings.processor_qualities
         ]
         if settings.processor_routes:
             route_channel = await self._connection.channel()
             await route_channel.set_qos(prefetch_count=settings.prefetch)
             announcements = await route_channel.get_queue(settings.amqp_work_queue)
-            self._work.append(
-                Consumer(announcements, MessageHandler(self.pipeline, settle=self.router.route), "route")
-            )
-        self._dead = Consumer(
-            watch_queue, DeadLetterWatch(self.pipeline, settings.amqp_dead_letter_exchange), "dead-letter-watch"
+            self._work.append(Consumer(announcements, handler(self.router.route), "route"))
+        dead_letters = DeadLetterWatch(
+            settings.amqp_dead_letter_exchange,
+            repository=repository,
+            batches=self.pipeline.batches,
+            publisher=publisher,
+            metrics=self.metrics,
         )
+        self._dead = Consumer(watch_queue, dead_letters, "dead-letter-watch")
         self._heartbeat = Heartbeat(
             self.registry,
             self.worker_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -15,7 +16,7 @@ from db.repository import DeclaredFile
 from db.status_pages import ImageStatus
 from ingest.auth import readable_batch, require_creator
 from ingest.context import CONTEXT, IngestContext
-from ingest.errors import ApiError, not_found
+from ingest.errors import RETRY_TOO_SOON, ApiError, error_response, not_found
 from ingest.fleet import batch_options, live_levels, mark_waiting
 from ingest.ids import new_ulid
 from ingest.json_body import require_json_content_type
@@ -26,6 +27,8 @@ from ingest.status_paging import encode_cursor, page_request
 from ingest.validation import DeclaredUpload, parse_create_request
 from ingest.webhook_request import requested_webhook
 from photoenhance.contracts.events import notification_body
+from photoenhance.contracts.failures import why_retry_cannot_help
+from photoenhance.contracts.keys import input_key
 from photoenhance.contracts.states import BatchState, ImageState
 from photoenhance.contracts.tokens import new_batch_token
 from photoenhance.settings import Settings
@@ -177,7 +180,11 @@ def _page_entries(
 
 
 async def retry_batch(request: web.Request) -> web.Response:
-    """``POST /api/v1/batches/{id}/retry``: failed images back to pending, and announced again.
+    """``POST /api/v1/batches/{id}/retry``: failed images a retry can help back to pending, and announced again.
+
+    Images whose failure code a retry cannot help (:attr:`FailureCode.retry_can_help`: not an image,
+    too many pixels, ...) stay failed and are reported in ``skipped``, counted per code. One retry per
+    batch per RETRY_MIN_INTERVAL_S is accepted; a sooner one gets 429 with ``Retry-After``.
 
     Every image left pending is announced, not only the ones failed a moment ago: if an earlier
     retry committed but could not publish (broker down), calling retry again still gets those
@@ -188,18 +195,34 @@ async def retry_batch(request: web.Request) -> web.Response:
     batch = await readable_batch(request, ctx.repository, ctx.settings)
     if batch.state in (BatchState.CANCELLING, BatchState.CANCELLED):
         raise ApiError(409, "batch_cancelled", "the batch was cancelled; create a new batch instead")
-    retried = await ctx.repository.retry_failed(batch.id)
+    outcome = await ctx.repository.retry_failed(batch.id, min_interval_s=ctx.settings.retry_min_interval_s)
+    if outcome.retry_after_s is not None:
+        wait = max(1, math.ceil(outcome.retry_after_s))
+        response = error_response(429, RETRY_TOO_SOON, f"this batch was retried a moment ago; try again in {wait} s")
+        response.headers["Retry-After"] = str(wait)
+        return response
     pending = [i for i in await ctx.repository.unfinished_images(batch.id) if i.state is ImageState.PENDING]
     bodies = [_announcement(image) for image in pending]
     try:
         await ctx.publisher.announce(bodies)
     except BrokerUnavailable as exc:
         log.warning("retry of batch %s: %s", batch.id, exc)
+        if outcome.retried_at is not None:  # not carried out: the next call is no second retry
+            await ctx.repository.forget_retry(batch.id, outcome.retried_at)
         raise ApiError(
             503, "broker_unavailable", "the images are queued for retry but could not be announced; try again"
         ) from exc
-    log.info("batch %s: %d failed images retried, %d announced", batch.id, len(retried), len(bodies))
-    return web.json_response({"batch_id": batch.id, "retried": len(retried), "announced": len(bodies)}, status=202)
+    log.info(
+        "batch %s: %d failed images retried, %d announced, skipped %s",
+        batch.id, len(outcome.retried), len(bodies), outcome.skipped,
+    )
+    body: dict[str, Any] = {"batch_id": batch.id, "retried": len(outcome.retried), "announced": len(bodies)}
+    if outcome.skipped:
+        body["skipped"] = {
+            code: {"count": count, "reason": why_retry_cannot_help(code)}
+            for code, count in sorted(outcome.skipped.items())
+        }
+    return web.json_response(body, status=202)
 
 
 def progress_urls(settings: Settings, batch_id: str) -> dict[str, str]:
@@ -217,7 +240,7 @@ def progress_urls(settings: Settings, batch_id: str) -> dict[str, str]:
 
 def _sign(ctx: IngestContext, batch_id: str, f: DeclaredUpload, method: str) -> Upload:
     # A PUT only when the server allows it: see UPLOAD_METHODS in ingest/validation.py for why.
-    key = f"{batch_id}/{f.name}"
+    key = input_key(batch_id, f.name)
     if method == "put":
         return ctx.presigner.upload_put(key, content_type=f.content_type)
     return ctx.presigner.upload_post(key, size=f.size, content_type=f.content_type)

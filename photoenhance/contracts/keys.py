@@ -19,8 +19,11 @@ __all__ = [
     "InputKey",
     "KeyRejected",
     "decode_event_key",
+    "input_key",
     "is_valid_batch_id",
+    "manifest_key",
     "output_key",
+    "output_key_by_full_name",
     "parse_input_key",
 ]
 
@@ -104,6 +107,26 @@ def parse_input_key(key: str) -> InputKey:
     if any(seg in {"", ".", ".."} for seg in segments):
         raise KeyRejected(key, "the key has empty, '.' or '..' segments and would escape its prefix", batch_id)
     return InputKey(batch_id=batch_id, name=name)
+
+
+def input_key(batch_id: str, name: str) -> str:
+    """The key an input named ``name`` is uploaded to (inside the input bucket)."""
+    return f"{batch_id}/{name}"
+
+
+def manifest_key(batch_id: str) -> str:
+    """The key of a batch's optional manifest (inside the input bucket)."""
+    return input_key(batch_id, MANIFEST_NAME)
+
+
+def output_key_by_full_name(batch_id: str, name: str, output_format: str) -> str:
+    """The second-choice result key: the input's whole name plus the output extension
+    (``a.jpg`` -> ``a.jpg.jpg``), for when another input of the batch holds :func:`output_key`."""
+    try:
+        ext = OUTPUT_EXTENSIONS[output_format]
+    except KeyError:
+        raise ValueError(f"unknown output format {output_format!r}") from None
+    return f"{batch_id}/{name}{ext}"
 
 
 def output_key(batch_id: str, name: str, output_format: str) -> str:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from enum import Enum
 
+from photoenhance.contracts.failures import FailureCode
+
 __all__ = ["CANCELLED_CODE", "UPLOAD_MISSING", "BatchState", "ImageState"]
 
 #: Failure code of a file declared to the ingest API whose upload never arrived before its upload
 #: links expired. A retry cannot help (there is nothing to process); a late upload supersedes it.
-UPLOAD_MISSING = "upload_missing"
+UPLOAD_MISSING = FailureCode.UPLOAD_MISSING
 
 #: Code of an image its batch's cancel kept from processing (or an upload that came after it).
-CANCELLED_CODE = "cancelled"
+CANCELLED_CODE = FailureCode.CANCELLED
 
 
 class ImageState(str, Enum):

@@ -11,7 +11,7 @@ import hmac
 import secrets
 from collections.abc import Iterable
 
-__all__ = ["hash_token", "is_api_key", "may_read_batch", "new_batch_token"]
+__all__ = ["bearer_credential", "hash_token", "is_api_key", "may_open", "may_read_batch", "new_batch_token"]
 
 #: Random bytes in a batch token (256 bits; guessing is hopeless).
 TOKEN_BYTES = 32
@@ -49,3 +49,23 @@ def may_read_batch(candidate: str | None, token_hash: str | None, api_keys: Iter
     if is_api_key(candidate, api_keys):
         return True
     return token_hash is not None and hmac.compare_digest(hash_token(candidate), token_hash)
+
+
+#: Compared against when no batch is stored under the id, so an unknown batch costs the same hashing.
+_ABSENT_HASH = hash_token("no batch is stored under this id")
+
+
+def bearer_credential(authorization: str | None) -> str | None:
+    """The credential of an ``Authorization: Bearer <credential>`` header value, else None."""
+    scheme, _, value = (authorization or "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+def may_open(candidate: str | None, token_hash: str | None, api_keys: Iterable[str], *, exists: bool) -> bool:
+    """The one check ingest and the notifier make before answering about a batch: whether
+    ``candidate`` opens it. For a batch that does not exist (``exists=False``) the same hashing is
+    done and the answer is no, so timing tells a caller nothing either."""
+    allowed = may_read_batch(candidate, token_hash if exists else _ABSENT_HASH, api_keys)
+    return allowed and exists

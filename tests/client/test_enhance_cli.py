@@ -77,7 +77,7 @@ def run_cli(stack: Stack, *args: str) -> tuple[int, dict[str, Any], str]:
     try:
         summary = json.loads(done.stdout)
     except ValueError:
-        raise AssertionError(f"no JSON summary (exit {done.returncode}):\n{done.stdout}\n{done.stderr}\n{stack.logs()}")
+        raise AssertionError(f"no JSON summary (exit {done.returncode}):\n{done.stdout}\n{done.stderr}\n{stack.logs()}") from None
     return done.returncode, summary, done.stderr
 
 
@@ -256,7 +256,8 @@ def test_unusable_requests_exit_2_and_say_why(settings: Settings, tmp_path: Path
     assert bad.returncode == 2 and "upscale must be between 1 and 4" in bad.stderr
 
     (tmp_path / "o4").mkdir()
-    (tmp_path / "o4" / STATE_FILE).write_text(json.dumps({"version": 1, "options": {"quality": "best", "upscale": 4.0}, "batches": {}, "files": {}}))
+    state = {"version": 1, "options": {"quality": "best", "upscale": 4.0}, "batches": {}, "files": {}}
+    (tmp_path / "o4" / STATE_FILE).write_text(json.dumps(state))
     other = run(str(photo), "--out", str(tmp_path / "o4"), "--quality", "fast", "--server", closed)
     assert other.returncode == 2 and "holds results made with other options" in other.stderr
 

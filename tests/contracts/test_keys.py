@@ -56,3 +56,20 @@ def test_output_key_takes_a_resolved_format() -> None:
     assert output_key("b", "IMG_0001.HEIC", "avif") == "b/IMG_0001.avif"
     with pytest.raises(ValueError, match="auto"):
         output_key("b", "IMG_0001.HEIC", "auto")
+
+
+def test_input_manifest_and_second_choice_result_keys_have_one_spelling() -> None:
+    from photoenhance.contracts.keys import (
+        MANIFEST_NAME,
+        input_key,
+        manifest_key,
+        output_key_by_full_name,
+        parse_input_key,
+    )
+
+    assert input_key("b1", "trip/a.png") == "b1/trip/a.png"
+    assert parse_input_key(input_key("b1", "trip/a.png")).name == "trip/a.png"
+    assert manifest_key("b1") == f"b1/{MANIFEST_NAME}"
+    assert output_key_by_full_name("b1", "a.jpg", "jpeg") == "b1/a.jpg.jpg"
+    with pytest.raises(ValueError, match="unknown output format"):
+        output_key_by_full_name("b1", "a.jpg", "gif")

@@ -190,7 +190,7 @@ async def test_retry_failed_reopens_and_resets(repository: Repository) -> None:
     await new_batch(repository, expected=1)
     image = (await repository.register_image(version("b1", "a.jpg"))).image
     await repository.fail_image(image.id, reason="storage down", code="storage")
-    retried = await repository.retry_failed("b1")
+    retried = (await repository.retry_failed("b1")).retried
     assert [i.id for i in retried] == [image.id] and retried[0].state is ImageState.PENDING
     batch = await repository.get_batch("b1")
     assert batch is not None and batch.state is BatchState.OPEN and batch.failed == 0
@@ -202,9 +202,10 @@ async def test_manifest_count_can_complete_a_batch(repository: Repository) -> No
     await repository.ensure_batch("d1", input_bucket="in", options={})
     image = (await repository.register_image(version("d1", "a.jpg"))).image
     await finish(repository, image.id)
-    updated = await repository.update_batch_plan("d1", options={"quality": "fast"}, expected_count=1)
+    updated, appended = await repository.update_batch_plan("d1", options={"quality": "fast"}, expected_count=1)
     assert updated.state is BatchState.COMPLETED and updated.options == {"quality": "fast"}
     assert [e.type for e in await repository.events_since("d1")][-1] is EventType.BATCH_COMPLETED
+    assert [(e.type, e.seq) for e in appended] == [(EventType.BATCH_COMPLETED, updated.last_seq)]
 
 
 async def test_release_hands_an_image_back(repository: Repository) -> None:
@@ -256,7 +257,9 @@ async def test_missing_uploads_fail_once_and_a_late_upload_supersedes_them(repos
     ]
     assert events[0].image.code == "upload_missing" and events[0].image.reason == "never came"
     assert await repository.fail_missing_uploads("b1", reason="never came") == []
-    assert await repository.retry_failed("b1") == [], "nothing to process: a retry cannot help"
+    outcome = await repository.retry_failed("b1")
+    assert outcome.retried == [], "nothing to process: a retry cannot help"
+    assert outcome.skipped == {"upload_missing": 2}
 
     late = await repository.register_image(version("b1", "c.jpg", "e7", at=T0 + timedelta(minutes=30)))
     assert late.created and len(late.superseded) == 1

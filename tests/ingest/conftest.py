@@ -73,7 +73,8 @@ def image_file(name: str = "photo.jpg", size: int = 1000, content_type: str = "i
 
 
 async def record_result(
-    repository: Repository, batch_id: str, bucket: str, name: str, *, etag: str, size: int, output_key: str | None
+    repository: Repository, batch_id: str, bucket: str, name: str, *, etag: str, size: int, output_key: str | None,
+    code: str = "not_an_image", reason: str = "not an image: no known signature",
 ) -> ImageRecord:
     """Register an uploaded image and finish it as the processor would: completed with
     ``output_key``, or failed (``output_key=None``) with a recorded reason."""
@@ -84,7 +85,7 @@ async def record_result(
     claimed = await repository.claim_image(image.id, "test-worker", 60)
     assert claimed is not None
     if output_key is None:
-        await repository.fail_image(image.id, reason="not an image: no known signature", code="not_an_image", owner="test-worker")
+        await repository.fail_image(image.id, reason=reason, code=code, owner="test-worker")
     else:
         await repository.complete_image(image.id, "test-worker", output_key=output_key)
     final = await repository.get_image(image.id)

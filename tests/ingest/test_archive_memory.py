@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from db.repository import Repository
 from photoenhance.s3 import minio_client
 from photoenhance.contracts.tokens import new_batch_token
 from photoenhance.settings import Settings
+from harness.services import free_port
 from tests.ingest.conftest import record_result
 
 pytestmark = [pytest.mark.objectstore, pytest.mark.reliability]
@@ -34,12 +34,6 @@ RESULT_BYTES = 5 * 1024 * 1024  # 40 x 5 MiB = 200 MiB
 MAX_GROWTH_BYTES = 64 * 1024 * 1024
 #: How long the ingest process may take to answer /healthz after it starts.
 STARTUP_DEADLINE_S = 60
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def vm_hwm_bytes(pid: int) -> int:

