@@ -198,6 +198,7 @@ class Settings:
         "LEVEL_WAIT_MAX_S",
         0,
         "How long an image waits for a worker serving its level before it fails (`quality_not_served`); 0: PRESIGN_EXPIRY_S plus a day.",
+    )
     retry_min_interval_s: float = _env(
         "RETRY_MIN_INTERVAL_S",
         10.0,
