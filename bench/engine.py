@@ -333,7 +333,7 @@ def x4plus_tiling(scratch: Path, device: str, *, tile: int = 80, control_context
 # -- output -----------------------------------------------------------------------------------------
 
 
-def compare_paths(weights: Path, device: torch.device, *, size: int, rounds: int) -> dict[str, Any]:
+def compare_paths(weights: Path, device: torch.device, *, size: int, rounds: int, warm_up: bool = True) -> dict[str, Any]:
     """The device path against the reference path at ``best``, side by side in this one process.
 
     Both engines enhance the same picture (one face, given by its landmarks so both skip the
@@ -353,7 +353,8 @@ def compare_paths(weights: Path, device: torch.device, *, size: int, rounds: int
     steps: dict[str, dict[str, float]] = {path: {} for path in engines}
     outputs = {}
     for path, engine in engines.items():
-        _timed_call(engine, [request], device)
+        if warm_up:
+            _timed_call(engine, [request], device)
     for index in range(rounds):
         order = list(engines) if index % 2 == 0 else list(engines)[::-1]
         for path in order:

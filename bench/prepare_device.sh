@@ -16,10 +16,14 @@ DIR="${1:-$ROOT/.device}"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 mkdir -p "$DIR/wheels" "$DIR/ncnn"
 rm -f "$DIR"/wheels/*.whl
+# This project is built from a clean export of HEAD, so no build/ or egg-info lands in the checkout.
+SRC="$(mktemp -d)"
+trap 'rm -rf "$SRC"' EXIT
+git -C "$ROOT" archive HEAD | tar -x -C "$SRC"
 # basicsr declares torch as a build requirement: without isolation pip builds it against what is here
 # instead of downloading a torch just to build a pure-Python wheel.
 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$DIR/wheels" \
-    basicsr==1.4.2 facexlib==0.3.0 gfpgan==1.3.8 realesrgan==0.3.0 filterpy==1.4.5 "$ROOT"
+    basicsr==1.4.2 facexlib==0.3.0 gfpgan==1.3.8 realesrgan==0.3.0 filterpy==1.4.5 "$SRC"
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d "$DIR/wheels" lmdb==1.6.2

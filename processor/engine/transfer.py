@@ -44,7 +44,7 @@ def upload(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
 def download(tensor: torch.Tensor, dtype: np.dtype) -> np.ndarray:
     """A tensor from any device as a NumPy array of ``dtype`` (the picture's own: uint8 or uint16)."""
     if tensor.device.type != "cuda":
-        return tensor.numpy().astype(dtype, copy=False)
+        return np.ascontiguousarray(tensor.contiguous().numpy().astype(dtype, copy=False))
     stream = _side_stream(tensor.device)
     stream.wait_stream(torch.cuda.current_stream(tensor.device))
     pinned = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
