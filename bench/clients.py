@@ -2,7 +2,7 @@
 
 - :func:`create_batch`: ``POST /api/v1/batches`` (ingest), as the web page and the CLI do;
 - :func:`upload_all`: one upload per file, sent by the project's own upload code
-  (:func:`ingest.client.uploads.upload`), ``concurrency`` at a time: the POST policies the API
+  (:func:`client.uploads.upload`), ``concurrency`` at a time: the POST policies the API
   signed, or presigned PUTs of the same keys (:func:`with_presigned_puts`, signed here with the
   services' S3 credentials, as server-side uploaders do);
 - :class:`WebSocketSubscriber`: follows ``/ws/batches/{id}`` (notifier) from before the first
@@ -24,8 +24,8 @@ from typing import Any
 
 import aiohttp
 
-from ingest.client.api import Api
-from ingest.client.uploads import upload
+from client.api import Api
+from client.uploads import upload
 from ingest.presign import Presigner
 from photoenhance.settings import Settings
 

@@ -38,7 +38,7 @@ else
 fi
 
 # 2. Weights: random ones in the real formats (timing), the real x4plus converted from ncnn (real-weights row).
-"$PY" -c "import sys; from pathlib import Path; from tests.support.weights import write_random_weights; write_random_weights(Path(sys.argv[1]))" "$WORK/weights"
+"$PY" -c "import sys; from pathlib import Path; from harness.weights import write_random_weights; write_random_weights(Path(sys.argv[1]))" "$WORK/weights"
 if [ -f "$PREP/ncnn/realesrgan-x4plus.bin" ]; then
     WEIGHTS_DIR="$WORK/weights" "$PY" -m photoenhance.cli weights import-ncnn --from "$PREP/ncnn" --only x4plus-ncnn >/dev/null
     log "x4plus converted from $PREP/ncnn"

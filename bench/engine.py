@@ -67,7 +67,7 @@ from processor.engine.background import PRE_PAD
 from processor.engine.device import resolve_device
 from processor.engine.imageio import DecodedImage
 from processor.engine.precision import dtype_for
-from tests.support.weights import stock_gfpganer, write_random_weights
+from harness.weights import stock_gfpganer, write_random_weights
 
 #: Engine step that runs each network (the report's ``timings_ms`` key).
 STEP_OF = {"detector": "detect", "restorer": "restore", "parser": "parse", "background": "background"}
@@ -299,7 +299,7 @@ def x4plus_tiling(scratch: Path, device: str, *, tile: int = 80, control_context
     """
     from skimage import data
 
-    from processor.engine.weights_cli import import_ncnn
+    from provision.weights_cli import import_ncnn
 
     folder = scratch / "ncnn"
     import_ncnn(folder, keys=["x4plus-ncnn"])

@@ -69,8 +69,8 @@ from db.connection import Database  # noqa: E402
 from db.migrate import upgrade  # noqa: E402
 from db.records import ImageVersion  # noqa: E402
 from db.repository import Repository  # noqa: E402
-from ingest.bootstrap import bootstrap  # noqa: E402
-from ingest.notifications import minio_client  # noqa: E402
+from provision.bootstrap import bootstrap  # noqa: E402
+from photoenhance.s3 import minio_client  # noqa: E402
 from photoenhance.contracts.options import EnhanceOptions, Quality  # noqa: E402
 from photoenhance.contracts.progress import ProgressEvent, progress_routing_key  # noqa: E402
 from photoenhance.contracts.tokens import new_batch_token  # noqa: E402

@@ -47,7 +47,7 @@ from bench.plot import write_plot  # noqa: E402
 from bench.report import main_figures, scaling_figures, tables  # noqa: E402
 from bench.runs import UploadPlan, make_images, measure  # noqa: E402
 from bench.stack import bench_stack  # noqa: E402
-from ingest.notifications import rgw_topic_attributes  # noqa: E402
+from provision.notifications import rgw_topic_attributes  # noqa: E402
 
 
 def _interpreter() -> str:

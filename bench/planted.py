@@ -1,6 +1,6 @@
 """Faces "found" by a randomly initialised detector, so benchmarks time the real detection step.
 
-Offline the benchmarks run on random weights (``tests/support/weights.py``), and a random RetinaFace
+Offline the benchmarks run on random weights (``harness/weights.py``), and a random RetinaFace
 finds no face: the face steps would never run. Handing the engine the landmarks instead skips the
 detector's forward, which a real photo pays. :func:`planted` keeps the forward and, after it, writes
 chosen faces into the raw outputs: one anchor per face gets a face score of 1 and the box and

@@ -36,7 +36,7 @@ from bench.clients import (
 from bench.procstats import phase_usage, sample
 from bench.stack import BenchStack
 from bench.taps import Taps, taps
-from ingest.client.api import Api
+from client.api import Api
 from processor.timeline import MARKS
 
 __all__ = ["BatchRun", "StoreCrashed", "UploadPlan", "make_images", "measure", "run_batch"]

@@ -7,16 +7,16 @@ What :func:`bench_stack` brings up, in a temporary folder, and takes down again:
 - exchange, queue and routing-key names of its own (``bench<hex>.*``) and a fresh database: an
   SQLite file (default), or with ``database="postgresql"`` a new database on the local PostgreSQL
   (``BENCH_POSTGRES_URL``, a user that may create databases), dropped afterwards;
-- what ``photoenhance init`` prepares (:func:`ingest.bootstrap.bootstrap`): topology, migrations,
+- what ``photoenhance init`` prepares (:func:`provision.bootstrap.bootstrap`): topology, migrations,
   buckets, the RGW topic and bucket notification, CORS;
 - ``photoenhance ingest`` and ``photoenhance notifier`` as child processes on free ports;
 - ``photoenhance processor`` workers at the ``fast`` level, started and stopped per measured
   configuration by :meth:`BenchStack.start_workers` / :meth:`BenchStack.stop_workers`.
 
 The process handling is the test suite's, imported rather than copied: ``CephCluster``
-(tests/support/objectstore.py), ``ServiceProcess`` (tests/support/stack.py), ``WorkerProcess``
-and ``delete_queues`` (tests/support/processor.py), ``delete_amqp_names``
-(tests/support/services.py). Those modules import pytest, so the benchmark needs the ``test``
+(harness/objectstore.py), ``ServiceProcess`` (harness/stack.py), ``WorkerProcess``
+and ``delete_queues`` (harness/processor.py), ``delete_amqp_names``
+(harness/services.py). Those modules import pytest, so the benchmark needs the ``test``
 extra installed.
 
 The workers keep the production defaults except: ``PROCESSOR_QUALITIES=fast``, ``DEVICE=cpu``,
@@ -40,13 +40,13 @@ from pathlib import Path
 import aio_pika
 
 from bench.procstats import ProcSample, sample
-from ingest.bootstrap import bootstrap
+from provision.bootstrap import bootstrap
 from photoenhance.settings import Settings
 from processor.queues import processor_queue_names
-from tests.support.objectstore import CephCluster
-from tests.support.processor import WorkerProcess, delete_queues, free_port
-from tests.support.services import asyncpg_url, delete_amqp_names, postgres_ddl
-from tests.support.stack import ServiceProcess
+from harness.objectstore import CephCluster
+from harness.processor import WorkerProcess, delete_queues, free_port
+from harness.services import asyncpg_url, delete_amqp_names, postgres_ddl
+from harness.stack import ServiceProcess
 
 __all__ = ["BenchStack", "bench_stack"]
 

@@ -24,7 +24,7 @@ from minio import Minio
 from minio.datatypes import PostPolicy
 
 from ingest.names import content_disposition
-from ingest.notifications import minio_client
+from photoenhance.s3 import minio_client
 from photoenhance.settings import Settings
 
 __all__ = ["Presigner", "Upload"]

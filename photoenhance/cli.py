@@ -21,13 +21,13 @@ __all__ = ["SUBCOMMANDS", "main"]
 #: Subcommand name -> (module implementing it, one-line help). Modules that do not exist yet are
 #: skipped, so a service's issue adds its line here and its module beside its code.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "init": ("ingest.bootstrap_cli", "Prepare buckets, notifications, AMQP topology and the database."),
+    "init": ("provision.bootstrap_cli", "Prepare buckets, notifications, AMQP topology and the database."),
     "ingest": ("ingest.cli", "Serve the ingest API and the web page."),
     "processor": ("processor.cli", "Run a worker that turns bucket notifications into results."),
     "reconcile": ("processor.reconcile_cli", "List open batches against the store and enqueue what was missed."),
     "notifier": ("notifier.cli", "Serve progress over WebSocket and SSE."),
-    "weights": ("processor.engine.weights_cli", "Check, fetch or convert model weights."),
-    "enhance": ("ingest.client.cli", "Enhance local photos through a running pipeline."),
+    "weights": ("provision.weights_cli", "Check, fetch or convert model weights."),
+    "enhance": ("client.cli", "Enhance local photos through a running pipeline."),
     "migrate": ("db.migrate_cli", "Apply database migrations."),
 }
 

@@ -17,9 +17,9 @@ from functools import partial
 from typing import TypeVar
 
 import urllib3
-from minio import Minio
 from minio.error import S3Error
 
+from photoenhance.s3 import minio_client
 from photoenhance.settings import Settings
 from processor.failures import PermanentFailure
 
@@ -61,14 +61,7 @@ class Storage:
             maxsize=max(settings.processor_io_threads, 4),
             retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
         )
-        self.client = Minio(
-            settings.s3_host,
-            access_key=settings.s3_access_key,
-            secret_key=settings.s3_secret_key,
-            secure=settings.s3_secure,
-            region=settings.s3_region,
-            http_client=http,
-        )
+        self.client = minio_client(settings, http_client=http)
         self._executor = executor
 
     async def _run(self, fn: Callable[[], T]) -> T:

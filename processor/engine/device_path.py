@@ -1,6 +1,6 @@
 """The device path: a micro-batch goes to the engine's device once and comes back once, as integers.
 
-:class:`DevicePipeline` runs the same steps in the same order as :class:`~processor.engine.pipeline.Pipeline`
+:class:`DevicePipeline` runs the same steps in the same order as :class:`~processor.engine.batch_steps.Pipeline`
 (which it extends), but every step between the upload and the download is a torch operation on the
 device: detection's input, the face warps, restoration, parsing, the soft mask, the tiled
 background and the blend. Nothing per face goes through float64 NumPy. The same code runs on the
@@ -34,7 +34,7 @@ from processor.engine import align, background, detect, device_ops, paste
 from processor.engine.device import resolve_device
 from processor.engine.memory import limits_for_budget
 from processor.engine.models import load_models
-from processor.engine.pipeline import Pipeline, _each, _is_out_of_memory, _Job
+from processor.engine.batch_steps import Pipeline, _each, _is_out_of_memory, _Job
 from processor.engine.precision import ROLES, allow_tf32, autocast, precision_dtype, resolve_precision
 from processor.engine.resize import output_size
 from processor.engine.transfer import download, upload

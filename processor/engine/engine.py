@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 class Steps(Protocol):
-    """What the engine runs: :class:`~processor.engine.pipeline.Pipeline` (the network levels,
+    """What the engine runs: :class:`~processor.engine.batch_steps.Pipeline` (the network levels,
     with torch) or :class:`~processor.engine.fast.FastPipeline` (``fast`` alone, without)."""
 
     device: Any
@@ -71,9 +71,9 @@ class Engine:
         if wanted == FastPipeline.qualities:
             pipeline = FastPipeline()
         else:
-            from processor.engine.device import resolve_device  # torch: only for the network levels
+            from processor.engine.batch_steps import Pipeline  # torch: only for the network levels
+            from processor.engine.device import resolve_device
             from processor.engine.device_path import DevicePipeline, choose_path
-            from processor.engine.pipeline import Pipeline
 
             # Before the inference thread exists (its first allocation picks its arena), and only
             # for torch's big buffers: a fast-only worker keeps glibc's defaults.

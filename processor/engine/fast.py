@@ -1,7 +1,7 @@
 """The ``fast`` level without torch: a Lanczos resize per image, and the pipeline a worker that
 serves only ``fast`` runs, so it never imports torch (~0.6 GiB resident it would not use).
 
-:class:`processor.engine.pipeline.Pipeline` uses :func:`fast_result` for its own ``fast`` images,
+:class:`processor.engine.batch_steps.Pipeline` uses :func:`fast_result` for its own ``fast`` images,
 so both give the same pixels and the same report.
 """
 

@@ -21,7 +21,7 @@ from PIL import Image
 
 from photoenhance.contracts.options import EnhanceOptions, OutputFormat
 from processor.engine.errors import CorruptImage, OutputTooLarge, TooManyPixels, UnsupportedImage
-from processor.engine.sniff import png_bit_depth, sniff_format
+from photoenhance.formats import png_bit_depth, sniff_format
 
 __all__ = [
     "DecodedImage",

@@ -14,7 +14,7 @@ import dataclasses
 
 import torch
 
-from processor.engine.pipeline import Limits
+from processor.engine.batch_steps import Limits
 
 __all__ = ["BACKGROUND_BYTES_PER_PIXEL", "FACE_BYTES", "limits_for_budget"]
 

@@ -10,7 +10,7 @@ import pytest
 
 from db.repository import Repository
 from photoenhance.contracts.progress import EventType
-from tests.support.db_load import race_for_batch
+from harness.db_load import race_for_batch
 
 PROCESSES = 4
 IMAGES = 120

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ingest.notifications import minio_client
+from photoenhance.s3 import minio_client
 from photoenhance.settings import Settings
 from tests.ingest.conftest import StartIngest, image_file, record_result
-from tests.support.objectstore import put_bytes
+from harness.objectstore import put_bytes
 
 pytestmark = pytest.mark.objectstore
 

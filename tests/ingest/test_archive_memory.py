@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 
 from db.repository import Repository
-from ingest.notifications import minio_client
+from photoenhance.s3 import minio_client
 from photoenhance.contracts.tokens import new_batch_token
 from photoenhance.settings import Settings
 from tests.ingest.conftest import record_result

@@ -8,7 +8,7 @@ import socket
 from photoenhance.contracts.states import ImageState
 from photoenhance.settings import Settings
 from tests.ingest.conftest import StartIngest, image_file, record_result
-from tests.ingest.test_bucket_notifications import next_record, work_queue_inbox
+from tests.provision.test_bucket_notifications import next_record, work_queue_inbox
 
 
 def closed_port() -> int:

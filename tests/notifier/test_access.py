@@ -11,8 +11,8 @@ import pytest
 from db.connection import Database
 from db.repository import Repository
 from tests.notifier.conftest import RunningNotifier, StartNotifier
-from tests.support.progress import finish, seed_batch
-from tests.support.subscribers import stream_url
+from harness.progress import finish, seed_batch
+from harness.subscribers import stream_url
 
 
 def upgrade_headers() -> dict[str, str]:

@@ -20,8 +20,8 @@ from photoenhance.contracts.progress import progress_routing_key
 from photoenhance.settings import Settings
 from photoenhance.topology import declare_progress_exchange
 from tests.notifier.conftest import RunningNotifier, StartNotifier
-from tests.support.progress import ProgressPublisher, finish, seed_batch
-from tests.support.subscribers import stream_url, subscribe
+from harness.progress import ProgressPublisher, finish, seed_batch
+from harness.subscribers import stream_url, subscribe
 
 WAIT_S = 60
 

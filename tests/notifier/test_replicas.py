@@ -11,8 +11,8 @@ import pytest
 from db.repository import Repository
 from photoenhance.settings import Settings
 from tests.notifier.conftest import SpawnNotifier
-from tests.support.progress import ProgressPublisher, seed_batch
-from tests.support.subscribers import stream_url, subscribe
+from harness.progress import ProgressPublisher, seed_batch
+from harness.subscribers import stream_url, subscribe
 
 WAIT_S = 120
 

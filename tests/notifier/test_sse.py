@@ -12,8 +12,8 @@ from notifier.stream import Outgoing
 from photoenhance.contracts.progress_stream import MessageKind
 from photoenhance.settings import Settings
 from tests.notifier.conftest import RunningNotifier
-from tests.support.progress import ProgressPublisher, seed_batch
-from tests.support.subscribers import stream_url, subscribe
+from harness.progress import ProgressPublisher, seed_batch
+from harness.subscribers import stream_url, subscribe
 
 WAIT_S = 60
 

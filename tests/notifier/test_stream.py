@@ -23,7 +23,7 @@ from notifier.stream import (
 )
 from photoenhance.contracts.progress import EventType, ProgressEvent
 from photoenhance.contracts.progress_stream import MessageKind
-from tests.support.progress import finish, seed_batch
+from harness.progress import finish, seed_batch
 
 
 class RecordingSink:

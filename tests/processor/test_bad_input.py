@@ -19,7 +19,7 @@ from botocore.config import Config
 from db.repository import Repository
 from photoenhance.contracts.states import ImageState
 from photoenhance.settings import Settings
-from tests.support.processor import (
+from harness.processor import (
     batch_completed,
     eventually,
     image_bytes,

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from db.repository import Repository
-from ingest.notifications import minio_client
+from photoenhance.s3 import minio_client
 from photoenhance.contracts.events import notification_body
 from photoenhance.contracts.keys import MANIFEST_NAME
 from photoenhance.contracts.progress import EventType
@@ -20,7 +20,7 @@ from photoenhance.contracts.states import ImageState
 from photoenhance.settings import Settings
 from processor.engine import ENGINE_VERSION
 from processor.publisher import Publisher
-from tests.support.processor import (
+from harness.processor import (
     ProgressRecorder,
     batch_completed,
     eventually,

@@ -18,7 +18,7 @@ from photoenhance.contracts.progress import EventType
 from photoenhance.contracts.states import BatchState, ImageState
 from photoenhance.settings import Settings
 from processor.queues import declare_processor_queues
-from tests.support.processor import (
+from harness.processor import (
     REPO,
     AnnouncementTap,
     batch_completed,

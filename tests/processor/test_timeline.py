@@ -18,7 +18,7 @@ from photoenhance.settings import Settings
 from processor.handler import attempt_of
 from processor.publisher import ATTEMPT_HEADER, DEFERRAL_HEADER
 from processor.timeline import MARKS, Timeline
-from tests.support.processor import (
+from harness.processor import (
     ProgressRecorder,
     batch_completed,
     eventually,

@@ -16,11 +16,11 @@ import pytest
 from PIL import Image
 
 from db.repository import Repository
-from ingest.notifications import minio_client
+from photoenhance.s3 import minio_client
 from photoenhance.contracts.keys import MANIFEST_NAME
 from photoenhance.contracts.states import ImageState
 from photoenhance.settings import Settings
-from tests.support.processor import (
+from harness.processor import (
     REPO,
     AnnouncementTap,
     WorkerProcess,

@@ -1,4 +1,4 @@
-"""Fixtures of the reliability tests (the shared machinery stays in tests/support)."""
+"""Fixtures of the reliability tests (the shared machinery stays in harness)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from photoenhance.settings import Settings
-from tests.support.processor import ProgressRecorder
+from harness.processor import ProgressRecorder
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ and the output bucket, that:
 - every image is completed, for the very version (eTag) that was uploaded;
 - the output bucket holds exactly one result per input under the contract's key, nothing else, and
   each result's ``photoenhance-source-etag`` names the uploaded version;
-- with a :class:`~tests.support.processor.ProgressRecorder`, that every event in the database was
+- with a :class:`~harness.processor.ProgressRecorder`, that every event in the database was
   also published on the progress exchange (re-publications allowed, told apart by ``seq``), the
   same event under each number: a subscriber misses nothing.
 """
@@ -29,12 +29,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from db.records import BatchRecord
 from db.repository import Repository
-from ingest.notifications import minio_client
+from photoenhance.s3 import minio_client
 from photoenhance.contracts.keys import MANIFEST_NAME, output_key
 from photoenhance.contracts.progress import EventType, ProgressEvent
 from photoenhance.contracts.states import ImageState
 from photoenhance.settings import Settings
-from tests.support.processor import (
+from harness.processor import (
     WAIT_S,
     ProgressRecorder,
     WorkerProcess,
@@ -58,7 +58,7 @@ __all__ = [
 
 #: Uploads running at once: 4 outrun any worker here, like a client script with a thread pool.
 #: (They once crashed radosgw 16.2.15 mid-soak; the cause was the topic's broker ack, see
-#: ingest/notifications.py, not the concurrency.)
+#: provision/notifications.py, not the concurrency.)
 UPLOAD_THREADS = 4
 
 

@@ -37,7 +37,7 @@ from photoenhance.settings import Settings
 from processor.failures import Verdict, classify
 from tests.reliability.exactly_once import assert_exactly_once, metric, metric_at_least, upload_batch
 from tests.reliability.resources import MiB, TmpfsUnavailable, fill, free_bytes, tmpfs
-from tests.support.processor import ProgressRecorder, WorkerProcess, eventually
+from harness.processor import ProgressRecorder, WorkerProcess, eventually
 
 pytestmark = [pytest.mark.reliability]
 

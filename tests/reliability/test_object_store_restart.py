@@ -25,8 +25,8 @@ from tests.reliability.exactly_once import (
     metric_at_least,
     upload_batch,
 )
-from tests.support.objectstore import ObjectStore
-from tests.support.processor import ProgressRecorder, WorkerProcess, eventually
+from harness.objectstore import ObjectStore
+from harness.processor import ProgressRecorder, WorkerProcess, eventually
 
 pytestmark = [pytest.mark.objectstore, pytest.mark.reliability]
 

@@ -16,7 +16,7 @@ from db.repository import Repository
 from photoenhance.settings import Settings
 from tests.reliability.exactly_once import assert_exactly_once, completed_count, upload_batch
 from tests.reliability.resources import MiB, rss_bytes
-from tests.support.processor import ProgressRecorder, WorkerProcess
+from harness.processor import ProgressRecorder, WorkerProcess
 
 pytestmark = [pytest.mark.objectstore, pytest.mark.reliability]
 

@@ -6,7 +6,7 @@ batch on one SQLite database while, from their own processes,
 
 - a lock hog (:func:`tests.reliability.sqlite_storm.hog_write_lock`) takes the write lock again
   and again, holding it 10-40 ms at a go with 10-40 ms pauses, and
-- two racers (:func:`tests.support.db_load.race_for_batch`) register, claim and complete a second
+- two racers (:func:`harness.db_load.race_for_batch`) register, claim and complete a second
   batch's images as fast as they can.
 
 Every writer waits for the lock within its busy timeout. The results must be exact for everyone:
@@ -31,8 +31,8 @@ from db.repository import Repository
 from photoenhance.settings import Settings
 from tests.reliability.exactly_once import assert_exactly_once, assert_recorded_once, metric, upload_batch
 from tests.reliability.sqlite_storm import TICKS_TABLE, create_ticks_table, hog_write_lock
-from tests.support.db_load import race_for_batch
-from tests.support.processor import ProgressRecorder, WorkerProcess, eventually, free_port
+from harness.db_load import race_for_batch
+from harness.processor import ProgressRecorder, WorkerProcess, eventually, free_port
 
 pytestmark = [pytest.mark.objectstore, pytest.mark.reliability]
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from db.repository import Repository
-from ingest.notifications import configure_bucket_notifications
+from provision.notifications import configure_bucket_notifications
 from photoenhance.settings import Settings
 from tests.reliability.exactly_once import (
     assert_exactly_once,
@@ -20,8 +20,8 @@ from tests.reliability.exactly_once import (
     metric,
     upload_batch,
 )
-from tests.support.broker import PrivateBroker
-from tests.support.processor import ProgressRecorder, WorkerProcess, eventually, free_port
+from harness.broker import PrivateBroker
+from harness.processor import ProgressRecorder, WorkerProcess, eventually, free_port
 
 pytestmark = [pytest.mark.objectstore, pytest.mark.reliability]
 

@@ -1,6 +1,6 @@
 """Fixtures for the security tests, borrowed from the suites that own them (nothing is copied).
 
-The root conftest already registers tests/support (stores, broker, database, workers, stacks).
+The root conftest already registers harness (stores, broker, database, workers, stacks).
 The in-process ingest and notifier servers live in their suites' conftests, and Chromium in
 tests/web/test_page.py, which pytest only loads for tests under those folders; importing the
 fixture functions here registers them for tests/security as well.

@@ -28,7 +28,7 @@ from yarl import URL
 from db.connection import Database
 from db.models import Base
 from db.repository import Repository
-from ingest.notifications import minio_client
+from photoenhance.s3 import minio_client
 from ingest.presign import Presigner
 from photoenhance.contracts.states import ImageState
 from photoenhance.contracts.tokens import hash_token
@@ -36,10 +36,10 @@ from photoenhance.settings import Settings
 from tests.ingest.conftest import RunningIngest, StartIngest, image_file, record_result
 from tests.notifier.conftest import RunningNotifier
 from tests.notifier.test_access import answer as stream_answer
-from tests.support.objectstore import put_bytes
-from tests.support.progress import seed_batch
-from tests.support.stack import StartStack
-from tests.support.subscribers import stream_url
+from harness.objectstore import put_bytes
+from harness.progress import seed_batch
+from harness.stack import StartStack
+from harness.subscribers import stream_url
 
 pytestmark = pytest.mark.security
 

@@ -2,7 +2,7 @@
 
 The limit (``MAX_INPUT_PIXELS``, 50 MP by default) is checked against the dimensions the header
 announces (processor/engine/imageio.py), and formats the engine does not decode are refused from
-their signature (processor/engine/sniff.py) before any parser opens them. "Before decoding" is
+their signature (photoenhance/formats.py) before any parser opens them. "Before decoding" is
 shown three ways: spies on every decoder (Pillow's ``load`` and OpenCV's ``imdecode``) see no
 call, the peak memory of a fresh interpreter refusing every bomb does not grow, and a real worker
 process handed the bombs through the bucket fails each with its code, keeps its peak memory and
@@ -48,7 +48,7 @@ from tests.security.bombs import (
     png_claiming,
     webp_lossy_claiming,
 )
-from tests.support.processor import (
+from harness.processor import (
     REPO,
     WorkerProcess,
     eventually,
@@ -162,7 +162,7 @@ PROBE = """
 import json, resource, sys
 from processor.engine.imageio import decode_image
 from tests.security.bombs import HEADER_BOMBS, UNDECODED_BOMBS, ZLIB_BOMBS
-from tests.support.processor import image_bytes
+from harness.processor import image_bytes
 
 for fmt in ("JPEG", "PNG", "WEBP"):  # first decodes load codecs and tables: keep them out of the count
     decode_image(image_bytes(32, 24, fmt=fmt), max_pixels=int(sys.argv[1]))

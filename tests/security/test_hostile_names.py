@@ -30,12 +30,12 @@ from yarl import URL
 
 from db.repository import Repository
 from ingest.names import content_disposition
-from ingest.notifications import boto_client
+from photoenhance.s3 import boto_client
 from ingest.presign import Presigner
 from photoenhance.contracts.keys import parse_input_key
 from photoenhance.settings import Settings
 from tests.ingest.conftest import StartIngest, image_file
-from tests.support.processor import eventually, image_bytes, running_worker
+from harness.processor import eventually, image_bytes, running_worker
 
 pytestmark = pytest.mark.security
 

@@ -27,8 +27,8 @@ from playwright.async_api import BrowserContext, Page, Route, expect
 
 from db.records import ImageVersion
 from db.repository import Repository
-from tests.support.processor import image_bytes
-from tests.support.stack import StartStack
+from harness.processor import image_bytes
+from harness.stack import StartStack
 from tests.web.test_page import (
     WAIT_MS,
     choose_fast_and_start,

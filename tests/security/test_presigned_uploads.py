@@ -25,15 +25,15 @@ from minio.error import S3Error
 
 from db.records import BatchRecord
 from db.repository import Repository
-from ingest.notifications import minio_client
+from photoenhance.s3 import minio_client
 from ingest.presign import Presigner
 from photoenhance.contracts.states import BatchState, ImageState
 from photoenhance.settings import Settings
 from tests.ingest.conftest import StartIngest, image_file
 from tests.ingest.test_api import count_rows
-from tests.ingest.test_bucket_notifications import next_record, work_queue_inbox
-from tests.support.objectstore import ObjectStore, put_bytes
-from tests.support.processor import eventually, image_bytes, running_worker
+from tests.provision.test_bucket_notifications import next_record, work_queue_inbox
+from harness.objectstore import ObjectStore, put_bytes
+from harness.processor import eventually, image_bytes, running_worker
 
 pytestmark = [pytest.mark.objectstore, pytest.mark.security]
 

@@ -1,7 +1,7 @@
 """The web page in Debian's Chromium, driven by Playwright, against the whole pipeline.
 
 ingest (serving the page), the notifier and a ``fast`` processor run as real processes
-(tests/support/stack.py) over Ceph RGW, RabbitMQ and the test's database. The browser uploads
+(harness/stack.py) over Ceph RGW, RabbitMQ and the test's database. The browser uploads
 straight to RGW with the presigned POST policies (which needs the bucket's CORS rule) and follows
 progress over the notifier's WebSocket.
 
@@ -25,9 +25,9 @@ import pytest
 from PIL import Image
 from playwright.async_api import BrowserContext, Page, async_playwright, expect
 
-from tests.support.objectstore import ObjectStore
-from tests.support.processor import WAIT_S, image_bytes
-from tests.support.stack import Stack, StartStack
+from harness.objectstore import ObjectStore
+from harness.processor import WAIT_S, image_bytes
+from harness.stack import Stack, StartStack
 
 pytestmark = [pytest.mark.browser, pytest.mark.objectstore]
 

@@ -24,9 +24,9 @@ from processor.engine.errors import ImageError
 from processor.engine.imageio import DecodedImage
 from processor.engine.models import Models
 from processor.engine.networks import BackgroundNet
-from processor.engine.pipeline import Limits, Pipeline
+from processor.engine.batch_steps import Limits, Pipeline
 from tests.processor.engine.test_engine_models import decoded, landmarks, max_diff, picture
-from tests.support.weights import give_landmarks, stock_gfpganer
+from harness.weights import give_landmarks, stock_gfpganer
 
 BEST = EnhanceOptions(quality=Quality.BEST, upscale=2, fidelity=1.0)
 BALANCED = EnhanceOptions(quality=Quality.BALANCED, upscale=2)

@@ -22,7 +22,7 @@ from photoenhance.settings import Settings
 from processor.engine import Engine, EnhanceRequest, EnhanceResult
 from processor.engine.errors import ImageError, WeightsError
 from processor.engine.imageio import DecodedImage
-from tests.support.weights import give_landmarks, stock_gfpganer
+from harness.weights import give_landmarks, stock_gfpganer
 
 pytestmark = pytest.mark.models
 

@@ -110,7 +110,7 @@ def test_converted_model_tiles_without_seams(real_engine: Engine) -> None:
 def test_converted_weights_compute_what_ncnn_computes(real_engine: Engine) -> None:
     """The same input through ncnn (float32, CPU) and through the converted PyTorch network."""
     ncnn = pytest.importorskip("ncnn", reason="the ncnn Python package is not installed")
-    from processor.engine.ncnn_import import NCNN_MODELS, bundled_models_dir
+    from provision.ncnn_import import NCNN_MODELS, bundled_models_dir
 
     background = real_engine._pipeline.models.background
     files = NCNN_MODELS[background.key]

@@ -11,9 +11,9 @@ import asyncio
 import pytest
 import urllib3
 
-from ingest.bootstrap import Change, bootstrap
-from ingest.cors import CORS_RULE_ID, configure_upload_cors
-from ingest.notifications import boto_client
+from provision.bootstrap import Change, bootstrap
+from provision.cors import CORS_RULE_ID, configure_upload_cors
+from photoenhance.s3 import boto_client
 from photoenhance.settings import Settings
 
 pytestmark = pytest.mark.objectstore

@@ -8,7 +8,7 @@ named in an :class:`UnsupportedImage` error so people learn what to convert, and
 
 from __future__ import annotations
 
-from processor.engine.errors import NotAnImage, UnsupportedImage
+from photoenhance.contracts.failures import NotAnImage, UnsupportedImage
 
 __all__ = ["SUPPORTED_FORMATS", "png_bit_depth", "sniff_format"]
 

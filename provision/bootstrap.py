@@ -9,9 +9,9 @@ Steps, in the order they depend on each other:
 3. Buckets: input and output.
 4. Lifecycle: one rule of ours per bucket expiring objects after ``S3_LIFECYCLE_DAYS``; other
    rules on the bucket are kept; 0 days removes our rule.
-5. The store's notifications (:mod:`ingest.notifications`): MinIO's AMQP target, or an RGW topic
+5. The store's notifications (:mod:`provision.notifications`): MinIO's AMQP target, or an RGW topic
    plus bucket notification.
-6. CORS on the input bucket (:mod:`ingest.cors`), so the web page can upload from a browser.
+6. CORS on the input bucket (:mod:`provision.cors`), so the web page can upload from a browser.
 
 Each step first looks at what exists and reports ``created``, ``updated`` or ``unchanged``, so a
 second run with the same settings reports no changes. What the broker cannot be asked (whether a
@@ -33,8 +33,9 @@ from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
 from db.connection import Database
 from db.migrate import current_revision, head_revision, upgrade
-from ingest.cors import SERVER_WIDE, CorsSetupError, configure_upload_cors
-from ingest.notifications import configure_bucket_notifications, ensure_bucket, minio_client
+from provision.cors import SERVER_WIDE, CorsSetupError, configure_upload_cors
+from provision.notifications import configure_bucket_notifications, ensure_bucket
+from photoenhance.s3 import minio_client
 from photoenhance.settings import Settings
 from photoenhance.topology import declare_topology
 

@@ -3,7 +3,7 @@
 A folder stands for the files directly inside it (hidden ones left out). Every path that cannot be
 used becomes a :class:`Refused` with a reason in plain words (missing, unreadable, not an image),
 and the others go on. Formats are recognised from the first bytes with the processor's own
-:func:`~processor.engine.sniff.sniff_format`, so the CLI refuses exactly what the pipeline would.
+:func:`~photoenhance.formats.sniff_format`, so the CLI refuses exactly what the pipeline would.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from processor.engine.errors import ImageError
-from processor.engine.sniff import sniff_format
+from photoenhance.contracts.failures import ImageError
+from photoenhance.formats import sniff_format
 
 __all__ = ["LocalFile", "Refused", "gather"]
 

@@ -1,6 +1,6 @@
 """``photoenhance enhance`` as a person runs it: a real process against the whole pipeline.
 
-ingest, the notifier and a ``fast`` processor run as processes (tests/support/stack.py) over Ceph
+ingest, the notifier and a ``fast`` processor run as processes (harness/stack.py) over Ceph
 RGW, RabbitMQ and the test's database; the CLI is started with the test's settings. Progress is
 awaited through the CLI's own state file and output, never through fixed sleeps.
 """
@@ -22,11 +22,11 @@ import pytest
 from PIL import Image
 
 from db.repository import Repository
-from ingest.client.state import STATE_FILE
-from ingest.notifications import minio_client
+from client.state import STATE_FILE
+from photoenhance.s3 import minio_client
 from photoenhance.settings import Settings
-from tests.support.processor import REPO, WAIT_S, batch_completed, image_bytes
-from tests.support.stack import Stack, StartStack
+from harness.processor import REPO, WAIT_S, batch_completed, image_bytes
+from harness.stack import Stack, StartStack
 
 pytestmark = pytest.mark.objectstore
 

@@ -24,7 +24,7 @@ from typing import Any
 from botocore.client import BaseClient
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ingest.notifications import boto_client
+from photoenhance.s3 import boto_client
 from photoenhance.settings import Settings
 
 __all__ = ["CORS_RULE_ID", "CorsSetupError", "configure_upload_cors", "upload_cors_rule"]

@@ -21,11 +21,12 @@ import urllib3
 from aio_pika.abc import AbstractIncomingMessage
 from minio.error import MinioException
 
-from ingest.notifications import configure_bucket_notifications, delete_rgw_topic, minio_client
+from provision.notifications import configure_bucket_notifications, delete_rgw_topic
+from photoenhance.s3 import minio_client
 from photoenhance.contracts.events import ObjectCreated, parse_notification
 from photoenhance.settings import Settings
 from photoenhance.topology import declare_topology
-from tests.support.objectstore import ObjectStore, put_bytes
+from harness.objectstore import ObjectStore, put_bytes
 
 pytestmark = pytest.mark.objectstore
 
@@ -192,7 +193,7 @@ async def test_uploads_beside_worker_traffic_are_all_announced_and_the_store_sta
     bucket: every upload is announced exactly once and the store keeps answering.
 
     With ``amqp-ack-level=broker`` radosgw 16.2.15 segfaulted here within 700 uploads in each of 4
-    runs (see ingest/notifications.py); the topic we configure must not make it wait.
+    runs (see provision/notifications.py); the topic we configure must not make it wait.
     """
     client = minio_client(store_settings)
     keys = [f"load/img-{i:04d}.jpg" for i in range(LOAD_UPLOADS)]

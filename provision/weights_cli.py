@@ -145,7 +145,7 @@ def import_ncnn(folder: Path, *, source: Path | None = None, keys: Iterable[str]
     """Convert the bundled ncnn models to ``{'params_ema': state_dict}`` files in ``folder``."""
     import torch
 
-    from processor.engine.ncnn_import import NCNN_MODELS, bundled_models_dir, convert
+    from provision.ncnn_import import NCNN_MODELS, bundled_models_dir, convert
     from processor.engine.networks import build_background
 
     source = Path(source) if source is not None else bundled_models_dir()

@@ -1,6 +1,6 @@
 """One run of ``photoenhance enhance``: plan from the state file, upload, follow, download.
 
-1. **Plan.** Every path is checked (:mod:`ingest.client.inputs`). A file whose result is already in
+1. **Plan.** Every path is checked (:mod:`client.inputs`). A file whose result is already in
    the output folder is skipped; a failure an earlier run recorded is reported again, not redone;
    a file of a batch the state file knows continues in that batch when the batch can still be
    read (its images already uploaded are not sent again, its results are downloaded); everything
@@ -29,14 +29,14 @@ from typing import Any
 
 import aiohttp
 
-from ingest.client.api import Api, ApiError, ServerUnreachable
-from ingest.client.batches import ApiBatches, BatchRefused, Created, DirectBatches
-from ingest.client.downloads import DownloadFailed, LinkExpired, download
-from ingest.client.follow import CONNECTED, DISCONNECTED, Follower
-from ingest.client.inputs import LocalFile, gather
-from ingest.client.report import Reporter
-from ingest.client.state import BatchState, FileState, Progress, RunState
-from ingest.client.uploads import UploadFailed, upload
+from client.api import Api, ApiError, ServerUnreachable
+from client.batches import ApiBatches, BatchRefused, Created, DirectBatches
+from client.downloads import DownloadFailed, LinkExpired, download
+from client.follow import CONNECTED, DISCONNECTED, Follower
+from client.inputs import LocalFile, gather
+from client.report import Reporter
+from client.state import BatchState, FileState, Progress, RunState
+from client.uploads import UploadFailed, upload
 from photoenhance.contracts.keys import OUTPUT_EXTENSIONS
 from photoenhance.contracts.progress_stream import MessageKind
 from photoenhance.settings import Settings

@@ -37,13 +37,13 @@ from minio import Minio
 from PIL import Image
 
 from db.repository import Repository
-from ingest.notifications import minio_client
+from photoenhance.s3 import minio_client
 from photoenhance.contracts.events import parse_notification
 from photoenhance.contracts.progress import ProgressEvent
 from photoenhance.settings import Settings
 from photoenhance.topology import declare_progress_exchange
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 #: Upper bound for waiting on a pipeline outcome in a test (a bound, not a speed check).
 WAIT_S = 120

@@ -13,7 +13,7 @@
    temporary folder, removed at the end of the session (~2 s to start).
 4. Otherwise the test fails, saying what to install.
 
-``store_settings`` (per test) takes the ``settings`` fixture of tests/support/services.py (unique
+``store_settings`` (per test) takes the ``settings`` fixture of harness/services.py (unique
 AMQP names, fresh database) and adds the store, two fresh buckets, the declared AMQP topology and a
 configured bucket notification; afterwards the buckets and the RGW topic are deleted.
 
@@ -59,12 +59,13 @@ from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import MinioException
 
-from ingest.notifications import configure_bucket_notifications, delete_rgw_topic, ensure_bucket, minio_client
+from provision.notifications import configure_bucket_notifications, delete_rgw_topic, ensure_bucket
+from photoenhance.s3 import minio_client
 from photoenhance.settings import Settings
 from photoenhance.topology import declare_topology
-from tests.support.services import unique_name
+from harness.services import unique_name
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 CEPH_SCRIPTS = REPO / "infra" / "ceph"
 
 #: What to install when no object store can be found or started (TESTING.md).

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from ingest.bootstrap import LIFECYCLE_RULE_ID
-from ingest.notifications import minio_client
+from provision.bootstrap import LIFECYCLE_RULE_ID
+from photoenhance.s3 import minio_client
 from photoenhance.settings import Settings
-from tests.ingest.test_bucket_notifications import next_record, put, work_queue_inbox
-from tests.support.objectstore import remove_bucket
-from tests.support.services import delete_amqp_names, unique_name
+from tests.provision.test_bucket_notifications import next_record, put, work_queue_inbox
+from harness.objectstore import remove_bucket
+from harness.services import delete_amqp_names, unique_name
 
 pytestmark = pytest.mark.objectstore
 
@@ -43,7 +43,7 @@ def fresh(store_settings: Settings) -> Iterator[Settings]:
     """The test's store and database, with buckets and AMQP names that do not exist yet.
 
     The events exchange and routing key stay the store fixture's: RGW publishes to one exchange
-    per broker for its whole life (see tests/support/objectstore.py).
+    per broker for its whole life (see harness/objectstore.py).
     """
     tag = uuid.uuid4().hex[:10]
     name = unique_name("init")

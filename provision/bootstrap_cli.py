@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from ingest.bootstrap import BootstrapError, bootstrap
+from provision.bootstrap import BootstrapError, bootstrap
 from photoenhance.settings import Settings
 
 __all__ = ["add_arguments", "run"]

@@ -18,9 +18,9 @@ import json
 import sys
 from pathlib import Path
 
-from ingest.client.enhance import Enhancer, Job, RunAborted
-from ingest.client.report import Reporter
-from ingest.client.state import StateError
+from client.enhance import Enhancer, Job, RunAborted
+from client.report import Reporter
+from client.state import StateError
 from photoenhance.contracts.options import EnhanceOptions, OptionsError, Quality
 from photoenhance.settings import Settings
 

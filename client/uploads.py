@@ -17,7 +17,7 @@ from xml.etree import ElementTree
 
 import aiohttp
 
-from ingest.client.inputs import CHUNK_BYTES
+from client.inputs import CHUNK_BYTES
 
 __all__ = ["UploadFailed", "upload"]
 

@@ -1,10 +1,10 @@
-"""What ingest/notifications.py derives from settings, without a server."""
+"""What provision/notifications.py derives from settings, without a server."""
 
 from __future__ import annotations
 
 import pytest
 
-from ingest.notifications import (
+from provision.notifications import (
     NotificationSetupError,
     amqp_push_endpoint,
     configure_bucket_notifications,

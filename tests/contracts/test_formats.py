@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from processor.engine.errors import NotAnImage, UnsupportedImage
-from processor.engine.sniff import png_bit_depth, sniff_format
+from photoenhance.contracts.failures import NotAnImage, UnsupportedImage
+from photoenhance.formats import png_bit_depth, sniff_format
 
 
 @pytest.mark.parametrize(

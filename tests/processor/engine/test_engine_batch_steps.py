@@ -10,7 +10,7 @@ from processor.engine.errors import ImageError
 from processor.engine.imageio import DecodedImage
 from processor.engine.models import Models
 from processor.engine.networks import BackgroundNet
-from processor.engine.pipeline import Limits, Pipeline
+from processor.engine.batch_steps import Limits, Pipeline
 from processor.engine.records import EnhanceRequest, EnhanceResult
 
 

@@ -2,7 +2,7 @@
 
 ``start_stack`` (per test) is a factory: ``await start_stack()`` starts ``photoenhance ingest``,
 ``photoenhance notifier`` and ``photoenhance processor`` (``fast`` quality only, see
-:func:`tests.support.processor.tune`) with the test's settings (``Settings.to_env``) on free ports,
+:func:`harness.processor.tune`) with the test's settings (``Settings.to_env``) on free ports,
 over the test's migrated database, its fresh buckets (with the CORS rule the web page needs) and
 its AMQP names. ``processor=False`` leaves the worker out, for tests that want uploads to wait.
 Every process is stopped afterwards.
@@ -29,9 +29,9 @@ from typing import Any
 import pytest
 
 from db.connection import Database
-from ingest.cors import configure_upload_cors
+from provision.cors import configure_upload_cors
 from photoenhance.settings import Settings
-from tests.support.processor import REPO, WAIT_S, WorkerProcess, free_port
+from harness.processor import REPO, WAIT_S, WorkerProcess, free_port
 
 __all__ = ["ServiceProcess", "Stack", "StartStack", "start_stack"]
 

@@ -51,18 +51,17 @@ import json
 import logging
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import boto3
 import urllib3
 from botocore.auth import S3SigV4Auth
 from botocore.client import BaseClient
 from botocore.awsrequest import AWSRequest
-from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 from minio import Minio
 from minio.error import MinioException, S3Error
 from minio.notificationconfig import NotificationConfig, QueueConfig, TopicConfig
 
+from photoenhance.s3 import boto_client, minio_client
 from photoenhance.settings import Settings
 
 __all__ = [
@@ -70,13 +69,11 @@ __all__ = [
     "NOTIFICATION_ID_PREFIX",
     "NotificationSetupError",
     "amqp_push_endpoint",
-    "boto_client",
     "configure_bucket_notifications",
     "configure_minio_notifications",
     "configure_rgw_notifications",
     "delete_rgw_topic",
     "ensure_bucket",
-    "minio_client",
     "minio_queue_arn",
     "rgw_topic_attributes",
 ]
@@ -99,32 +96,9 @@ class NotificationSetupError(RuntimeError):
 
 
 # -- clients -------------------------------------------------------------------------------------
-def minio_client(settings: Settings) -> Minio:
-    """An S3 client for the services' endpoint and credentials."""
-    return Minio(
-        settings.s3_host,
-        access_key=settings.s3_access_key,
-        secret_key=settings.s3_secret_key,
-        secure=settings.s3_secure,
-        region=settings.s3_region,
-    )
-
-
 def _sns_client(settings: Settings) -> BaseClient:
     """boto3's SNS client against the S3 endpoint: RGW serves its topic API there."""
     return boto_client(settings, "sns")
-
-
-def boto_client(settings: Settings, service: str) -> BaseClient:
-    """A boto3 client for ``service`` (``s3``, ``sns``) at the services' S3 endpoint and credentials."""
-    return boto3.client(
-        service,
-        endpoint_url=settings.s3_endpoint,
-        aws_access_key_id=settings.s3_access_key,
-        aws_secret_access_key=settings.s3_secret_key,
-        region_name=settings.s3_region,
-        config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"}),
-    )
 
 
 # -- buckets -------------------------------------------------------------------------------------

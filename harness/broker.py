@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processor import free_port
+from harness.processor import free_port
 
 __all__ = ["PrivateBroker", "private_broker"]
 
