@@ -26,7 +26,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 log() { echo "[device_check $(date -u +%H:%M:%S)] $*"; }
 
 # 1. What the bare machine lacks, from the carried folder, with no index.
-if "$PY" -c 'import basicsr, facexlib, gfpgan, realesrgan' 2>/dev/null; then
+if "$PY" -c 'from processor.engine import compat; compat.install_torchvision_alias(); import basicsr, facexlib, gfpgan, realesrgan' 2>/dev/null; then
     log "stack importable: nothing to install"
 elif [ -d "$PREP/wheels" ]; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$WORK/site" "$PREP"/wheels/*.whl
