@@ -6,7 +6,7 @@ Measures what the sweep does not: the engine's cold start (load, optional compil
 GPU memory per micro-batch at ``best``, each network's bf16 and fp16 difference from fp32
 (processor.engine.precision_check), the device path against the reference path at ``best``; then
 merges everything with the sweep's JSON into OUT/device_check.json and plots images/s per micro-batch
-into OUT/device_check.png. ``--dry-run``: the same on the CPU at toy sizes (the test suite runs it).
+into OUT/device_check.png. ``--dry-run``: the same on the CPU at toy sizes.
 """
 
 from __future__ import annotations

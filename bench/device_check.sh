@@ -2,7 +2,7 @@
 # The one GPU check: everything the engine's GPU questions need, in one command, into OUTDIR.
 #
 #   bench/device_check.sh OUTDIR              on the GPU machine (<= 8 min on one H200)
-#   bench/device_check.sh --dry-run OUTDIR    the same steps on the CPU at toy sizes (the test suite runs it)
+#   bench/device_check.sh --dry-run OUTDIR    the same steps on the CPU at toy sizes
 #
 # Prepare first, on a connected machine: bench/prepare_device.sh (builds .device/, 33 MiB with the
 # x4plus files); then through the device tool, carrying .device:
