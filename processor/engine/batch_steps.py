@@ -77,6 +77,8 @@ class _Job:
     pixels: np.ndarray | None = None
     tile: int = 0
     error: ImageError | None = None
+    #: The picture on the engine's device (the device path only).
+    device_pixels: Any = None
 
     @property
     def options(self) -> Any:

@@ -72,11 +72,15 @@ class Engine:
             pipeline = FastPipeline()
         else:
             from processor.engine.batch_steps import Pipeline  # torch: only for the network levels
+            from processor.engine.device import resolve_device
+            from processor.engine.device_path import DevicePipeline, choose_path
 
             # Before the inference thread exists (its first allocation picks its arena), and only
             # for torch's big buffers: a fast-only worker keeps glibc's defaults.
             keep_large_buffers()
-            pipeline = Pipeline.build(settings, wanted, background=background)
+            path = choose_path(settings.engine_path, resolve_device(settings.device))
+            steps = DevicePipeline if path == "device" else Pipeline
+            pipeline = steps.build(settings, wanted, background=background)
         log.info("engine %s ready: qualities=%s device=%s", ENGINE_VERSION, sorted(q.value for q in wanted),
                  pipeline.device)
         return cls(pipeline, qualities=wanted)

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The one GPU check: everything the engine's GPU questions need, in one command, into OUTDIR.
+#
+#   bench/device_check.sh OUTDIR              on the GPU machine (<= 8 min on one H200)
+#   bench/device_check.sh --dry-run OUTDIR    the same steps on the CPU at toy sizes
+#
+# Prepare first, on a connected machine: bench/prepare_device.sh (builds .device/, 33 MiB with the
+# x4plus files); then through the device tool, carrying .device:
+#   run(command="bash bench/device_check.sh $OUT", carry=[".device"], timeout_s=560)
+# Writes OUTDIR/engine.json (bench/engine.py: best images/s for 1-MP single-face portraits at micro-batch
+# 1, 2, 4, 8, 16, balanced MP/s, time per step, TFLOP/s against the data-sheet peak, fp16 vs fp32, the
+# stock GFPGANer loop), OUTDIR/device_check.json (all of it plus cold start, peak GPU memory, bf16/fp16
+# vs fp32 per network, device path vs reference path) and OUTDIR/device_check.png.
+set -euo pipefail
+DRY=0
+if [ "${1:-}" = "--dry-run" ]; then DRY=1; shift; fi
+OUT="${1:?usage: bench/device_check.sh [--dry-run] OUTDIR}"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PY="${PYTHON:-python3}"
+PREP="${DEVICE_DIR:-$ROOT/.device}"
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+export PYTHONUNBUFFERED=1 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+log() { echo "[device_check $(date -u +%H:%M:%S)] $*"; }
+
+# 1. What the bare machine lacks, from the carried folder, with no index.
+if "$PY" -c 'from processor.engine import compat; compat.install_torchvision_alias(); import basicsr, facexlib, gfpgan, realesrgan' 2>/dev/null; then
+    log "stack importable: nothing to install"
+elif [ -d "$PREP/wheels" ]; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$WORK/site" "$PREP"/wheels/*.whl
+    export PYTHONPATH="$ROOT:$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
+    log "installed $(ls "$PREP"/wheels | wc -l) wheels from $PREP/wheels"
+else
+    echo "device_check: basicsr/gfpgan/facexlib/realesrgan missing and no $PREP/wheels: run bench/prepare_device.sh" >&2
+    exit 2
+fi
+
+# 2. Weights: random ones in the real formats (timing), the real x4plus converted from ncnn (real-weights row).
+"$PY" -c "import sys; from pathlib import Path; from harness.weights import write_random_weights; write_random_weights(Path(sys.argv[1]))" "$WORK/weights"
+if [ -f "$PREP/ncnn/realesrgan-x4plus.bin" ]; then
+    WEIGHTS_DIR="$WORK/weights" "$PY" -m photoenhance.cli weights import-ncnn --from "$PREP/ncnn" --only x4plus-ncnn >/dev/null
+    log "x4plus converted from $PREP/ncnn"
+fi
+log "weights ready"
+
+# 3. The sweep (bench/engine.py), then the rest (bench/device_check.py).
+if [ "$DRY" = 1 ]; then
+    SWEEP=(--device cpu --size 64 --faces 1 --batch-sizes 1 --repeats 1 --batch 1 --qualities best,balanced)
+else
+    SWEEP=(--device cuda --size 1024 --faces 1 --batch-sizes 1,2,4,8,16 --repeats 3 --batch 16 --qualities best,balanced)
+fi
+"$PY" "$ROOT/bench/engine.py" "${SWEEP[@]}" --weights "$WORK/weights" --out "$OUT/engine.json" > "$OUT/engine.log" 2>&1 \
+    || { tail -40 "$OUT/engine.log"; exit 1; }
+log "sweep done"
+EXTRA=()
+[ "$DRY" = 1 ] && EXTRA=(--dry-run)
+"$PY" "$ROOT/bench/device_check.py" --weights "$WORK/weights" --engine-json "$OUT/engine.json" --out "$OUT" "${EXTRA[@]}"
+log "done: $(ls "$OUT" | tr '\n' ' ')"

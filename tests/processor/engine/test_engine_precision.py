@@ -1,0 +1,66 @@
+"""Per-network precision: the settings' resolution and ``photoenhance weights check --precision``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from processor.engine.models import Models
+from processor.engine.networks import BackgroundNet
+from processor.engine.precision import resolve_precision
+from processor.engine.precision_check import compare_precisions, format_rows
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_defaults_follow_the_device_and_bad_values_are_refused() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("restorer", "auto", cpu) == "fp32"
+    assert resolve_precision("restorer", "auto", cuda) == "tf32"
+    assert resolve_precision("parser", "auto", cuda) == "tf32"
+    assert resolve_precision("background", "auto", cuda) == "fp16"
+    assert resolve_precision("background", "tf32", cpu) == "fp32"  # no TF32 on a CPU
+    assert resolve_precision("restorer", "BF16", cpu) == "bf16"
+    with pytest.raises(ValueError, match="precision of restorer"):
+        resolve_precision("restorer", "fp8", cpu)
+
+
+class _NoHalf(torch.nn.Module):
+    """A convolution that, like some CPU builds, has no float16 kernel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float16:
+            raise RuntimeError('"slow_conv2d_cpu" not implemented for \'Half\'')
+        return torch.sigmoid(self.conv(x))
+
+
+def test_a_precision_the_device_cannot_run_is_reported_not_raised() -> None:
+    models = Models(background=BackgroundNet(_NoHalf(), scale=1, key="fake"))
+    rows = compare_precisions(models, torch.device("cpu"), size=32)
+    by_precision = {row["precision"]: row for row in rows}
+    assert by_precision["bf16"]["finite"] and 0 < by_precision["bf16"]["max"] < 5
+    assert "not implemented for 'Half'" in by_precision["fp16"]["unsupported"]
+    table = format_rows(rows, torch.device("cpu"))
+    assert "unsupported here" in table and "levels of 8 bits" in table
+
+
+@pytest.mark.models
+def test_weights_check_precision_prints_every_network(random_weights_dir: Path) -> None:
+    env = {**os.environ, "WEIGHTS_DIR": str(random_weights_dir), "ALLOW_CUSTOM_WEIGHTS": "true", "DEVICE": "cpu",
+           "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "photoenhance.cli", "weights", "check", "--precision"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    print(done.stdout)
+    assert done.returncode == 0, done.stderr
+    for network in ("detector", "restorer", "parser", "background"):
+        assert f"{network:<11} bf16" in done.stdout
+        assert f"{network:<11} fp16" in done.stdout
