@@ -61,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 from bench import flops
 from bench.planted import planted
 from bench.sweep import face_layout, parse_batch_sizes, speedups, summarize
+from harness.weights import stock_gfpganer, write_random_weights
 from photoenhance.contracts.options import EnhanceOptions, Quality
 from photoenhance.settings import Settings
 from processor.engine import Engine, EnhanceRequest, EnhanceResult
@@ -68,7 +69,6 @@ from processor.engine.background import PRE_PAD
 from processor.engine.device import resolve_device
 from processor.engine.imageio import DecodedImage
 from processor.engine.precision import dtype_for
-from harness.weights import stock_gfpganer, write_random_weights
 
 #: Engine step that runs each network (the report's ``timings_ms`` key).
 STEP_OF = {"detector": "detect", "restorer": "restore", "parser": "parse", "background": "background"}
@@ -353,7 +353,7 @@ def compare_paths(weights: Path, device: torch.device, *, size: int, rounds: int
     cpu: dict[str, list[float]] = {path: [] for path in engines}
     steps: dict[str, dict[str, float]] = {path: {} for path in engines}
     outputs = {}
-    for path, engine in engines.items():
+    for engine in engines.values():
         if warm_up:
             _timed_call(engine, [request], device)
     for index in range(rounds):

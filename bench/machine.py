@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ def machine_facts() -> dict[str, Any]:
     commit = _command("git", "rev-parse", "HEAD")
     dirty = bool(_command("git", "status", "--porcelain", "--untracked-files=no"))
     return {
-        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "date_utc": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "cpu_model": _field("/proc/cpuinfo", "model name", ":") or platform.processor(),
         "cpu_cores": os.cpu_count(),
         "cpu_cores_usable": len(os.sched_getaffinity(0)),

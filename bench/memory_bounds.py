@@ -48,10 +48,10 @@ from bench.machine import machine_facts  # noqa: E402
 from bench.stack import BenchStack, bench_stack  # noqa: E402
 from db.connection import Database  # noqa: E402
 from db.repository import Repository  # noqa: E402
+from harness.processor import WorkerProcess, free_port, image_bytes, put  # noqa: E402
 from photoenhance.s3 import minio_client  # noqa: E402
 from photoenhance.settings import Settings  # noqa: E402
 from tests.security.bombs import png  # noqa: E402
-from harness.processor import WorkerProcess, free_port, image_bytes, put  # noqa: E402
 
 MIB = 1 << 20
 

@@ -51,7 +51,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +67,14 @@ from db.connection import Database  # noqa: E402
 from db.migrate import upgrade  # noqa: E402
 from db.records import ImageVersion  # noqa: E402
 from db.repository import Repository  # noqa: E402
-from provision.bootstrap import bootstrap  # noqa: E402
-from photoenhance.s3 import minio_client  # noqa: E402
+from harness.services import delete_amqp_names, free_port, postgres_ddl  # noqa: E402
 from photoenhance.contracts.options import EnhanceOptions, Quality  # noqa: E402
 from photoenhance.contracts.progress import progress_routing_key  # noqa: E402
 from photoenhance.contracts.tokens import new_batch_token  # noqa: E402
+from photoenhance.s3 import minio_client  # noqa: E402
 from photoenhance.settings import Settings  # noqa: E402
-from harness.services import delete_amqp_names, free_port, postgres_ddl  # noqa: E402
 from photoenhance.topology import declare_progress_exchange  # noqa: E402
+from provision.bootstrap import bootstrap  # noqa: E402
 
 #: Where a PostgreSQL user that may create databases is found.
 POSTGRES_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -273,7 +273,7 @@ class RepositoryDriver:
             name = f"img{i:03d}.jpg"
             version = ImageVersion(
                 bucket=self.env.settings.s3_input_bucket, batch_id=batch.batch_id, key=f"{batch.batch_id}/{name}",
-                name=name, etag=f"e{i}", size=1000, uploaded_at=datetime.now(timezone.utc),
+                name=name, etag=f"e{i}", size=1000, uploaded_at=datetime.now(UTC),
             )
             batch.image_ids.append((await self.env.repository.register_image(version)).image.id)
         return batch

@@ -40,14 +40,13 @@ from pathlib import Path
 import aio_pika
 
 from bench.procstats import ProcSample, sample
-from provision.bootstrap import bootstrap
-from photoenhance.settings import Settings
-from processor.queues import processor_queue_names
 from harness.objectstore import CephCluster
 from harness.processor import WorkerProcess, delete_queues
-from harness.services import free_port
-from harness.services import asyncpg_url, delete_amqp_names, postgres_ddl
+from harness.services import asyncpg_url, delete_amqp_names, free_port, postgres_ddl
 from harness.stack import ServiceProcess
+from photoenhance.settings import Settings
+from processor.queues import processor_queue_names
+from provision.bootstrap import bootstrap
 
 __all__ = ["BenchStack", "bench_stack"]
 

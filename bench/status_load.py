@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,7 @@ async def seed(url: str, images: int) -> str:
         token_hash=token_hash,
         files=[DeclaredFile(n, f"Holiday {n}", 123_456, "image/jpeg") for n in names],
     )
-    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    when = datetime(2026, 1, 1, tzinfo=UTC)
     for i, name in enumerate(names):
         reg = await repo.register_image(
             ImageVersion(

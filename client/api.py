@@ -7,7 +7,6 @@ stable ``code``).
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -103,7 +102,7 @@ class Api:
                 if not isinstance(doc, dict):
                     raise ApiError(response.status, "not_json", f"{self.server} did not answer with JSON; is it PhotoEnhance?")
                 return doc
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             raise ServerUnreachable(
                 f"cannot reach the PhotoEnhance server at {self.server} ({exc or type(exc).__name__}); "
                 "is it running, and is --server right?"

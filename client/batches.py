@@ -20,7 +20,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -125,7 +125,7 @@ class ApiBatches:
         if upload_request is None or batch.expires_at is None:
             return None
         expires = datetime.fromisoformat(batch.expires_at.replace("Z", "+00:00"))
-        if expires - EXPIRY_MARGIN <= datetime.now(timezone.utc):
+        if expires - EXPIRY_MARGIN <= datetime.now(UTC):
             return None
         return upload_request
 

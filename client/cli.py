@@ -18,9 +18,9 @@ import json
 import sys
 from pathlib import Path
 
-from client.levels import auto_level
 from client.enhance import Enhancer, Job, RunAborted
 from client.interrupt import cancel_batches, should_cancel
+from client.levels import auto_level
 from client.report import Reporter
 from client.state import StateError
 from photoenhance.contracts.options import EnhanceOptions, OptionsError, OutputFormat, Quality

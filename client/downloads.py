@@ -38,7 +38,7 @@ async def download(session: aiohttp.ClientSession, url: str, target: Path, *, at
     for attempt in range(1, attempts + 1):
         try:
             return await _fetch_once(session, url, target)
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             if attempt == attempts:
                 raise DownloadFailed(f"the store could not be reached ({exc or type(exc).__name__})") from exc
         await asyncio.sleep(FIRST_BACKOFF_S * 2 ** (attempt - 1))

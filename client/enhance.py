@@ -19,8 +19,8 @@ those again).
 from __future__ import annotations
 
 import asyncio
-import sys
 import contextlib
+import sys
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field

@@ -68,7 +68,7 @@ class Follower:
                         yield message
                         if message.get("kind") == MessageKind.END.value:
                             return
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            except (TimeoutError, aiohttp.ClientError, OSError):
                 # refused, reset, handshake answered 404 (a direct batch the pipeline has not seen
                 # yet) or 5xx: all mean "try again later"
                 pass

@@ -6,7 +6,6 @@ stops the server's work: images no worker has claimed are never processed, in-fl
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Callable, Mapping
 from typing import TextIO
@@ -45,6 +44,6 @@ async def cancel_batches(server: str, credentials: Mapping[str, str]) -> dict[st
                 outcome[batch_id] = (await api.cancel_batch(batch_id, credential))["state"]
             except ApiError as exc:
                 outcome[batch_id] = f"not cancelled: {exc.message} ({exc.code})"
-            except (ServerUnreachable, asyncio.TimeoutError) as exc:
+            except (TimeoutError, ServerUnreachable) as exc:
                 outcome[batch_id] = f"not cancelled: {exc}"
     return outcome

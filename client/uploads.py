@@ -108,7 +108,7 @@ async def _send_once(
             code, message = _store_error(text)
             reason = _STORE_REASONS.get(code) or message or f"the store answered HTTP {response.status}"
             raise UploadFailed(reason, retryable=response.status >= 500)
-    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
         raise UploadFailed(f"the store could not be reached ({exc or type(exc).__name__})", retryable=True) from exc
     except OSError as exc:  # the local file went away or became unreadable mid-upload
         raise UploadFailed(f"cannot read the file: {exc.strerror or exc}", retryable=False) from exc

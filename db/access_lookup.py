@@ -11,7 +11,7 @@ the same shape, so both paths do the same work before the caller compares token 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,7 +24,7 @@ from db.transactions import batch_record
 
 __all__ = ["AccessLookup"]
 
-_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 #: A stored batch's typical options, as the database hands them over (JSON text).
 _DECOY_OPTIONS = json.dumps(

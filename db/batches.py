@@ -13,11 +13,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.event_log import EventLog
-from db.quotas import charge_quota
-from db.webhooks import NewSubscription, add_subscription
 from db.models import Batch, BatchFile, Image
+from db.quotas import charge_quota
 from db.records import BatchRecord, BatchSnapshot, ImageRecord
 from db.transactions import BatchExists, batch_record, image_record
+from db.webhooks import NewSubscription, add_subscription
 from photoenhance.contracts.failures import FailureCode
 from photoenhance.contracts.keys import input_key
 from photoenhance.contracts.progress import EventType, ProgressEvent

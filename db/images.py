@@ -117,7 +117,7 @@ class ImageOperations(EventLog):
                 superseded = tuple(old.id for old in current_images)
                 await self._supersede(conn, batch, current_images, now)
                 last_upload = max(
-                    (t for t in (batch.last_upload_at, version.uploaded_at or now) if t is not None)
+                    t for t in (batch.last_upload_at, version.uploaded_at or now) if t is not None
                 )
                 await conn.execute(
                     update(Batch)

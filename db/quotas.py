@@ -17,8 +17,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.models import Batch, RateCounter
-from photoenhance.ratelimit import DAY, OPEN_BATCHES_RETRY_S, QuotaPlan, retry_after_s, window_start
 from photoenhance.contracts.states import BatchState
+from photoenhance.ratelimit import DAY, OPEN_BATCHES_RETRY_S, QuotaPlan, retry_after_s, window_start
 
 __all__ = ["OPEN_STATES", "QuotaExceeded", "charge_quota"]
 

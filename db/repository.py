@@ -19,10 +19,10 @@ from __future__ import annotations
 from db.access_lookup import AccessLookup
 from db.batches import BatchOperations, DeclaredFile
 from db.cancel import CancelOperations
-from db.webhooks import WebhookOperations
 from db.images import ImageOperations
 from db.status_pages import StatusPages
 from db.transactions import RETRY_ATTEMPTS, BatchExists, UnknownBatch
+from db.webhooks import WebhookOperations
 
 __all__ = ["RETRY_ATTEMPTS", "BatchExists", "DeclaredFile", "Repository", "UnknownBatch"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from db.connection import Database
 from db.records import ImageVersion
@@ -35,7 +35,7 @@ async def _race(url: str, batch_id: str, names: list[str], owner: str, seed: int
                     name=name,
                     etag="e1",
                     size=1,
-                    uploaded_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+                    uploaded_at=datetime(2026, 1, 1, tzinfo=UTC),
                 )
             )
             created += reg.created
@@ -70,7 +70,7 @@ async def _race_with_start(url: str, batch_ids: list[str], names: list[str], own
             started = await repo.start_image(
                 ImageVersion(
                     bucket="in", batch_id=batch_id, key=f"{batch_id}/{name}", name=name, etag="e1", size=1,
-                    uploaded_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+                    uploaded_at=datetime(2026, 1, 1, tzinfo=UTC),
                 ),
                 owner,
                 300,

@@ -58,11 +58,11 @@ from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import MinioException
 
-from provision.notifications import configure_bucket_notifications, delete_rgw_topic, ensure_bucket
+from harness.services import free_port, unique_name
 from photoenhance.s3 import minio_client
 from photoenhance.settings import Settings
 from photoenhance.topology import declare_topology
-from harness.services import free_port, unique_name
+from provision.notifications import configure_bucket_notifications, delete_rgw_topic, ensure_bucket
 
 REPO = Path(__file__).resolve().parents[1]
 CEPH_SCRIPTS = REPO / "infra" / "ceph"

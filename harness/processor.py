@@ -36,12 +36,12 @@ from minio import Minio
 from PIL import Image
 
 from db.repository import Repository
-from photoenhance.s3 import minio_client
+from harness.services import free_port
 from photoenhance.contracts.events import parse_notification
 from photoenhance.contracts.progress import ProgressEvent
+from photoenhance.s3 import minio_client
 from photoenhance.settings import Settings
 from photoenhance.topology import declare_progress_exchange
-from harness.services import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
@@ -54,7 +54,7 @@ async def seed_batch(repository: Repository, batch_id: str, count: int, *, expec
                 name=name,
                 etag=f"etag{i}",
                 size=100,
-                uploaded_at=datetime.now(timezone.utc),
+                uploaded_at=datetime.now(UTC),
             )
         )
         ids.append(registration.image.id)

@@ -29,10 +29,10 @@ from typing import Any
 import pytest
 
 from db.connection import Database
-from provision.cors import configure_upload_cors
-from photoenhance.settings import Settings
 from harness.processor import REPO, WAIT_S, WorkerProcess
 from harness.services import free_port
+from photoenhance.settings import Settings
+from provision.cors import configure_upload_cors
 
 __all__ = ["ServiceProcess", "Stack", "StartStack", "start_stack"]
 

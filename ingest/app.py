@@ -29,8 +29,8 @@ from ingest.errors import error_middleware
 from ingest.handlers.archive import get_archive
 from ingest.handlers.batches import create_batch, get_batch, retry_batch
 from ingest.handlers.cancel import cancel_batch
-from ingest.handlers.deliveries import get_deliveries
 from ingest.handlers.capabilities import get_capabilities
+from ingest.handlers.deliveries import get_deliveries
 from ingest.openapi import openapi_document
 from ingest.presign import Presigner
 from ingest.publisher import EventPublisher

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from minio import Minio
@@ -34,7 +34,7 @@ INTERNAL_URL_LIFETIME = timedelta(minutes=10)
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ class Presigner:
 
     def _now_naive(self) -> datetime:
         # minio formats the signing date without converting it, so hand it naive UTC.
-        return self._clock().astimezone(timezone.utc).replace(tzinfo=None)
+        return self._clock().astimezone(UTC).replace(tzinfo=None)
 
 
 def _client(settings: Settings, endpoint: str) -> Minio:

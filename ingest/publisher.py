@@ -58,7 +58,7 @@ class EventPublisher:
                     routing_key=self._settings.amqp_events_routing_key,
                     mandatory=True,
                 )
-        except (aio_pika.exceptions.AMQPError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aio_pika.exceptions.AMQPError, OSError) as exc:
             raise BrokerUnavailable(f"could not publish to {self._settings.amqp_events_exchange}: {exc!r}") from exc
 
     async def progress(self, events: Sequence[ProgressEvent]) -> None:
@@ -77,7 +77,7 @@ class EventPublisher:
                     ),
                     routing_key=progress_routing_key(event.batch_id),
                 )
-        except (aio_pika.exceptions.AMQPError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aio_pika.exceptions.AMQPError, OSError) as exc:
             raise BrokerUnavailable(f"could not publish to {self._settings.amqp_progress_exchange}: {exc!r}") from exc
 
     async def close(self) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from photoenhance.ratelimit import DAY, HOUR, Charge, QuotaPlan
 from photoenhance.settings import Settings

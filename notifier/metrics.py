@@ -6,8 +6,8 @@ never share counters.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST as _CONTENT_TYPE
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from photoenhance.contracts.progress_stream import MessageKind
 

@@ -82,7 +82,7 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
         return response
     try:
         await asyncio.wait_for(response.write_eof(), CLOSE_TIMEOUT_S)
-    except (asyncio.TimeoutError, ConnectionError):
+    except (TimeoutError, ConnectionError):
         if request.transport is not None:
             request.transport.abort()
     return response

@@ -79,6 +79,6 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
 async def _close(request: web.Request, ws: web.WebSocketResponse, code: CloseCode, reason: str) -> None:
     try:
         await asyncio.wait_for(ws.close(code=code, message=reason.encode()), CLOSE_TIMEOUT_S)
-    except (asyncio.TimeoutError, ConnectionError):
+    except (TimeoutError, ConnectionError):
         if request.transport is not None:
             request.transport.abort()

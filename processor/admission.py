@@ -43,8 +43,8 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from photoenhance.contracts.options import EnhanceOptions, Quality
 from photoenhance.contracts.failures import FailureCode
+from photoenhance.contracts.options import EnhanceOptions, Quality
 from photoenhance.settings import Settings
 from processor.engine.allocator import keeps_large_buffers
 from processor.engine.errors import OutputTooLarge

@@ -14,12 +14,12 @@ from collections.abc import Awaitable, Callable
 
 from db.records import BatchRecord, ImageVersion
 from db.repository import Repository
-from photoenhance.contracts.failures import FailureCode
 from photoenhance.contracts.events import InvalidKey, ObjectCreated
+from photoenhance.contracts.failures import FailureCode
 from photoenhance.contracts.keys import manifest_key
 from photoenhance.contracts.progress import ProgressEvent
-from processor.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError, parse_manifest
 from processor.failures import PermanentFailure
+from processor.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError, parse_manifest
 from processor.storage import Storage
 
 __all__ = ["Batches"]

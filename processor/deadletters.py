@@ -21,10 +21,10 @@ import logging
 from aio_pika.abc import AbstractIncomingMessage
 
 from db.records import ImageVersion
-from photoenhance.contracts.failures import FailureCode
-from photoenhance.contracts.events import NotificationError, ObjectCreated, parse_notification
-from photoenhance.contracts.states import ImageState
 from db.repository import Repository
+from photoenhance.contracts.events import NotificationError, ObjectCreated, parse_notification
+from photoenhance.contracts.failures import FailureCode
+from photoenhance.contracts.states import ImageState
 from processor.batches import Batches
 from processor.metrics import ProcessorMetrics
 from processor.publisher import Publisher

@@ -34,8 +34,8 @@ from photoenhance.contracts.events import (
 )
 from photoenhance.contracts.failures import FailureCode
 from photoenhance.contracts.options import Quality
-from processor.manifest import ManifestError
 from processor.batches import Batches
+from processor.manifest import ManifestError
 from processor.metrics import ProcessorMetrics
 from processor.pipeline import Attempt, ImagePipeline
 from processor.publisher import ATTEMPT_HEADER, DEFERRAL_HEADER, LEVEL_HEADER, Publisher

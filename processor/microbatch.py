@@ -83,7 +83,7 @@ class MicroBatcher(Generic[Req, Res]):
                 continue
             try:
                 batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
         return batch
 

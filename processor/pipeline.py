@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from functools import partial
 from typing import Any, TypeVar
@@ -338,7 +338,7 @@ class ImagePipeline:
         await self._publish(events)
         self.metrics.processed.inc()
         self.metrics.upload_to_result.observe(
-            max(0.0, (datetime.now(timezone.utc) - record.event_time).total_seconds())
+            max(0.0, (datetime.now(UTC) - record.event_time).total_seconds())
         )
         return Outcome.COMPLETED
 

@@ -41,10 +41,10 @@ from db.models import utcnow
 from db.records import BatchRecord, ImageRecord
 from db.repository import Repository
 from photoenhance.contracts.events import notification_body
+from photoenhance.contracts.failures import FailureCode
 from photoenhance.contracts.keys import MANIFEST_NAME
 from photoenhance.contracts.progress import EventType
 from photoenhance.contracts.states import ImageState
-from photoenhance.contracts.failures import FailureCode
 from photoenhance.settings import Settings
 from processor.publisher import Publisher
 from processor.storage import Storage

@@ -25,7 +25,7 @@ Times come from the system clock, so they compare across processes of one machin
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 __all__ = ["MARKS", "Timeline", "utc_now"]
 
@@ -35,11 +35,11 @@ MARKS = ("received", "claimed", "fetched", "reserved", "decoded", "enhanced", "e
 
 def utc_now() -> datetime:
     """The current time, timezone-aware UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class Timeline:

@@ -31,7 +31,7 @@ from processor.consumer import Consumer, SharedWindow
 from processor.deadletters import DeadLetterWatch
 from processor.engine.records import gains_from_batching
 from processor.engine.version import ENGINE_VERSION
-from processor.handler import MessageHandler
+from processor.handler import MessageHandler, Settle
 from processor.health import HealthServer, create_app
 from processor.heartbeat import Heartbeat
 from processor.metrics import ProcessorMetrics

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from db.connection import Database
 from db.workers import WorkerInfo, WorkerRegistry
@@ -56,5 +56,5 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps([w.to_dict() for w in workers], indent=2))
     else:
-        print(format_table(workers, datetime.now(timezone.utc)))
+        print(format_table(workers, datetime.now(UTC)))
     return 0

@@ -33,11 +33,11 @@ from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
 from db.connection import Database
 from db.migrate import current_revision, head_revision, upgrade
-from provision.cors import SERVER_WIDE, CorsSetupError, configure_upload_cors
-from provision.notifications import configure_bucket_notifications, ensure_bucket
 from photoenhance.s3 import minio_client
 from photoenhance.settings import Settings
 from photoenhance.topology import declare_topology
+from provision.cors import SERVER_WIDE, CorsSetupError, configure_upload_cors
+from provision.notifications import configure_bucket_notifications, ensure_bucket
 
 __all__ = ["BootstrapError", "Change", "LIFECYCLE_RULE_ID", "Step", "bootstrap"]
 
@@ -87,7 +87,7 @@ async def _topology(settings: Settings) -> list[Step]:
     queues = [settings.amqp_work_queue, settings.amqp_dead_letter_exchange]
     try:
         connection = await aio_pika.connect(settings.amqp_url, timeout=15)
-    except (aio_pika.exceptions.AMQPError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aio_pika.exceptions.AMQPError, OSError) as exc:
         raise BootstrapError(f"AMQP: cannot connect to the broker: {exc!r}") from exc
     try:
         existed = {("exchange", n): await _exists(connection, "exchange", n) for n in exchanges}

@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import sys
 
-from provision.bootstrap import BootstrapError, bootstrap
 from photoenhance.settings import Settings
+from provision.bootstrap import BootstrapError, bootstrap
 
 __all__ = ["add_arguments", "run"]
 

@@ -53,8 +53,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import urllib3
 from botocore.auth import S3SigV4Auth
-from botocore.client import BaseClient
 from botocore.awsrequest import AWSRequest
+from botocore.client import BaseClient
 from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 from minio import Minio

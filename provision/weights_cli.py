@@ -145,8 +145,8 @@ def import_ncnn(folder: Path, *, source: Path | None = None, keys: Iterable[str]
     """Convert the bundled ncnn models to ``{'params_ema': state_dict}`` files in ``folder``."""
     import torch
 
-    from provision.ncnn_import import NCNN_MODELS, bundled_models_dir, convert
     from processor.engine.networks import build_background
+    from provision.ncnn_import import NCNN_MODELS, bundled_models_dir, convert
 
     source = Path(source) if source is not None else bundled_models_dir()
     folder.mkdir(parents=True, exist_ok=True)

@@ -128,7 +128,7 @@ class Sender:
                 return response.status, None if 200 <= response.status < 300 else f"HTTP {response.status}"
         except WebhookUrlError as exc:
             return None, f"{exc.code}: {exc.reason}"
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None, f"no answer within {self.settings.webhook_timeout_s} s"
         except aiohttp.ClientError as exc:
             cause = exc.__cause__ if isinstance(exc.__cause__, WebhookUrlError) else exc

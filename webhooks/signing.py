@@ -13,7 +13,7 @@ import base64
 import hashlib
 import os
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from standardwebhooks.webhooks import Webhook
@@ -48,7 +48,7 @@ def open_secret(sealed: str, key: str, batch_id: str) -> str:
 
 def signature_headers(secret: str, webhook_id: str, body: bytes, when: datetime | None = None) -> dict[str, str]:
     """The three headers of a delivery, signed with the library receivers verify with."""
-    when = (when or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    when = (when or datetime.now(UTC)).astimezone(UTC)
     signature = Webhook(secret).sign(webhook_id, when, body.decode())
     return {
         "webhook-id": webhook_id,

@@ -14,7 +14,7 @@ each of them and why.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from aiohttp import web
 from yarl import URL
@@ -149,4 +149,4 @@ def _failures_text(batch_id: str, missing: list[tuple[str, str]]) -> bytes:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

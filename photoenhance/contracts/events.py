@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -200,8 +200,8 @@ def _parse_time(value: Any, where: str) -> datetime:
     except ValueError as exc:
         raise NotificationError(f"{where}.eventTime {value!r} is not an ISO-8601 time") from exc
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.astimezone(timezone.utc)
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC)
 
 
 def _content_type(obj: dict[str, Any]) -> str | None:
@@ -248,7 +248,7 @@ def notification_body(
     record = {
         "eventVersion": "2.1",
         "eventSource": source,
-        "eventTime": event_time.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
+        "eventTime": event_time.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "eventName": event_name,
         "s3": {
             "s3SchemaVersion": "1.0",

@@ -9,9 +9,10 @@ accept the same values written as text: ``"4"``, ``"true"``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["EnhanceOptions", "OptionsError", "OutputFormat", "Quality"]
 

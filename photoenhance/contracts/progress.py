@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -92,7 +92,7 @@ class ProgressEvent:
             "batch_id": self.batch_id,
             "seq": self.seq,
             "type": self.type.value,
-            "time": self.time.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
+            "time": self.time.astimezone(UTC).isoformat().replace("+00:00", "Z"),
             "counts": asdict(self.counts),
             "image": None if self.image is None else asdict(self.image),
         }

@@ -31,10 +31,10 @@ import torch
 from photoenhance.contracts.options import Quality
 from photoenhance.settings import Settings
 from processor.engine import align, background, detect, device_ops, paste
+from processor.engine.batch_steps import Pipeline, _each, _is_out_of_memory, _Job
 from processor.engine.device import resolve_device
 from processor.engine.memory import limits_for_budget
 from processor.engine.models import load_models
-from processor.engine.batch_steps import Pipeline, _each, _is_out_of_memory, _Job
 from processor.engine.precision import ROLES, allow_tf32, autocast, precision_dtype, resolve_precision
 from processor.engine.resize import output_size
 from processor.engine.transfer import download, upload

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from client.interrupt import should_cancel
-from tests.client.test_enhance_cli import cli_env, progress_of, run_cli, wait_for
 from harness.processor import REPO, image_bytes
 from harness.stack import StartStack
+from tests.client.test_enhance_cli import cli_env, progress_of, run_cli, wait_for
 
 
 class _Tty(io.StringIO):

@@ -13,10 +13,10 @@ import aiohttp
 import pytest
 
 from db.repository import Repository
-from photoenhance.contracts.progress import EventType
-from photoenhance.contracts.states import BatchState, ImageState
 from harness.processor import ProgressRecorder, eventually, image_bytes, output_keys, put_async
 from harness.stack import StartStack
+from photoenhance.contracts.progress import EventType
+from photoenhance.contracts.states import BatchState, ImageState
 
 pytestmark = [pytest.mark.objectstore]
 

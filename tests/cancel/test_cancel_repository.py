@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -14,7 +14,7 @@ from photoenhance.contracts.states import BatchState, ImageState
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 
-T0 = datetime(2026, 12, 3, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
 
 def version(name: str, etag: str = "e1") -> ImageVersion:

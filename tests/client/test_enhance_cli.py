@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from db.repository import Repository
 from client.state import STATE_FILE
-from photoenhance.s3 import minio_client
-from photoenhance.settings import Settings
+from db.repository import Repository
 from harness.processor import REPO, WAIT_S, batch_completed, image_bytes
 from harness.stack import Stack, StartStack
+from photoenhance.s3 import minio_client
+from photoenhance.settings import Settings
 
 pytestmark = pytest.mark.objectstore
 

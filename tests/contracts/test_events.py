@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -43,7 +43,7 @@ def test_minio_put() -> None:
     assert (rec.batch_id, rec.name) == ("batch-42", "IMG 0001 ü+x.jpg")
     assert rec.size == 482113 and rec.etag == "2b1e0f1c6d6a4f0b9a8f3c7d5e4b1a09"
     assert rec.event_name == "s3:ObjectCreated:Put"
-    assert rec.event_time == datetime(2026, 11, 28, 13, 37, 0, 123000, tzinfo=timezone.utc)
+    assert rec.event_time == datetime(2026, 11, 28, 13, 37, 0, 123000, tzinfo=UTC)
     assert rec.content_type == "image/jpeg"
     assert rec.user_metadata == {"batch-id": "batch-42"}
 
@@ -58,7 +58,7 @@ def test_minio_complete_multipart() -> None:
 def test_ceph_rgw_put() -> None:
     [rec] = parse_notification((FIXTURES / "ceph-rgw-16.2-put.json").read_bytes())
     assert (rec.bucket, rec.key, rec.size) == ("notif-1795874348", "first/hello.txt", 19)
-    assert rec.event_time == datetime(2026, 11, 28, 13, 59, 8, 706034, tzinfo=timezone.utc)
+    assert rec.event_time == datetime(2026, 11, 28, 13, 59, 8, 706034, tzinfo=UTC)
     assert rec.user_metadata == {"origin": "spike"}
 
 
@@ -85,7 +85,7 @@ def test_manifest_is_recognised() -> None:
 
 
 def test_synthesised_body_round_trips_an_awkward_key() -> None:
-    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     key = "b1/sub dir/a+b %41 ü.jpg"
     [rec] = parse_notification(notification_body("in", key, "etag1", 42, when))
     assert (rec.key, rec.etag, rec.size, rec.event_time) == (key, "etag1", 42, when)

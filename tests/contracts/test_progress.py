@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -21,7 +21,7 @@ def test_round_trip() -> None:
         batch_id="b1",
         seq=7,
         type=EventType.IMAGE_FAILED,
-        time=datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=timezone.utc),
+        time=datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=UTC),
         counts=BatchCounts(total=3, completed=1, failed=1, expected=3),
         image=ImageProgress(name="ü <b>.jpg", state="failed", reason="not an image", code="not_an_image"),
     )

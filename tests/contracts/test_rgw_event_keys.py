@@ -7,7 +7,7 @@ below are the ones that were uploaded.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -53,6 +53,6 @@ def test_record_without_event_source_is_decoded() -> None:
 @pytest.mark.parametrize("key", sorted(UPLOADED.values()))
 def test_reconciler_bodies_still_round_trip(key: str) -> None:
     """Our own re-announcements encode keys the AWS way and must decode to the same key."""
-    when = datetime(2026, 11, 28, tzinfo=timezone.utc)
+    when = datetime(2026, 11, 28, tzinfo=UTC)
     [rec] = parse_notification(notification_body("in", key, "abc", 7, when))
     assert rec.key == key

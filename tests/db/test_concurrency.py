@@ -9,8 +9,8 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 
 from db.repository import Repository
-from photoenhance.contracts.progress import EventType
 from harness.db_load import race_for_batch
+from photoenhance.contracts.progress import EventType
 
 PROCESSES = 4
 IMAGES = 120

@@ -6,18 +6,18 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import event
 
 from db.records import ImageVersion
 from db.repository import Repository, UnknownBatch
+from harness.db_load import race_with_start
 from photoenhance.contracts.progress import EventType
 from photoenhance.contracts.states import BatchState, ImageState
-from harness.db_load import race_with_start
 
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
 def version(batch: str, name: str, etag: str = "e1", at: datetime = T0) -> ImageVersion:

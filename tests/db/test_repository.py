@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -15,7 +15,7 @@ from photoenhance.contracts.states import BatchState, ImageState
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
 def version(batch: str, name: str, etag: str = "e1", at: datetime = T0, bucket: str = "in") -> ImageVersion:
@@ -108,7 +108,7 @@ async def test_claim_is_exclusive_until_the_lease_expires(database, repository: 
     image = (await repository.register_image(version("b1", "a.jpg"))).image
     assert await repository.claim_image(image.id, "w1", lease_seconds=60) is not None
     assert await repository.claim_image(image.id, "w2", lease_seconds=60) is None
-    later = Repository(database, clock=lambda: datetime.now(timezone.utc) + timedelta(seconds=120))
+    later = Repository(database, clock=lambda: datetime.now(UTC) + timedelta(seconds=120))
     assert [i.id for i in await later.expired_leases()] == [image.id]
     taken = await later.claim_image(image.id, "w2", lease_seconds=60)
     assert taken is not None and taken.lease_owner == "w2" and taken.attempts == 2
@@ -169,7 +169,7 @@ async def test_events_since_returns_exactly_the_missed_ones(repository: Reposito
 
 async def test_batch_without_expected_count_completes_when_idle(database, repository: Repository) -> None:
     await repository.ensure_batch("d1", input_bucket="in", options={})
-    image = (await repository.register_image(version("d1", "a.jpg", at=datetime.now(timezone.utc)))).image
+    image = (await repository.register_image(version("d1", "a.jpg", at=datetime.now(UTC)))).image
     assert [e.type for e in await finish(repository, image.id)] == [EventType.IMAGE_COMPLETED]
     assert await repository.complete_if_idle("d1", idle_seconds=3600) == []
     events = await repository.complete_if_idle("d1", idle_seconds=0)

@@ -3,7 +3,7 @@ counts as gone, a clean stop removes the row; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -15,7 +15,7 @@ both_engines = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"],
 
 class Clock:
     def __init__(self) -> None:
-        self.now = datetime(2026, 12, 3, 12, 0, tzinfo=timezone.utc)
+        self.now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         return self.now

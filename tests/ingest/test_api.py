@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -38,7 +38,7 @@ async def test_create_batch_returns_token_uploads_and_progress_urls(start_ingest
     ingest = await start_ingest(
         settings.replace(s3_public_endpoint="https://s3.example.test", notifier_public_url="https://live.example.test/pe")
     )
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     body = await ingest.create(
         [image_file("Holiday photo.jpg", 12345), image_file("b.png", 10, "image/png")],
         options={"quality": "fast", "upscale": 2},

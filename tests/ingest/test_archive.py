@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import io
+import logging
 import shutil
 import subprocess
 import zipfile
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.objectstore import put_bytes
 from photoenhance.s3 import minio_client
 from photoenhance.settings import Settings
 from tests.ingest.conftest import StartIngest, image_file, record_result
-from harness.objectstore import put_bytes
 
 pytestmark = pytest.mark.objectstore
 

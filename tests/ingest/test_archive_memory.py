@@ -20,10 +20,10 @@ import aiohttp
 import pytest
 
 from db.repository import Repository
-from photoenhance.s3 import minio_client
-from photoenhance.contracts.tokens import new_batch_token
-from photoenhance.settings import Settings
 from harness.services import free_port
+from photoenhance.contracts.tokens import new_batch_token
+from photoenhance.s3 import minio_client
+from photoenhance.settings import Settings
 from tests.ingest.conftest import record_result
 
 pytestmark = [pytest.mark.objectstore, pytest.mark.reliability]

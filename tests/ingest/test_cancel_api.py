@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from harness.processor import ProgressRecorder
 from photoenhance.contracts.progress import EventType
 from photoenhance.settings import Settings
 from tests.ingest.conftest import StartIngest, image_file, record_result
-from harness.processor import ProgressRecorder
 
 
 async def test_cancel_answers_and_the_batch_cancelled_event(start_ingest: StartIngest, settings: Settings) -> None:

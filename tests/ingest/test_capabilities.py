@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from db.workers import WorkerRegistry
 from db.models import utcnow
+from db.workers import WorkerRegistry
 from photoenhance.settings import Settings
 from tests.ingest.conftest import image_file
 

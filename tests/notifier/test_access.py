@@ -10,9 +10,9 @@ import pytest
 
 from db.connection import Database
 from db.repository import Repository
-from tests.notifier.conftest import RunningNotifier, StartNotifier
 from harness.progress import finish, seed_batch
 from harness.subscribers import stream_url
+from tests.notifier.conftest import RunningNotifier, StartNotifier
 
 
 def upgrade_headers() -> dict[str, str]:

@@ -16,12 +16,12 @@ import aiormq
 import pytest
 
 from db.repository import Repository
+from harness.progress import ProgressPublisher, finish, seed_batch
+from harness.subscribers import stream_url, subscribe
 from photoenhance.contracts.progress import progress_routing_key
 from photoenhance.settings import Settings
 from photoenhance.topology import declare_progress_exchange
 from tests.notifier.conftest import RunningNotifier, StartNotifier
-from harness.progress import ProgressPublisher, finish, seed_batch
-from harness.subscribers import stream_url, subscribe
 
 WAIT_S = 60
 
@@ -51,7 +51,7 @@ async def wait_until(condition, what: str) -> None:  # type: ignore[no-untyped-d
 
     try:
         await asyncio.wait_for(loop(), WAIT_S)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pytest.fail(f"never happened: {what}")
 
 

@@ -14,12 +14,12 @@ import aiohttp
 import pytest
 
 from db.repository import Repository
+from harness.processor import image_bytes, put_async, running_worker
+from harness.subscribers import stream_url, subscribe
 from photoenhance.contracts.options import EnhanceOptions, Quality
 from photoenhance.contracts.tokens import new_batch_token
 from photoenhance.settings import Settings
 from tests.notifier.conftest import SpawnNotifier
-from harness.processor import image_bytes, put_async, running_worker
-from harness.subscribers import stream_url, subscribe
 
 pytestmark = [pytest.mark.objectstore, pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)]
 

@@ -9,10 +9,10 @@ import aiohttp
 import pytest
 
 from db.repository import Repository
-from photoenhance.settings import Settings
-from tests.notifier.conftest import SpawnNotifier
 from harness.progress import ProgressPublisher, seed_batch
 from harness.subscribers import stream_url, subscribe
+from photoenhance.settings import Settings
+from tests.notifier.conftest import SpawnNotifier
 
 WAIT_S = 120
 

@@ -7,13 +7,13 @@ import asyncio
 import aiohttp
 
 from db.repository import Repository
+from harness.progress import ProgressPublisher, seed_batch
+from harness.subscribers import stream_url, subscribe
 from notifier.sse import sse_record
 from notifier.stream import Outgoing
 from photoenhance.contracts.progress_stream import MessageKind
 from photoenhance.settings import Settings
 from tests.notifier.conftest import RunningNotifier
-from harness.progress import ProgressPublisher, seed_batch
-from harness.subscribers import stream_url, subscribe
 
 WAIT_S = 60
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from db.repository import Repository
+from harness.progress import finish, seed_batch
 from notifier.stream import (
     CATCH_UP,
     ClientGone,
@@ -23,7 +24,6 @@ from notifier.stream import (
 )
 from photoenhance.contracts.progress import EventType, ProgressEvent
 from photoenhance.contracts.progress_stream import MessageKind
-from harness.progress import finish, seed_batch
 
 
 class RecordingSink:

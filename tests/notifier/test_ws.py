@@ -8,10 +8,10 @@ import aiohttp
 import pytest
 
 from db.repository import Repository
-from photoenhance.settings import Settings
-from tests.notifier.conftest import RunningNotifier, StartNotifier
 from harness.progress import ProgressPublisher, finish, seed_batch
 from harness.subscribers import stream_url, subscribe
+from photoenhance.settings import Settings
+from tests.notifier.conftest import RunningNotifier, StartNotifier
 
 #: Generous bound on how long any one stream may take here (2 shared cores); not a timing assert.
 WAIT_S = 60

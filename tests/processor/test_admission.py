@@ -7,6 +7,7 @@ import asyncio
 import io
 import re
 import zlib
+from datetime import UTC
 from typing import Any
 
 import cv2
@@ -249,10 +250,10 @@ async def test_an_image_waiting_for_memory_keeps_its_lease_and_the_loop_free(
 ) -> None:
     """While the budget is full, an image waits past two leases without losing its claim or
     blocking the worker's event loop (/healthz answers); once memory is free it completes."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    from photoenhance.contracts.states import ImageState
     from harness.processor import eventually, image_bytes, put_async, running_worker
+    from photoenhance.contracts.states import ImageState
 
     settings = processor_settings.replace(worker_memory_budget_mb=64, lease_seconds=3)
     async with running_worker(settings, fast_engine) as worker:
@@ -265,7 +266,7 @@ async def test_an_image_waiting_for_memory_keeps_its_lease_and_the_loop_free(
         while asyncio.get_running_loop().time() - waited_since < 2.5 * settings.lease_seconds:
             image = (await repository.batch_snapshot("waits")).images[0]
             assert image.state is ImageState.PROCESSING and image.lease_owner == worker.worker_id
-            assert image.lease_expires_at.replace(tzinfo=timezone.utc) > datetime.now(timezone.utc)
+            assert image.lease_expires_at.replace(tzinfo=UTC) > datetime.now(UTC)
             assert worker.status()["in_flight"] == 1
             await asyncio.sleep(0.5)
         budget.release(everything)

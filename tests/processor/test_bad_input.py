@@ -17,16 +17,15 @@ import pytest
 from botocore.config import Config
 
 from db.repository import Repository
-from photoenhance.contracts.states import ImageState
-from photoenhance.settings import Settings
 from harness.processor import (
-    batch_completed,
     eventually,
     image_bytes,
     output_keys,
     put_async,
     running_worker,
 )
+from photoenhance.contracts.states import ImageState
+from photoenhance.settings import Settings
 
 pytestmark = pytest.mark.objectstore
 

@@ -12,14 +12,6 @@ import json
 import pytest
 
 from db.repository import Repository
-from photoenhance.s3 import minio_client
-from photoenhance.contracts.events import notification_body
-from photoenhance.contracts.keys import MANIFEST_NAME
-from photoenhance.contracts.progress import EventType
-from photoenhance.contracts.states import ImageState
-from photoenhance.settings import Settings
-from processor.engine import ENGINE_VERSION
-from processor.publisher import Publisher
 from harness.processor import (
     ProgressRecorder,
     batch_completed,
@@ -29,6 +21,13 @@ from harness.processor import (
     put_async,
     running_worker,
 )
+from photoenhance.contracts.events import notification_body
+from photoenhance.contracts.keys import MANIFEST_NAME
+from photoenhance.contracts.progress import EventType
+from photoenhance.contracts.states import ImageState
+from photoenhance.s3 import minio_client
+from photoenhance.settings import Settings
+from processor.engine import ENGINE_VERSION
 
 pytestmark = [pytest.mark.objectstore, pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)]
 

@@ -9,8 +9,8 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,11 @@ import pytest
 from db.connection import Database
 from db.repository import Repository
 from db.workers import WorkerRegistry
+from harness.processor import REPO, eventually, free_port, image_bytes, put_async, running_worker
 from photoenhance.contracts.options import Quality
 from photoenhance.contracts.states import ImageState
 from photoenhance.settings import Settings
 from photoenhance.topology import level_queue_name
-from harness.processor import REPO, eventually, free_port, image_bytes, put_async, running_worker
 
 
 def workers_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -125,7 +125,6 @@ async def test_an_image_waits_for_a_worker_of_its_level_then_is_processed(
 ) -> None:
     """A best image with only a fast worker running: pending at best, in the best queue once (the
     reconciler adds no copies); a best worker starts and completes it; counts exact."""
-    from processor.publisher import Publisher
     from processor.reconciler import Reconciler
     from processor.storage import Storage
 
@@ -226,7 +225,7 @@ async def test_an_unrouted_image_of_a_level_not_loaded_is_queued_at_its_level_no
     async with running_worker(settings, fast_engine) as worker:
         etag = await put_async(settings, "levels-stray/a.jpg", image_bytes(), {"photoenhance-quality": "best"})
         [record] = parse_notification(notification_body(settings.s3_input_bucket, "levels-stray/a.jpg", etag, 1,
-                                                        datetime.now(timezone.utc)))
+                                                        datetime.now(UTC)))
         assert await worker.pipeline.process(record) is Outcome.RETRY
     [image] = (await repository.batch_snapshot("levels-stray")).images
     assert image.state is ImageState.PENDING and image.code is None

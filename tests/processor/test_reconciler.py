@@ -6,18 +6,13 @@ import asyncio
 import json
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import aio_pika
 import pytest
 
 from db.records import ImageRecord, ImageVersion
 from db.repository import DeclaredFile, Repository
-from photoenhance.contracts.events import notification_body
-from photoenhance.contracts.progress import EventType
-from photoenhance.contracts.states import BatchState, ImageState
-from photoenhance.settings import Settings
-from processor.queues import declare_processor_queues
 from harness.processor import (
     REPO,
     AnnouncementTap,
@@ -28,6 +23,11 @@ from harness.processor import (
     put_async,
     running_worker,
 )
+from photoenhance.contracts.events import notification_body
+from photoenhance.contracts.progress import EventType
+from photoenhance.contracts.states import BatchState, ImageState
+from photoenhance.settings import Settings
+from processor.queues import declare_processor_queues
 
 pytestmark = pytest.mark.objectstore
 
@@ -144,7 +144,7 @@ async def test_an_expired_lease_is_requeued_and_completed(
     await repository.ensure_batch(batch_id, input_bucket=settings.s3_input_bucket, options={})
     registered = await repository.register_image(
         ImageVersion(settings.s3_input_bucket, batch_id, f"{batch_id}/a.jpg", "a.jpg", etag, 10,
-                     datetime.now(timezone.utc))
+                     datetime.now(UTC))
     )
     assert await repository.claim_image(registered.image.id, "dead-worker", lease_seconds=1)
 
@@ -164,7 +164,7 @@ async def test_a_poison_message_is_dead_lettered_and_its_image_failed(
     await repository.create_batch(batch_id, input_bucket=settings.s3_input_bucket, options={"quality": "fast"},
                                   expected_count=1)
     await poison(settings, notification_body(settings.s3_input_bucket, f"{batch_id}/p.jpg", "0123abcd", 10,
-                                             datetime.now(timezone.utc)))
+                                             datetime.now(UTC)))
 
     async with running_worker(settings, fast_engine):
         batch = await batch_completed(repository, batch_id)
@@ -216,7 +216,7 @@ async def test_a_dead_letter_spares_an_image_a_live_worker_holds(
     batch_id = "held"
     await repository.create_batch(batch_id, input_bucket=settings.s3_input_bucket, options={"quality": "fast"},
                                   expected_count=2)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     held, crashed = [
         (await repository.register_image(
             ImageVersion(settings.s3_input_bucket, batch_id, f"{batch_id}/{name}", name, "0123abcd", 10, now)

@@ -6,18 +6,12 @@ Only the order of the marks is checked, never how far apart they are: speed is m
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
 
 from db.repository import Repository
-from photoenhance.contracts.keys import MANIFEST_NAME
-from photoenhance.contracts.progress import EventType
-from photoenhance.settings import Settings
-from processor.handler import attempt_of
-from processor.publisher import ATTEMPT_HEADER, DEFERRAL_HEADER
-from processor.timeline import MARKS, Timeline
 from harness.processor import (
     ProgressRecorder,
     batch_completed,
@@ -26,6 +20,12 @@ from harness.processor import (
     put_async,
     running_worker,
 )
+from photoenhance.contracts.keys import MANIFEST_NAME
+from photoenhance.contracts.progress import EventType
+from photoenhance.settings import Settings
+from processor.handler import attempt_of
+from processor.publisher import ATTEMPT_HEADER, DEFERRAL_HEADER
+from processor.timeline import MARKS, Timeline
 
 
 def _parse(text: str) -> datetime:
@@ -45,13 +45,13 @@ def test_timeline_starts_at_the_delivery_and_keeps_marks_as_utc_iso_text() -> No
 
 
 def test_timeline_without_a_delivery_time_starts_now() -> None:
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     received = _parse(Timeline().as_report()["received"])
-    assert before <= received <= datetime.now(timezone.utc)
+    assert before <= received <= datetime.now(UTC)
 
 
 def test_attempt_carries_the_delivery_time_beside_the_retry_counters() -> None:
-    delivered = datetime.now(timezone.utc)
+    delivered = datetime.now(UTC)
     message = SimpleNamespace(headers={ATTEMPT_HEADER: 2, DEFERRAL_HEADER: 1})
     attempt = attempt_of(message, delivered)  # type: ignore[arg-type]
     assert (attempt.failures, attempt.deferrals, attempt.received_at) == (2, 1, delivered)

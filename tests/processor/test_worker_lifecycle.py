@@ -16,10 +16,6 @@ import pytest
 from PIL import Image
 
 from db.repository import Repository
-from photoenhance.s3 import minio_client
-from photoenhance.contracts.keys import MANIFEST_NAME
-from photoenhance.contracts.states import ImageState
-from photoenhance.settings import Settings
 from harness.processor import (
     REPO,
     AnnouncementTap,
@@ -31,6 +27,10 @@ from harness.processor import (
     put_async,
     running_worker,
 )
+from photoenhance.contracts.keys import MANIFEST_NAME
+from photoenhance.contracts.states import ImageState
+from photoenhance.s3 import minio_client
+from photoenhance.settings import Settings
 
 FAST = {"photoenhance-quality": "fast"}
 

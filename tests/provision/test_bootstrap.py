@@ -13,12 +13,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from provision.bootstrap import LIFECYCLE_RULE_ID
-from photoenhance.s3 import minio_client
-from photoenhance.settings import Settings
-from tests.provision.test_bucket_notifications import next_record, put, work_queue_inbox
 from harness.objectstore import remove_bucket
 from harness.services import delete_amqp_names, unique_name
+from photoenhance.s3 import minio_client
+from photoenhance.settings import Settings
+from provision.bootstrap import LIFECYCLE_RULE_ID
+from tests.provision.test_bucket_notifications import next_record, put, work_queue_inbox
 
 pytestmark = pytest.mark.objectstore
 

@@ -21,12 +21,12 @@ import urllib3
 from aio_pika.abc import AbstractIncomingMessage
 from minio.error import MinioException
 
-from provision.notifications import configure_bucket_notifications, delete_rgw_topic
-from photoenhance.s3 import minio_client
+from harness.objectstore import ObjectStore, put_bytes
 from photoenhance.contracts.events import ObjectCreated, parse_notification
+from photoenhance.s3 import minio_client
 from photoenhance.settings import Settings
 from photoenhance.topology import declare_topology
-from harness.objectstore import ObjectStore, put_bytes
+from provision.notifications import configure_bucket_notifications, delete_rgw_topic
 
 pytestmark = pytest.mark.objectstore
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from photoenhance.settings import Settings
 from provision.notifications import (
     NotificationSetupError,
     amqp_push_endpoint,
@@ -11,7 +12,6 @@ from provision.notifications import (
     minio_queue_arn,
     rgw_topic_attributes,
 )
-from photoenhance.settings import Settings
 
 
 @pytest.mark.parametrize(

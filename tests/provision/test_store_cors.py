@@ -11,10 +11,10 @@ import asyncio
 import pytest
 import urllib3
 
-from provision.bootstrap import Change, bootstrap
-from provision.cors import CORS_RULE_ID, configure_upload_cors
 from photoenhance.s3 import boto_client
 from photoenhance.settings import Settings
+from provision.bootstrap import Change, bootstrap
+from provision.cors import CORS_RULE_ID, configure_upload_cors
 
 pytestmark = pytest.mark.objectstore
 

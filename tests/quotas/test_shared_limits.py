@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 
 from db.connection import Database
-from photoenhance.settings import Settings
 from harness.processor import free_port
 from harness.stack import ServiceProcess
+from photoenhance.settings import Settings
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 

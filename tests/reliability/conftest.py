@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from photoenhance.settings import Settings
 from harness.processor import ProgressRecorder
+from photoenhance.settings import Settings
 
 
 @pytest.fixture

@@ -29,11 +29,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from db.records import BatchRecord
 from db.repository import Repository
-from photoenhance.s3 import minio_client
-from photoenhance.contracts.keys import MANIFEST_NAME, output_key
-from photoenhance.contracts.progress import EventType, ProgressEvent
-from photoenhance.contracts.states import ImageState
-from photoenhance.settings import Settings
 from harness.processor import (
     WAIT_S,
     ProgressRecorder,
@@ -44,6 +39,11 @@ from harness.processor import (
     output_keys,
     put,
 )
+from photoenhance.contracts.keys import MANIFEST_NAME, output_key
+from photoenhance.contracts.progress import EventType, ProgressEvent
+from photoenhance.contracts.states import ImageState
+from photoenhance.s3 import minio_client
+from photoenhance.settings import Settings
 
 __all__ = [
     "assert_exactly_once",

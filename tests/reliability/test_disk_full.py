@@ -33,11 +33,11 @@ from sqlalchemy.exc import OperationalError
 from db.connection import Database
 from db.migrate import upgrade
 from db.repository import Repository
+from harness.processor import ProgressRecorder, WorkerProcess, eventually
 from photoenhance.settings import Settings
 from processor.failures import Verdict, classify
 from tests.reliability.exactly_once import assert_exactly_once, metric, metric_at_least, upload_batch
 from tests.reliability.resources import MiB, TmpfsUnavailable, fill, free_bytes, tmpfs
-from harness.processor import ProgressRecorder, WorkerProcess, eventually
 
 pytestmark = [pytest.mark.reliability]
 

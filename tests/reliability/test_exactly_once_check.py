@@ -12,11 +12,11 @@ from minio import Minio
 
 from db.records import ImageVersion
 from db.repository import Repository
-from photoenhance.s3 import minio_client
+from harness.processor import image_bytes, put
 from photoenhance.contracts.keys import output_key
+from photoenhance.s3 import minio_client
 from photoenhance.settings import Settings
 from tests.reliability.exactly_once import assert_exactly_once, image_name
-from harness.processor import image_bytes, put
 
 pytestmark = [pytest.mark.objectstore, pytest.mark.reliability]
 

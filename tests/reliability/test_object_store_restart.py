@@ -16,6 +16,8 @@ from collections.abc import Callable
 import pytest
 
 from db.repository import Repository
+from harness.objectstore import ObjectStore
+from harness.processor import ProgressRecorder, WorkerProcess, eventually
 from photoenhance.settings import Settings
 from tests.reliability.exactly_once import (
     assert_exactly_once,
@@ -25,8 +27,6 @@ from tests.reliability.exactly_once import (
     metric_at_least,
     upload_batch,
 )
-from harness.objectstore import ObjectStore
-from harness.processor import ProgressRecorder, WorkerProcess, eventually
 
 pytestmark = [pytest.mark.objectstore, pytest.mark.reliability]
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from db.repository import Repository
+from harness.processor import ProgressRecorder, WorkerProcess
 from photoenhance.settings import Settings
 from tests.reliability.exactly_once import assert_exactly_once, completed_count, upload_batch
 from tests.reliability.resources import MiB, rss_bytes
-from harness.processor import ProgressRecorder, WorkerProcess
 
 pytestmark = [pytest.mark.objectstore, pytest.mark.reliability]
 

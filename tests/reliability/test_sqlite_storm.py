@@ -28,11 +28,11 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from db.repository import Repository
+from harness.db_load import race_for_batch
+from harness.processor import ProgressRecorder, WorkerProcess, eventually, free_port
 from photoenhance.settings import Settings
 from tests.reliability.exactly_once import assert_exactly_once, assert_recorded_once, metric, upload_batch
 from tests.reliability.sqlite_storm import TICKS_TABLE, create_ticks_table, hog_write_lock
-from harness.db_load import race_for_batch
-from harness.processor import ProgressRecorder, WorkerProcess, eventually, free_port
 
 pytestmark = [pytest.mark.objectstore, pytest.mark.reliability]
 

@@ -11,8 +11,10 @@ from collections.abc import Callable
 import pytest
 
 from db.repository import Repository
-from provision.notifications import configure_bucket_notifications
+from harness.broker import PrivateBroker
+from harness.processor import ProgressRecorder, WorkerProcess, eventually, free_port
 from photoenhance.settings import Settings
+from provision.notifications import configure_bucket_notifications
 from tests.reliability.exactly_once import (
     assert_exactly_once,
     completed_at_least,
@@ -20,8 +22,6 @@ from tests.reliability.exactly_once import (
     metric,
     upload_batch,
 )
-from harness.broker import PrivateBroker
-from harness.processor import ProgressRecorder, WorkerProcess, eventually, free_port
 
 pytestmark = [pytest.mark.objectstore, pytest.mark.reliability]
 

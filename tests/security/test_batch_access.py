@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -28,18 +28,18 @@ from yarl import URL
 from db.connection import Database
 from db.models import Base
 from db.repository import Repository
-from photoenhance.s3 import minio_client
-from ingest.presign import Presigner
-from photoenhance.contracts.states import ImageState
-from photoenhance.contracts.tokens import hash_token
-from photoenhance.settings import Settings
-from tests.ingest.conftest import RunningIngest, StartIngest, image_file, record_result
-from tests.notifier.conftest import RunningNotifier
-from tests.notifier.test_access import answer as stream_answer
 from harness.objectstore import put_bytes
 from harness.progress import seed_batch
 from harness.stack import StartStack
 from harness.subscribers import stream_url
+from ingest.presign import Presigner
+from photoenhance.contracts.states import ImageState
+from photoenhance.contracts.tokens import hash_token
+from photoenhance.s3 import minio_client
+from photoenhance.settings import Settings
+from tests.ingest.conftest import RunningIngest, StartIngest, image_file, record_result
+from tests.notifier.conftest import RunningNotifier
+from tests.notifier.test_access import answer as stream_answer
 
 pytestmark = pytest.mark.security
 
@@ -221,7 +221,7 @@ async def test_a_result_link_opens_only_its_own_object(store_settings: Settings,
     def with_query(pairs: list[tuple[str, str]], path: str = parts.path) -> str:
         return urlunsplit(parts._replace(path=path, query=urlencode(pairs, quote_via=quote)))
 
-    past = Presigner(store_settings, clock=lambda: datetime.now(timezone.utc) - timedelta(seconds=store_settings.presign_expiry_s + 120))
+    past = Presigner(store_settings, clock=lambda: datetime.now(UTC) - timedelta(seconds=store_settings.presign_expiry_s + 120))
     misuses = {
         "B's key under A's signature": with_query(query, parts.path.replace(a["batch_id"], b["batch_id"])),
         "another download name": with_query(

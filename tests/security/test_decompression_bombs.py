@@ -34,6 +34,13 @@ import pytest
 from PIL import Image, ImageFile
 
 from db.repository import Repository
+from harness.processor import (
+    REPO,
+    WorkerProcess,
+    eventually,
+    image_bytes,
+    put_async,
+)
 from photoenhance.contracts.states import ImageState
 from photoenhance.settings import Settings
 from processor.engine import imageio
@@ -47,13 +54,6 @@ from tests.security.bombs import (
     png,
     png_claiming,
     webp_lossy_claiming,
-)
-from harness.processor import (
-    REPO,
-    WorkerProcess,
-    eventually,
-    image_bytes,
-    put_async,
 )
 
 pytestmark = pytest.mark.security

@@ -15,11 +15,11 @@ from collections.abc import Mapping
 import aiohttp
 import pytest
 
+from harness.progress import seed_batch
+from harness.subscribers import stream_url
 from photoenhance.settings import Settings
 from tests.ingest.conftest import StartIngest, image_file
 from tests.notifier.conftest import SpawnNotifier, StartNotifier
-from harness.progress import seed_batch
-from harness.subscribers import stream_url
 
 pytestmark = pytest.mark.security
 

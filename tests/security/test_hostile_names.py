@@ -29,13 +29,13 @@ import pytest
 from yarl import URL
 
 from db.repository import Repository
+from harness.processor import eventually, image_bytes, running_worker
 from ingest.names import content_disposition, is_invisible
-from photoenhance.s3 import boto_client
 from ingest.presign import Presigner
 from photoenhance.contracts.keys import parse_input_key
+from photoenhance.s3 import boto_client
 from photoenhance.settings import Settings
 from tests.ingest.conftest import StartIngest, image_file
-from harness.processor import eventually, image_bytes, running_worker
 
 pytestmark = pytest.mark.security
 

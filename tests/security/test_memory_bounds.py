@@ -30,10 +30,10 @@ import pytest
 from PIL import Image
 
 from db.repository import Repository
+from harness.processor import WorkerProcess, eventually, image_bytes, put_async
 from photoenhance.contracts.states import ImageState
 from photoenhance.settings import Settings
 from tests.security.bombs import png
-from harness.processor import WorkerProcess, eventually, image_bytes, put_async
 
 pytestmark = [pytest.mark.security, pytest.mark.objectstore]
 

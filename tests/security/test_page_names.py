@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -117,7 +117,7 @@ async def test_script_in_names_is_shown_as_text_and_never_runs(
     await repository.register_image(
         ImageVersion(
             bucket=stack.settings.s3_input_bucket, batch_id=batch_id, key=f"{batch_id}/{SERVER_NAME}",
-            name=SERVER_NAME, etag="0" * 32, size=100, uploaded_at=datetime.now(timezone.utc),
+            name=SERVER_NAME, etag="0" * 32, size=100, uploaded_at=datetime.now(UTC),
         )
     )
     created["registered"] = True

@@ -16,7 +16,7 @@ import asyncio
 import base64
 import hashlib
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -25,15 +25,15 @@ from minio.error import S3Error
 
 from db.records import BatchRecord
 from db.repository import Repository
-from photoenhance.s3 import minio_client
+from harness.objectstore import ObjectStore, put_bytes
+from harness.processor import eventually, image_bytes, running_worker
 from ingest.presign import Presigner
 from photoenhance.contracts.states import BatchState, ImageState
+from photoenhance.s3 import minio_client
 from photoenhance.settings import Settings
 from tests.ingest.conftest import StartIngest, image_file
 from tests.ingest.test_api import count_rows
 from tests.provision.test_bucket_notifications import next_record, work_queue_inbox
-from harness.objectstore import ObjectStore, put_bytes
-from harness.processor import eventually, image_bytes, running_worker
 
 pytestmark = [pytest.mark.objectstore, pytest.mark.security]
 
@@ -140,7 +140,7 @@ async def test_the_store_refuses_everything_outside_the_policy(
     key = upload["key"]
     past = Presigner(
         store_settings,
-        clock=lambda: datetime.now(timezone.utc) - timedelta(seconds=store_settings.presign_expiry_s + 120),
+        clock=lambda: datetime.now(UTC) - timedelta(seconds=store_settings.presign_expiry_s + 120),
     )
     expired = past.upload_post(key, size=DECLARED, content_type="image/jpeg")
     good = b"y" * DECLARED
@@ -249,7 +249,7 @@ async def test_the_store_refuses_a_presigned_put_tampered_expired_or_used_otherw
     presigner = Presigner(store_settings)
     upload = presigner.upload_put(key, content_type="image/png")
     data = b"p" * DECLARED
-    past = Presigner(store_settings, clock=lambda: datetime.now(timezone.utc) - timedelta(hours=2))
+    past = Presigner(store_settings, clock=lambda: datetime.now(UTC) - timedelta(hours=2))
     bucket_path = f"/{store_settings.s3_input_bucket}/"
     misuses = {
         "tampered signature": ("PUT", upload.url.replace("X-Amz-Signature=", "X-Amz-Signature=0")[:-1]),

@@ -22,10 +22,10 @@ import aiohttp
 import pytest
 
 from db.repository import Repository
+from harness.progress import seed_batch
 from photoenhance.settings import Settings
 from tests.ingest.conftest import StartIngest, image_file
 from tests.notifier.conftest import StartNotifier
-from harness.progress import seed_batch
 
 pytestmark = pytest.mark.security
 

@@ -23,8 +23,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
-from PIL import Image
 from aiohttp import web
+from PIL import Image
 from playwright.async_api import BrowserContext, Page, async_playwright, expect
 
 from harness.objectstore import ObjectStore
@@ -345,7 +345,7 @@ async def test_heic_and_avif_photos_are_enhanced_from_the_page(
 
 
 async def test_a_page_on_another_origin_cannot_frame_the_page(
-    start_ingest: StartIngest, settings: Settings, browser_context: BrowserContext
+    start_ingest: StartIngest,  # noqa: F811 - the fixture imported above settings: Settings, browser_context: BrowserContext
 ) -> None:
     """Clickjacking: a hostile site frames ``/`` to have its visitors press Enhance unknowingly.
 

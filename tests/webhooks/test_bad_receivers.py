@@ -8,7 +8,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import aio_pika
 import pytest
@@ -16,10 +16,10 @@ from aiohttp import web
 
 from db.repository import Repository
 from db.webhooks import NewSubscription
+from harness.processor import delete_queues, free_port
 from photoenhance.contracts.progress import BatchCounts, EventType, ProgressEvent, progress_routing_key
 from photoenhance.settings import Settings
 from photoenhance.topology import declare_progress_exchange
-from harness.processor import delete_queues, free_port
 from webhooks.queues import declare_webhook_queues, webhook_queue_names
 from webhooks.sender import Sender, open_channel
 from webhooks.signing import new_secret, seal_secret
@@ -85,7 +85,7 @@ async def test_misbehaving_receivers(hook_settings: Settings, repository: Reposi
     progress = await declare_progress_exchange(publisher, hook_settings)
 
     async def publish(batch_id: str, seq: int, type: EventType = EventType.IMAGE_COMPLETED) -> None:
-        event = ProgressEvent(batch_id, seq, type, datetime.now(timezone.utc), BatchCounts(total=2, completed=seq))
+        event = ProgressEvent(batch_id, seq, type, datetime.now(UTC), BatchCounts(total=2, completed=seq))
         await progress.publish(aio_pika.Message(event.to_json()), routing_key=progress_routing_key(batch_id))
 
     try:

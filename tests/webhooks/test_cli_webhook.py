@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from db.repository import Repository
-from tests.client.test_enhance_cli import run_cli
 from harness.processor import image_bytes
 from harness.stack import StartStack
+from tests.client.test_enhance_cli import run_cli
 from webhooks.signing import open_secret
 
 pytestmark = pytest.mark.objectstore

@@ -14,13 +14,13 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from db.repository import Repository
-from photoenhance.contracts.states import BatchState
-from photoenhance.settings import Settings
 from harness.processor import delete_queues, free_port, image_bytes, put_async
 from harness.stack import ServiceProcess, Stack, StartStack
+from photoenhance.contracts.states import BatchState
+from photoenhance.settings import Settings
 from webhooks.queues import webhook_queue_names
 
 pytestmark = [pytest.mark.objectstore]
@@ -146,7 +146,7 @@ async def test_fifty_images_every_event_delivered_signed_and_in_seq(
         assert all(e["batch_id"] == batch_id for e in events.values())
         # A signature made with another secret does not verify (the check above is not vacuous).
         headers, body = receiver.received[0]
-        with pytest.raises(Exception):
+        with pytest.raises(WebhookVerificationError):
             Webhook("whsec_" + "A" * 43 + "=").verify(body, headers)
         async def recorded() -> bool:  # the sender records an outcome after the receiver answered
             return sum(d.state == "delivered" for d in await repository.deliveries(batch_id)) == COUNT + 1

@@ -6,11 +6,11 @@ import numpy as np
 import torch
 
 from photoenhance.contracts.options import EnhanceOptions, Quality
+from processor.engine.batch_steps import Limits, Pipeline
 from processor.engine.errors import ImageError
 from processor.engine.imageio import DecodedImage
 from processor.engine.models import Models
 from processor.engine.networks import BackgroundNet
-from processor.engine.batch_steps import Limits, Pipeline
 from processor.engine.records import EnhanceRequest, EnhanceResult
 
 

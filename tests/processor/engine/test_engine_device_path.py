@@ -20,12 +20,12 @@ import torch
 from photoenhance.contracts.options import EnhanceOptions, Quality
 from photoenhance.settings import Settings
 from processor.engine import Engine, EnhanceRequest, EnhanceResult
+from processor.engine.batch_steps import Limits, Pipeline
 from processor.engine.device_path import DevicePipeline, choose_path
 from processor.engine.errors import ImageError
 from processor.engine.imageio import DecodedImage
 from processor.engine.models import Models
 from processor.engine.networks import BackgroundNet
-from processor.engine.batch_steps import Limits, Pipeline
 from tests.processor.engine.test_engine_models import decoded, landmarks, max_diff, picture
 
 BEST = EnhanceOptions(quality=Quality.BEST, upscale=2, fidelity=1.0)

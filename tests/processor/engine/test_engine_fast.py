@@ -183,8 +183,8 @@ print(result.pixels.shape, "torch" in sys.modules, allocator._applied)
 def test_fast_images_come_out_the_same_from_the_network_pipeline() -> None:
     """An engine that also serves balanced or best runs its fast images through the torch pipeline:
     the same pixels and the same report (the device aside) as the torch-free one."""
-    from processor.engine.fast import FastPipeline
     from processor.engine.batch_steps import Pipeline
+    from processor.engine.fast import FastPipeline
 
     requests = [EnhanceRequest(_image(20, 30, c), FAST) for c in (1, 3, 4)]
     requests.append(EnhanceRequest(_image(20, 30, 3), EnhanceOptions(quality=Quality.BEST)))

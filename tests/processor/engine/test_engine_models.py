@@ -17,12 +17,12 @@ import cv2
 import numpy as np
 import pytest
 
+from harness.weights import give_landmarks, stock_gfpganer
 from photoenhance.contracts.options import EnhanceOptions, Quality
 from photoenhance.settings import Settings
 from processor.engine import Engine, EnhanceRequest, EnhanceResult
 from processor.engine.errors import ImageError, WeightsError
 from processor.engine.imageio import DecodedImage
-from harness.weights import give_landmarks, stock_gfpganer
 
 pytestmark = pytest.mark.models
 

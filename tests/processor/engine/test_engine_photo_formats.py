@@ -11,7 +11,14 @@ import pytest
 from PIL import Image, ImageCms
 
 from harness.pictures import (
-    CMYK_PROFILE, adobe_rgb_icc, avif_bytes, delta_e, display_p3_icc, grey_icc, heic_bytes, profiled_patches,
+    CMYK_PROFILE,
+    adobe_rgb_icc,
+    avif_bytes,
+    delta_e,
+    display_p3_icc,
+    grey_icc,
+    heic_bytes,
+    profiled_patches,
     without_profile,
 )
 from photoenhance.contracts.formats import resolve_output_format

@@ -110,6 +110,7 @@ def test_converted_model_tiles_without_seams(real_engine: Engine) -> None:
 def test_converted_weights_compute_what_ncnn_computes(real_engine: Engine) -> None:
     """The same input through ncnn (float32, CPU) and through the converted PyTorch network."""
     import ncnn  # the test extra's: a missing package is a broken install, and fails here
+
     from provision.ncnn_import import NCNN_MODELS, bundled_models_dir
 
     background = real_engine._pipeline.models.background

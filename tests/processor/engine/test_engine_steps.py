@@ -10,7 +10,6 @@ import torch
 from processor.engine import align, background, detect, paste, restore
 from processor.engine.networks import BackgroundNet
 
-
 # -- detection ----------------------------------------------------------------------------------
 
 
