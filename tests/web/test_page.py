@@ -345,7 +345,9 @@ async def test_heic_and_avif_photos_are_enhanced_from_the_page(
 
 
 async def test_a_page_on_another_origin_cannot_frame_the_page(
-    start_ingest: StartIngest,  # noqa: F811 - the fixture imported above settings: Settings, browser_context: BrowserContext
+    start_ingest: StartIngest,  # noqa: F811 - the fixture imported above
+    settings: Settings,
+    browser_context: BrowserContext,
 ) -> None:
     """Clickjacking: a hostile site frames ``/`` to have its visitors press Enhance unknowingly.
 
