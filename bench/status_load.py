@@ -245,7 +245,8 @@ async def measure_tree(label: str, tree: Path, args: argparse.Namespace, workdir
 
 def table(results: dict[str, Any]) -> str:
     rows = [
-        "| tree | commit | /healthz idle median | /healthz loaded median | p95 | max | whole-status reads | read median | ingest CPU ms / read |",
+        "| tree | commit | /healthz idle median | /healthz loaded median | p95 | max | whole-status reads | read median "
+        "| ingest CPU ms / read |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, r in results["trees"].items():

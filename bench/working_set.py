@@ -41,7 +41,8 @@ from processor.engine.header import read_header
 from processor.engine.imageio import decode_image, encode_image
 from processor.engine.records import EnhanceRequest
 
-level, edge, layout, upscale, fmt, weights = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4]), sys.argv[5], sys.argv[6]
+level, edge, layout = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+upscale, fmt, weights = float(sys.argv[4]), sys.argv[5], sys.argv[6]
 
 def data_of(edge, layout):
     if layout == "rgba16":
@@ -104,11 +105,13 @@ def main() -> None:
                 rows.append(probe("balanced", edge, "rgb8", 2.0, "jpeg", weights))
     print(json.dumps({"rows": rows}, indent=2))
     print()
-    print("| level | input | upscale | format | peak growth MiB | per result sample byte | per input pixel | estimate MiB | covers |")
+    print("| level | input | upscale | format | peak growth MiB | per result sample byte | per input pixel "
+          "| estimate MiB | covers |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['level']} | {r['edge']}² {r['layout']} | {r['upscale']:g} | {r['format']} | {r['grew'] / 2**20:.0f} "
-              f"| {r['per_result_sample_byte']} | {r['per_input_pixel']} | {r['estimate'] / 2**20:.0f} | {r['estimate_covers']} |")
+              f"| {r['per_result_sample_byte']} | {r['per_input_pixel']} | {r['estimate'] / 2**20:.0f} "
+              f"| {r['estimate_covers']} |")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="best: restore faces and upscale; balanced: upscale only; fast: resize only; "
         "auto: the best level the server's workers serve now (default: auto)",
     )
-    parser.add_argument("--upscale", type=float, default=2.0, metavar="N", help="output size relative to the input, 1 to 4 (default: 2)")
+    parser.add_argument(
+        "--upscale", type=float, default=2.0, metavar="N", help="output size relative to the input, 1 to 4 (default: 2)"
+    )
     parser.add_argument(
         "--format", choices=[f.value for f in OutputFormat], default=OutputFormat.AUTO.value, dest="output_format",
         help="result format; auto keeps JPEG, PNG and WebP and makes JPEG of HEIC and AVIF (default: auto)",
@@ -66,11 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--webhook-events", metavar="TYPES", default=None,
-        help="comma-separated event types for --webhook (default: all: image.completed,image.failed,batch.completed,batch.cancelled)",
+        help="comma-separated event types for --webhook "
+        "(default: all: image.completed,image.failed,batch.completed,batch.cancelled)",
     )
     parser.add_argument(
         "--cancel-on-interrupt", action="store_true",
-        help="on Ctrl-C, cancel this run's batches on the server without asking (on a terminal it asks; otherwise it does not cancel)",
+        help="on Ctrl-C, cancel this run's batches on the server without asking "
+        "(on a terminal it asks; otherwise it does not cancel)",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON summary on standard output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars, even on a terminal")

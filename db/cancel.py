@@ -46,9 +46,10 @@ class CancelOperations(EventLog):
 
     async def cancel_batch(self, batch_id: str) -> Cancellation:
         """Cancel a batch: pending images, and declared files not uploaded yet, become ``cancelled``
-        (final, counted in ``cancelled``); processing ones are left to finish. Raises :class:`BatchAlreadyCompleted` for a completed
-        batch and :class:`~db.transactions.UnknownBatch` for an unknown one; a second cancel is a
-        no-op (``repeated``)."""
+        (final, counted in ``cancelled``); processing ones are left to finish. Raises
+        :class:`BatchAlreadyCompleted` for a completed batch and
+        :class:`~db.transactions.UnknownBatch` for an unknown one; a second cancel is a no-op
+        (``repeated``)."""
 
         async def op(conn: AsyncConnection) -> Cancellation:
             batch = await self._lock_batch(conn, batch_id)

@@ -316,7 +316,10 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "summary": "Re-run the batch's failed images (and re-announce pending ones)",
                     "security": [{"bearer": []}],
                     "parameters": [batch_id],
-                    "responses": {"202": _json_response("Retried", "RetryResponse"), **_errors("404", "409", "415", "429", "503")},
+                    "responses": {
+                        "202": _json_response("Retried", "RetryResponse"),
+                        **_errors("404", "409", "415", "429", "503"),
+                    },
                 }
             },
             "/api/v1/batches/{batch_id}/cancel": {
@@ -384,7 +387,8 @@ def _create_request(settings: Settings) -> dict[str, Any]:
             },
             "options": {
                 "type": "object",
-                "description": "Enhancement options (quality, upscale, fidelity, only_center_face, output_format, output_quality, tile, keep_gps)",
+                "description": "Enhancement options (quality, upscale, fidelity, only_center_face, output_format, "
+                "output_quality, tile, keep_gps)",
                 "properties": {
                     "output_format": {
                         "type": "string",
@@ -409,7 +413,10 @@ def _create_request(settings: Settings) -> dict[str, Any]:
                     "url": {"type": "string", "maxLength": 2048, "description": "https, public addresses only"},
                     "events": {
                         "type": "array",
-                        "items": {"type": "string", "enum": ["image.completed", "image.failed", "batch.completed", "batch.cancelled"]},
+                        "items": {
+                            "type": "string",
+                            "enum": ["image.completed", "image.failed", "batch.completed", "batch.cancelled"],
+                        },
                     },
                 },
             },

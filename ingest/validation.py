@@ -145,7 +145,9 @@ def _check_file(index: int, entry: Any, settings: Settings) -> tuple[str, int, s
 
 def _content_type(value: Any, where: str) -> str:
     if not isinstance(value, str):
-        raise ApiError(400, "unsupported_content_type", f"{where} must be one of {', '.join(ACCEPTED_CONTENT_TYPES)}", field=where)
+        raise ApiError(
+            400, "unsupported_content_type", f"{where} must be one of {', '.join(ACCEPTED_CONTENT_TYPES)}", field=where
+        )
     normal = value.split(";", 1)[0].strip().lower()
     normal = _CONTENT_TYPE_ALIASES.get(normal, normal)
     if normal not in ACCEPTED_CONTENT_TYPES:

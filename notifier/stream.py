@@ -289,7 +289,8 @@ class _Stream:
                 elif verdict is Verdict.GAP:
                     log.error("batch %s: event %d is not in the database yet", self.batch_id, item.seq)
         last = self.sequencer.last_sent
-        await self.sink.send(Outgoing(MessageKind.END, _wire(end_message(EndReason.BATCH_CANCELLED if self.cancelled else EndReason.BATCH_COMPLETED, last))))
+        reason = EndReason.BATCH_CANCELLED if self.cancelled else EndReason.BATCH_COMPLETED
+        await self.sink.send(Outgoing(MessageKind.END, _wire(end_message(reason, last))))
         self.observer.sent(MessageKind.END, "live")
 
 

@@ -58,7 +58,8 @@ class Settings:
     s3_cors_origins: tuple[str, ...] = _env(
         "S3_CORS_ORIGINS",
         ("*",),
-        "Web origins allowed to upload into the input bucket from a browser (bucket CORS, set by `photoenhance init`); `*` for any.",
+        "Web origins allowed to upload into the input bucket from a browser (bucket CORS, set by "
+        "`photoenhance init`); `*` for any.",
     )
 
     # -- message broker ----------------------------------------------------------------------
@@ -198,17 +199,20 @@ class Settings:
     fleet_levels: tuple[str, ...] = _env(
         "FLEET_LEVELS",
         (),
-        "Levels the deployment serves even while no worker of them runs (scale to zero); with live workers' levels, what `auto` chooses from.",
+        "Levels the deployment serves even while no worker of them runs (scale to zero); with live workers' "
+        "levels, what `auto` chooses from.",
     )
     default_quality: str = _env(
         "DEFAULT_QUALITY",
         "auto",
-        "Level of a batch that names none (direct uploads without manifest or metadata): `auto` (best served when the batch is created) or a level.",
+        "Level of a batch that names none (direct uploads without manifest or metadata): `auto` (best served "
+        "when the batch is created) or a level.",
     )
     processor_routes: bool = _env(
         "PROCESSOR_ROUTES",
         True,
-        "The worker also routes announcements (the shared `AMQP_WORK_QUEUE`) to the level queues; off leaves that to other workers.",
+        "The worker also routes announcements (the shared `AMQP_WORK_QUEUE`) to the level queues; off leaves "
+        "that to other workers.",
     )
     processor_io_threads: int = _env(
         "PROCESSOR_IO_THREADS", 8, "Threads for object I/O, decoding and encoding beside inference."
@@ -226,7 +230,8 @@ class Settings:
     level_wait_max_s: int = _env(
         "LEVEL_WAIT_MAX_S",
         0,
-        "How long an image waits for a worker serving its level before it fails (`quality_not_served`); 0: PRESIGN_EXPIRY_S plus a day.",
+        "How long an image waits for a worker serving its level before it fails (`quality_not_served`); "
+        "0: PRESIGN_EXPIRY_S plus a day.",
     )
     retry_min_interval_s: float = _env(
         "RETRY_MIN_INTERVAL_S",

@@ -6,8 +6,9 @@ an implicit one, with its manifest, as the pipeline always did), reads the objec
 (from the store's event; a notification the pipeline synthesised carries none, so the object is
 asked with a HEAD), resolves the level (:func:`photoenhance.contracts.levels.resolve_level`),
 registers the image with its level (so the batch counts it, and its status can say it waits for
-a worker of that level, before any such worker runs), publishes one notification into that level's queue and waits for the broker's confirm, and only
-then acknowledges the announcement. Why not a router role of its own: any worker is already
+a worker of that level, before any such worker runs), publishes one notification into that
+level's queue and waits for the broker's confirm, and only then acknowledges the announcement.
+Why not a router role of its own: any worker is already
 connected to the database, the store and the broker, so routing needs no extra process to deploy,
 scale or keep alive, and a fleet with one live worker of any level routes everything. A dedicated
 router would add a deployment that must never scale to zero; ``PROCESSOR_ROUTES=false`` gives

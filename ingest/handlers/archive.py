@@ -107,7 +107,10 @@ async def _stream(
         await response.write(archive.add(FAILURES_NAME, _failures_text(batch_id, missing), modified=_now()))
     await response.write(archive.finish())
     await response.write_eof()
-    log.info("archive %s: %d results, %d listed in %s, %d bytes", batch_id, len(completed), len(missing), FAILURES_NAME, archive.bytes_written)
+    log.info(
+        "archive %s: %d results, %d listed in %s, %d bytes",
+        batch_id, len(completed), len(missing), FAILURES_NAME, archive.bytes_written,
+    )
 
 
 class _EntryNames:

@@ -99,8 +99,12 @@ def format_rows(rows: Sequence[dict[str, Any]], device: torch.device) -> str:
              f"{'network':<11} {'precision':<9} {'max':>10} {'mean':>10}  unit"]
     for row in rows:
         if "unsupported" in row:
-            lines.append(f"{row['network']:<11} {row['precision']:<9} {'-':>10} {'-':>10}  unsupported here: {row['unsupported']}")
+            lines.append(
+                f"{row['network']:<11} {row['precision']:<9} {'-':>10} {'-':>10}  unsupported here: {row['unsupported']}"
+            )
         else:
             flag = "" if row["finite"] else "  (NaN/inf in the output)"
-            lines.append(f"{row['network']:<11} {row['precision']:<9} {row['max']:>10.4f} {row['mean']:>10.4f}  {row['unit']}{flag}")
+            lines.append(
+                f"{row['network']:<11} {row['precision']:<9} {row['max']:>10.4f} {row['mean']:>10.4f}  {row['unit']}{flag}"
+            )
     return "\n".join(lines)

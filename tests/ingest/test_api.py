@@ -131,7 +131,10 @@ BAD_REQUESTS: list[tuple[str, Any, int, str, str | None]] = [
     ("500 characters", {"files": [image_file("x" * 496 + ".jpg")]}, 400, "invalid_name", "files[0].name"),
     ("name not a string", {"files": [image_file(7)]}, 400, "invalid_name", "files[0].name"),
     ("unknown file field", {"files": [{**image_file(), "path": "/x"}]}, 400, "unknown_field", "files[0].path"),
-    ("svg", {"files": [image_file("a.svg", content_type="image/svg+xml")]}, 415, "unsupported_content_type", "files[0].content_type"),
+    (
+        "svg", {"files": [image_file("a.svg", content_type="image/svg+xml")]}, 415, "unsupported_content_type",
+        "files[0].content_type",
+    ),
     ("html", {"files": [image_file(content_type="text/html")]}, 415, "unsupported_content_type", "files[0].content_type"),
     ("no content type", {"files": [{"name": "a.jpg", "size": 1}]}, 400, "unsupported_content_type", "files[0].content_type"),
     ("unknown option", {"files": [image_file()], "options": {"sharpen": 1}}, 400, "invalid_options", "options"),

@@ -144,7 +144,8 @@ async def test_a_download_dropped_mid_stream_logs_one_info_line(
     # large enough that the archive cannot fit in the socket buffers before the client leaves
     await put_result(store_settings, f"{batch_id}/big.jpg", b"\xff\xd8" + bytes(24 * 1024 * 1024))
     await record_result(
-        ingest.repository, batch_id, store_settings.s3_input_bucket, "big.png", etag="e1", size=10, output_key=f"{batch_id}/big.jpg"
+        ingest.repository, batch_id, store_settings.s3_input_bucket, "big.png",
+        etag="e1", size=10, output_key=f"{batch_id}/big.jpg",
     )
     host, port = ingest.base_url.removeprefix("http://").split(":")
     caplog.set_level(logging.INFO)

@@ -76,7 +76,9 @@ async def test_streaming_a_200_mib_archive_keeps_ingest_memory_flat(
 
     for i in range(RESULTS):
         await asyncio.to_thread(upload, i)
-        await record_result(repository, batch_id, bucket, f"r{i:03}.jpg", etag=f"e{i}", size=1, output_key=f"{batch_id}/r{i:03}.jpg")
+        await record_result(
+            repository, batch_id, bucket, f"r{i:03}.jpg", etag=f"e{i}", size=1, output_key=f"{batch_id}/r{i:03}.jpg"
+        )
 
     port = free_port()
     env = {**os.environ, **store_settings.to_env(), "INGEST_HOST": "127.0.0.1", "INGEST_PORT": str(port)}

@@ -49,7 +49,9 @@ async def test_status_pages_through_declared_and_undeclared_images_by_name(
     # two declared files finished, one failed, and two uploads nobody declared (direct uploads)
     await record_result(ingest.repository, batch_id, bucket, "d1.jpg", etag="e1", size=11, output_key=f"{batch_id}/d1.jpg")
     await record_result(ingest.repository, batch_id, bucket, "d4.jpg", etag="e4", size=14, output_key=None)
-    await record_result(ingest.repository, batch_id, bucket, "a-extra.jpg", etag="x1", size=5, output_key=f"{batch_id}/a-extra.jpg")
+    await record_result(
+        ingest.repository, batch_id, bucket, "a-extra.jpg", etag="x1", size=5, output_key=f"{batch_id}/a-extra.jpg"
+    )
     await record_result(ingest.repository, batch_id, bucket, "z-extra.jpg", etag="x2", size=6, output_key=None)
 
     seen: list[dict[str, Any]] = []
@@ -109,7 +111,9 @@ async def test_result_links_are_signed_off_the_event_loop(start_ingest: StartIng
     created = await ingest.create([image_file(f"r{i}.jpg") for i in range(4)])
     batch_id, token, bucket = created["batch_id"], created["token"], settings.s3_input_bucket
     for i in range(4):
-        await record_result(ingest.repository, batch_id, bucket, f"r{i}.jpg", etag=f"e{i}", size=9, output_key=f"{batch_id}/r{i}.jpg")
+        await record_result(
+            ingest.repository, batch_id, bucket, f"r{i}.jpg", etag=f"e{i}", size=9, output_key=f"{batch_id}/r{i}.jpg"
+        )
     loop_thread = threading.get_ident()  # the app runs on this test's event loop
     code, body = await status(ingest, batch_id, token)
     assert code == 200 and [e["state"] for e in body["images"]] == ["completed"] * 4

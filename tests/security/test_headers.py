@@ -68,7 +68,8 @@ async def test_every_ingest_response_carries_the_headers(start_ingest: StartInge
         "not json": ("POST", "/api/v1/batches", {"Content-Type": "text/plain"}),
     }
     for where, (method, path, headers) in answers.items():
-        async with ingest.http.request(method, ingest.url(path), headers=headers, data=b"x" if method == "POST" else None) as response:
+        body = b"x" if method == "POST" else None
+        async with ingest.http.request(method, ingest.url(path), headers=headers, data=body) as response:
             await response.read()
             policy = check_headers(response.headers, where)
             assert "Python" not in response.headers["Server"] and "aiohttp" not in response.headers["Server"]
@@ -108,7 +109,9 @@ async def test_every_notifier_response_carries_the_headers(
         "refusal": (stream_url(notifier.base_url, "sse", "hdr", token="wrong"), {}),
         "no route": (notifier.base_url + "/nope", {}),
         "sse stream": (stream_url(notifier.base_url, "sse", "hdr", token=batch.token), {}),
-        "websocket handshake": (stream_url(notifier.base_url, "sse", "hdr", token=batch.token).replace("/events/", "/ws/"), upgrade),
+        "websocket handshake": (
+            stream_url(notifier.base_url, "sse", "hdr", token=batch.token).replace("/events/", "/ws/"), upgrade
+        ),
     }
     for where, (url, headers) in answers.items():
         async with http.get(url, headers=headers) as response:

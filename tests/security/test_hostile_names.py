@@ -174,7 +174,8 @@ async def test_hostile_direct_names_stay_inside_links_and_archive(
     presigner = Presigner(settings)
     some_key = next(iter(links.values()))["key"]
     injected = 'evil\r\nSet-Cookie: pwned=1\r\nX-Injected: 1"; filename="x.exe'
-    async with ingest.http.get(URL(presigner.download_url(settings.s3_output_bucket, some_key, injected), encoded=True)) as response:
+    link = URL(presigner.download_url(settings.s3_output_bucket, some_key, injected), encoded=True)
+    async with ingest.http.get(link) as response:
         assert response.status == 200
         assert "Set-Cookie" not in response.headers and "X-Injected" not in response.headers
         [disposition] = response.headers.getall("Content-Disposition")
@@ -210,7 +211,9 @@ def check_archive(body: bytes, results: int, work: Path) -> None:
         unpackers["unzip"] = work / "by-unzip"
         saved = work / "batch.zip"
         saved.write_bytes(body)
-        done = subprocess.run(["unzip", "-q", str(saved), "-d", str(unpackers["unzip"])], capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            ["unzip", "-q", str(saved), "-d", str(unpackers["unzip"])], capture_output=True, text=True, check=False
+        )
         assert done.returncode == 0, done.stdout + done.stderr
     for tool, root in unpackers.items():
         files = [p for p in root.rglob("*") if p.is_file()]

@@ -217,7 +217,8 @@ async def test_receiver_down_then_up_gets_everything_once_after_dedup(
         assert {d.state for d in deliveries} == {"delivered"} and len(deliveries) == batch.last_seq
         attempts = sum(d.attempts for d in deliveries)
         print(f"receiver up: {COUNT} images uploaded to completed in {baseline_s:.1f} s ({COUNT / baseline_s:.1f} images/s); "
-              f"receiver down {outage:.0f} s: {pipeline_s:.1f} s ({COUNT / pipeline_s:.1f} images/s); all {len(events)} events delivered "
+              f"receiver down {outage:.0f} s: {pipeline_s:.1f} s ({COUNT / pipeline_s:.1f} images/s); "
+              f"all {len(events)} events delivered "
               f"{after_up:.1f} s after it came back; {raw} requests received, {len(events)} distinct webhook-ids; "
               f"{attempts} attempts in all")
     finally:

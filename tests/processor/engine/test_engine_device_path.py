@@ -2,8 +2,9 @@
 
 Real architectures with random weights; faces given by fixed landmarks (random detector weights find
 none), StyleGAN noise fixed on every side. The reference path itself equals the stock GFPGANer and
-RealESRGANer within 1 level (test_engine_models); the device path is compared with it. Faces sit near the picture's edges and overlap; a micro-batch
-shares its forwards; the background is tiled. Every figure is printed with ``FIGURE`` (run with ``-s``).
+RealESRGANer within 1 level (test_engine_models); the device path is compared with it. Faces sit
+near the picture's edges and overlap; a micro-batch shares its forwards; the background is tiled.
+Every figure is printed with ``FIGURE`` (run with ``-s``).
 The out-of-memory tests inject ``torch.cuda.OutOfMemoryError`` (no GPU here) into small stand-in
 networks, since what they check is the engine's control flow, not the networks.
 """
