@@ -5,11 +5,17 @@
 # AMQP topology and the database; then ingest, notifier and a processor run in the foreground.
 # Ctrl-C stops the services; `BASE=var/ceph infra/ceph/down.sh` stops the object store.
 #
-#   PROCESSORS=2 infra/local/up.sh     run more workers on the same queue
+#   PROCESSORS=2 infra/local/up.sh                     two workers, each serving every level it can
+#   PROCESSORS=fast:2,balanced:1 infra/local/up.sh     workers per level (a queue per level)
+#   PROCESSOR_QUALITIES=fast infra/local/up.sh         only `fast` (no model weights needed)
+# Levels whose weights are missing are left out (the worker would not start); processors.sh has
+# the rules. Each worker gets its own port (from PROCESSOR_PORT, default 8082) and worker id.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=bootstrap.sh
 source "$HERE/bootstrap.sh"
+# shellcheck source=processors.sh
+source "$HERE/processors.sh"
 bootstrap
 cd "$ROOT"
 
@@ -58,6 +64,13 @@ if [ -z "${PROCESSOR_QUALITIES:-}" ]; then
   fi
 fi
 
+# Which workers, before anything starts: a bad PROCESSORS stops here with its reason.
+# Workers' ports step over the ports the other services bind (the notifier's /metrics is on 8083).
+taken_ports="$("$VENV/bin/python" -c 'from photoenhance.settings import Settings as S; s = S.from_env()
+print(s.ingest_port, s.notifier_port, s.notifier_metrics_port, s.webhooks_port)')"
+plan_text="$(processor_plan "${PROCESSORS:-}" "$PROCESSOR_QUALITIES" "${PROCESSOR_PORT:-8082}" "$taken_ports")" || exit 2
+mapfile -t plan <<<"$plan_text"
+
 # -- services --------------------------------------------------------------------------------------
 pids=()
 stop_all() {
@@ -76,8 +89,9 @@ run() { # name, args...
 
 run ingest ingest
 run notifier notifier
-for n in $(seq 1 "${PROCESSORS:-1}"); do
-  PROCESSOR_PORT=$(( ${PROCESSOR_PORT:-8082} + n - 1 )) run "processor-$n" processor
+for line in "${plan[@]}"; do
+  read -r name port levels <<<"$line"
+  PROCESSOR_PORT="$port" PROCESSOR_QUALITIES="$levels" run "$name" processor --worker-id "$(hostname)-$name"
 done
 
 eval "$("$VENV/bin/python" - <<'PY'

@@ -29,7 +29,9 @@ DOCKERFILE = INFRA / "docker" / "Dockerfile"
 #: Where Debian's docker-compose package keeps the Compose schema it validates with.
 COMPOSE_SCHEMA = Path("/usr/lib/python3/dist-packages/compose/config/compose_spec.json")
 #: The services that run photoenhance (and read its settings).
-OUR_SERVICES = ("init", "ingest", "notifier", "processor", "processor-cpu")
+OUR_SERVICES = ("init", "ingest", "notifier", "webhooks", "processor-fast", "processor-gpu", "processor-cpu")
+#: The workers and the levels each serves.
+WORKERS = {"processor-fast": ("fast",), "processor-gpu": ("balanced", "best"), "processor-cpu": ("balanced", "best")}
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +129,7 @@ def test_minio_publishes_where_the_services_listen(rendered: dict[str, Any]) -> 
 
 
 def test_processor_profiles_gpu_reservation_and_cpu_variant(rendered: dict[str, Any]) -> None:
-    gpu, cpu = rendered["services"]["processor"], rendered["services"]["processor-cpu"]
+    gpu, cpu = rendered["services"]["processor-gpu"], rendered["services"]["processor-cpu"]
     assert gpu["profiles"] == ["gpu"] and cpu["profiles"] == ["cpu"]
     [device] = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
@@ -140,13 +142,43 @@ def test_processor_profiles_gpu_reservation_and_cpu_variant(rendered: dict[str, 
     assert values["COMPOSE_PROFILES"] in {"gpu", "cpu"}
 
 
+def test_workers_per_level_one_router_and_the_fleet_declared(rendered: dict[str, Any]) -> None:
+    services = rendered["services"]
+    settings = {name: Settings.from_env(environ={k: str(v) for k, v in services[name]["environment"].items()})
+                for name in WORKERS}
+    for name, levels in WORKERS.items():
+        assert services[name]["command"] == ["processor"], name
+        assert settings[name].processor_qualities == levels, name
+    fast = services["processor-fast"]
+    assert "profiles" not in fast, "the router and the fast level run with every profile"
+    assert settings["processor-fast"].device == "cpu" and "reservations" not in fast["deploy"].get("resources", {})
+    # exactly one router whatever the profile: the always-on CPU worker
+    assert {name: s.processor_routes for name, s in settings.items()} == {
+        "processor-fast": True, "processor-gpu": False, "processor-cpu": False
+    }
+    # every profile the example may pick serves all three levels, as FLEET_LEVELS declares
+    values, _ = env_example()
+    fleet = set(settings["processor-fast"].fleet_levels)
+    for profile in values["COMPOSE_PROFILES"].split(","):
+        served = {level for name, levels in WORKERS.items()
+                  if services[name].get("profiles", [profile]) == [profile] for level in levels}
+        assert fleet == served == {"fast", "balanced", "best"}, profile
+    assert fast["environment"]["FLEET_LEVELS"] == services["ingest"]["environment"]["FLEET_LEVELS"]
+
+
+def test_the_webhook_sender_is_a_profile(rendered: dict[str, Any]) -> None:
+    sender = rendered["services"]["webhooks"]
+    assert sender["command"] == ["webhooks"] and sender["profiles"] == ["webhooks"]
+    assert sender["environment"]["WEBHOOK_SECRETS_KEY"] == rendered["services"]["ingest"]["environment"]["WEBHOOK_SECRETS_KEY"]
+
+
 def test_start_order_healthchecks_and_volumes(rendered: dict[str, Any]) -> None:
     services = rendered["services"]
     assert services["init"]["command"] == ["init"] and services["init"]["restart"] == "no"
     assert {name: cond["condition"] for name, cond in services["init"]["depends_on"].items()} == {
         "minio": "service_healthy", "rabbitmq": "service_healthy", "postgres": "service_healthy"
     }
-    for name in ("ingest", "notifier", "processor", "processor-cpu"):
+    for name in ("ingest", "notifier", "webhooks", *WORKERS):
         assert services[name]["depends_on"] == {"init": {"condition": "service_completed_successfully"}}, name
     for name, service in services.items():
         if name != "init":
