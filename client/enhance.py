@@ -33,8 +33,10 @@ import aiohttp
 from client.api import Api, ApiError, ServerUnreachable
 from client.batches import ApiBatches, BatchRefused, Created, DirectBatches
 from client.downloads import DownloadFailed, LinkExpired, download
+from client.estimate import describe, format_duration, level_entry, megapixels, seconds_for
 from client.follow import CONNECTED, DISCONNECTED, Follower
 from client.inputs import LocalFile, gather
+from client.levels import live_levels
 from client.report import Reporter
 from client.state import BatchState, FileState, Progress, RunState
 from client.uploads import UploadFailed, upload
@@ -44,6 +46,9 @@ from photoenhance.contracts.progress_stream import MessageKind
 from photoenhance.settings import Settings
 
 __all__ = ["Enhancer", "Outcome", "RunAborted", "Job"]
+
+#: Status the API gives a pending image whose level no live worker serves (ingest/fleet.py).
+WAITING_FOR_WORKER = "waiting_for_worker"
 
 #: Uploads and downloads running at once.
 UPLOADS_AT_ONCE = 4
@@ -85,6 +90,8 @@ class Job:
     api_key: str | None = None
     #: ``{"url": ..., "events": [...]}`` for batches this run creates (``--webhook``).
     webhook: dict[str, Any] | None = None
+    #: ``GET /api/v1/capabilities`` as read at the start (None: the server could not be asked).
+    capabilities: dict[str, Any] | None = None
 
 
 @dataclass
@@ -103,6 +110,10 @@ class Item:
     #: The presigned request to upload with, when this run must upload the file.
     upload_request: dict[str, Any] | None = None
     downloading: bool = False
+    #: Said "waiting for a worker that serves ..." for it already.
+    waiting: bool = False
+    #: Its first pending report was checked against the API (which knows who waits for a worker).
+    pending_checked: bool = False
 
     @property
     def final(self) -> bool:
@@ -158,10 +169,14 @@ class Enhancer:
             if fresh:
                 await self._create(fresh)
             self._save()
+            estimate = self._estimate()
+            if estimate:
+                self.reporter.note(estimate)
             self.reporter.start(
                 upload_bytes=sum(i.local.size for i in self.items if i.upload_request and i.local),
                 images=len(self.items),
                 done=sum(1 for i in self.items if i.final),
+                label=self._estimate_label(),
             )
             try:
                 await self._execute()
@@ -171,6 +186,34 @@ class Enhancer:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
                 self.reporter.close()
         return self.summary(time.monotonic() - started)
+
+    @property
+    def level(self) -> str:
+        """The level this run's new batches ask for."""
+        return str(self.job.options.get("quality", ""))
+
+    def _to_process(self) -> list[Item]:
+        """The files the pipeline still has to enhance in this run."""
+        return [i for i in self.items if i.local is not None and not i.final]
+
+    def _sizes(self) -> list[float | None]:
+        if not hasattr(self, "_sizes_mp"):
+            self._sizes_mp = [megapixels(i.local.path) for i in self._to_process() if i.local is not None]
+        return self._sizes_mp
+
+    def _estimate(self) -> str | None:
+        """The level's time estimate for the files to process (printed before uploading)."""
+        if self.job.capabilities is None or not self._to_process():
+            return None
+        return describe(self.level, level_entry(self.job.capabilities, self.level), self._sizes())
+
+    def _estimate_label(self) -> str:
+        """The images bar's description: the level and its estimate (``images (fast, about 3 min)``)."""
+        entry = level_entry(self.job.capabilities or {}, self.level)
+        seconds = seconds_for(entry.get("seconds_per_megapixel") if entry else None, self._sizes())
+        if seconds is None:
+            return f"images ({self.level})"
+        return f"images ({self.level}, {format_duration(seconds)})"
 
     def open_batch_credentials(self) -> dict[str, str]:
         """Each batch this run follows with an unfinished file, and the credential that may cancel it."""
@@ -421,12 +464,27 @@ class Enhancer:
             self._save()
             self._finish(item, Outcome.FAILED, record.reason or "the image could not be enhanced", record.code)
             run.changed.set()
-        elif state in {"pending", "processing"}:
+        elif state in {"pending", "processing", WAITING_FOR_WORKER}:
             assert self.state is not None
             record = self.state.files[item.local.sha256]
             if record.progress is Progress.DECLARED:  # the store has it, whatever our upload heard
                 record.progress = Progress.UPLOADED
                 self._save()
+            if state == WAITING_FOR_WORKER and not item.waiting:
+                item.waiting = True
+                level = image.get("level") or self.level
+                self.reporter.line("waiting", item.path, f": waiting for a worker that serves {level}")
+            elif state == "pending" and not item.pending_checked and self._nobody_runs(image):
+                # The stream says "pending"; only the API knows the image waits for a worker, so
+                # ask it once per image now rather than at the next slow poll.
+                item.pending_checked = True
+                self._spawn(self._refresh(run))
+
+    def _nobody_runs(self, image: dict[str, Any]) -> bool:
+        """Whether no live worker served the image's level when this run started."""
+        if self.job.capabilities is None:
+            return False
+        return (image.get("level") or self.level) not in live_levels(self.job.capabilities)
 
     async def _download(self, run: BatchRun, item: Item, url: str) -> None:
         assert item.local is not None and self.state is not None
