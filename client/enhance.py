@@ -112,8 +112,6 @@ class Item:
     downloading: bool = False
     #: Said "waiting for a worker that serves ..." for it already.
     waiting: bool = False
-    #: Its first pending report was checked against the API (which knows who waits for a worker).
-    pending_checked: bool = False
 
     @property
     def final(self) -> bool:
@@ -418,7 +416,7 @@ class Enhancer:
 
     async def _poll(self, run: BatchRun, follower: Follower) -> None:
         while True:
-            urgent = not follower.connected or run.awaiting_links
+            urgent = not follower.connected or run.awaiting_links or self._untold_waiters(run)
             await asyncio.sleep(POLL_DISCONNECTED_S if urgent else POLL_CONNECTED_S)
             await self._refresh(run)
 
@@ -474,17 +472,14 @@ class Enhancer:
                 item.waiting = True
                 level = image.get("level") or self.level
                 self.reporter.line("waiting", item.path, f": waiting for a worker that serves {level}")
-            elif state == "pending" and not item.pending_checked and self._nobody_runs(image):
-                # The stream says "pending"; only the API knows the image waits for a worker, so
-                # ask it once per image now rather than at the next slow poll.
-                item.pending_checked = True
-                self._spawn(self._refresh(run))
 
-    def _nobody_runs(self, image: dict[str, Any]) -> bool:
-        """Whether no live worker served the image's level when this run started."""
-        if self.job.capabilities is None:
+    def _untold_waiters(self, run: BatchRun) -> bool:
+        """Whether no live worker served this run's level when it started and some of its files
+        are not yet known to wait for one: the stream says nothing until such a worker runs, and
+        only the status API tells that a file waits, so it is read often until each one has."""
+        if self.job.capabilities is None or self.level in live_levels(self.job.capabilities):
             return False
-        return (image.get("level") or self.level) not in live_levels(self.job.capabilities)
+        return any(not item.final and not item.waiting for item in run.items.values())
 
     async def _download(self, run: BatchRun, item: Item, url: str) -> None:
         assert item.local is not None and self.state is not None

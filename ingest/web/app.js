@@ -273,11 +273,6 @@ function applyImage(image) {
         entry.status = "uploaded";
         entry.reason = "";
       }
-      if (!entry.pendingChecked && !levelRuns(image.level || batch.level)) {
-        // The stream says "pending"; only the API knows it waits for a worker: ask it once now.
-        entry.pendingChecked = true;
-        scheduleRefresh();
-      }
       break;
     case "waiting_for_worker":
       entry.status = "waiting";
@@ -318,6 +313,7 @@ async function refresh() {
   if (!batch || refreshing) return;
   const current = batch;
   refreshing = true;
+  current.lastRead = performance.now();
   try {
     const status = await getBatch(current.id, current.token);
     if (current === batch) for (const image of status.images) applyImage(image);
@@ -349,6 +345,12 @@ function update() {
   const mine = [...batch.byName.values()];
   const done = mine.every((entry) => FINAL_STATES.has(entry.status));
   if (done && !batch.finishedAt) finish();
+  if (!batch.finishedAt && !levelRuns(batch.level) && performance.now() - (batch.lastRead ?? 0) > POLL_MS &&
+      mine.some((entry) => entry.status === "uploaded")) {
+    // No worker ran the batch's level: the stream says nothing until one does, and only the status
+    // API tells that an uploaded photo waits for one, so read it while some have not been told.
+    refresh();
+  }
   const end = batch.finishedAt ?? performance.now();
   renderSummary(ui.summary, {
     files: entries.length,
