@@ -48,7 +48,7 @@ def seconds_for(seconds_per_megapixel: float | None, sizes_mp: Iterable[float | 
 
 
 def format_duration(seconds: float) -> str:
-    """``"under a second"``, ``"about 40 s"``, ``"about 3 min"``, ``"about 1 h 20 min"``."""
+    """``"under a second"``, ``"about 40 s"``, ``"about 3 min"``, ``"about 1 h 40 min"``."""
     if seconds < 1:
         return "under a second"
     if seconds < 90:

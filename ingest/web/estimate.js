@@ -17,7 +17,7 @@ export function measureMegapixels(file) {
   });
 }
 
-/** "under a second", "about 40 s", "about 3 min", "about 1 h 20 min". */
+/** "under a second", "about 40 s", "about 3 min", "about 1 h 40 min". */
 export function formatDuration(seconds) {
   if (seconds < 1) return "under a second";
   if (seconds < 90) return `about ${Math.round(seconds)} s`;

@@ -1,0 +1,31 @@
+"""The CLI's estimate: sizes read from real files' headers, durations in words."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from client.estimate import describe, format_duration, megapixels, seconds_for
+from harness.processor import image_bytes
+
+
+def test_megapixels_come_from_the_headers_and_unreadable_files_count_as_none(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(image_bytes(400, 250, seed=1))
+    (tmp_path / "b.png").write_bytes(image_bytes(100, 100, seed=2, fmt="PNG"))
+    (tmp_path / "c.jpg").write_text("not a photo")
+    sizes = [megapixels(tmp_path / n) for n in ("a.jpg", "b.png", "c.jpg")]
+    assert sizes == [0.1, 0.01, None]
+    assert seconds_for(20.0, sizes) == 20.0 * 0.11
+    assert seconds_for(None, sizes) is None
+
+
+def test_durations_and_the_sentence() -> None:
+    assert [format_duration(s) for s in (0.4, 42.4, 180, 4800, 6000)] == [
+        "under a second", "about 42 s", "about 3 min", "about 80 min", "about 1 h 40 min"
+    ]
+    entry = {"level": "balanced", "workers": 1, "seconds_per_megapixel": 30.0}
+    assert describe("balanced", entry, [2.0, None]) == (
+        "estimate at balanced: about 60 s for 2 photos, 2.00 megapixels (30 s per megapixel)"
+    )
+    assert describe("best", {"level": "best", "workers": 0, "seconds_per_megapixel": None}, [1.0]) == (
+        "estimate at best: unknown for 1 photo, 1.00 megapixels (no worker serving it is running now)"
+    )
