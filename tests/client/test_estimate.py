@@ -29,3 +29,26 @@ def test_durations_and_the_sentence() -> None:
     assert describe("best", {"level": "best", "workers": 0, "seconds_per_megapixel": None}, [1.0]) == (
         "estimate at best: unknown for 1 photo, 1.00 megapixels (no worker serving it is running now)"
     )
+
+
+def test_the_images_bar_is_described_by_the_level_and_its_estimate(tmp_path: Path) -> None:
+    from client.enhance import Enhancer, Item, Job
+    from client.inputs import LocalFile
+    from client.report import Reporter
+    from photoenhance.settings import Settings
+
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(image_bytes(1000, 600, seed=3))
+    caps = {"levels": [{"level": "fast", "workers": 1, "seconds_per_megapixel": 100.0}]}
+    job = Job(paths=[str(photo)], out=tmp_path / "out", options={"quality": "fast"}, server="http://unused",
+              capabilities=caps)
+    reporter = Reporter(json_mode=True, bars=True)
+    enhancer = Enhancer(job, Settings(), reporter)
+    enhancer.items = [Item(str(photo), local=LocalFile(photo, "a.jpg", photo.stat().st_size, "0" * 64, "image/jpeg"))]
+    label = enhancer._estimate_label()
+    assert label == "images (fast, about 60 s)"  # 0.6 megapixels x 100 s
+    reporter.start(upload_bytes=1, images=1, done=0, label=label)
+    try:
+        assert reporter.images is not None and reporter.images.desc == label
+    finally:
+        reporter.close()
