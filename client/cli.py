@@ -20,7 +20,7 @@ from pathlib import Path
 
 from client.enhance import Enhancer, Job, RunAborted
 from client.interrupt import cancel_batches, should_cancel
-from client.levels import auto_level
+from client.levels import choose_auto, fetch_capabilities
 from client.report import Reporter
 from client.state import StateError
 from photoenhance.contracts.options import EnhanceOptions, OptionsError, OutputFormat, Quality
@@ -84,13 +84,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run the command; returns the exit status."""
     server = args.server or f"http://{settings.ingest_host}:{settings.ingest_port}"
     quality = args.quality
+    try:
+        capabilities: dict | None = fetch_capabilities(server)
+    except (OSError, ValueError):
+        # The server cannot be asked: nothing will be enhanced in this run, and the run says why
+        # in its own words (unreachable server, missing files); the level and estimate are moot.
+        capabilities = None
     if quality == "auto":
         try:
-            quality, why = auto_level(server)
+            if capabilities is None:
+                raise KeyError("default_level")
+            quality, why = choose_auto(capabilities)
             print(f"quality: {quality} ({why})", file=sys.stderr)
-        except (OSError, KeyError, ValueError):
-            # The server cannot be asked: nothing will be enhanced in this run, and the run says
-            # why in its own words (unreachable server, missing files); the level is moot.
+        except (KeyError, ValueError, TypeError):
             quality = Quality.BEST.value
     try:
         options = EnhanceOptions.from_dict({
@@ -111,6 +117,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         direct=args.direct,
         api_key=args.api_key or (settings.api_keys[0] if settings.api_keys else None),
         webhook=_webhook(args),
+        capabilities=capabilities,
     )
     reporter = Reporter(json_mode=args.json, bars=False if args.no_progress else None)
     enhancer = Enhancer(job, settings, reporter)

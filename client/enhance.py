@@ -33,8 +33,10 @@ import aiohttp
 from client.api import Api, ApiError, ServerUnreachable
 from client.batches import ApiBatches, BatchRefused, Created, DirectBatches
 from client.downloads import DownloadFailed, LinkExpired, download
+from client.estimate import describe, format_duration, level_entry, megapixels, seconds_for
 from client.follow import CONNECTED, DISCONNECTED, Follower
 from client.inputs import LocalFile, gather
+from client.levels import live_levels
 from client.report import Reporter
 from client.state import BatchState, FileState, Progress, RunState
 from client.uploads import UploadFailed, upload
@@ -44,6 +46,9 @@ from photoenhance.contracts.progress_stream import MessageKind
 from photoenhance.settings import Settings
 
 __all__ = ["Enhancer", "Outcome", "RunAborted", "Job"]
+
+#: Status the API gives a pending image whose level no live worker serves (ingest/fleet.py).
+WAITING_FOR_WORKER = "waiting_for_worker"
 
 #: Uploads and downloads running at once.
 UPLOADS_AT_ONCE = 4
@@ -85,6 +90,8 @@ class Job:
     api_key: str | None = None
     #: ``{"url": ..., "events": [...]}`` for batches this run creates (``--webhook``).
     webhook: dict[str, Any] | None = None
+    #: ``GET /api/v1/capabilities`` as read at the start (None: the server could not be asked).
+    capabilities: dict[str, Any] | None = None
 
 
 @dataclass
@@ -103,6 +110,8 @@ class Item:
     #: The presigned request to upload with, when this run must upload the file.
     upload_request: dict[str, Any] | None = None
     downloading: bool = False
+    #: Said "waiting for a worker that serves ..." for it already.
+    waiting: bool = False
 
     @property
     def final(self) -> bool:
@@ -158,10 +167,14 @@ class Enhancer:
             if fresh:
                 await self._create(fresh)
             self._save()
+            estimate = self._estimate()
+            if estimate:
+                self.reporter.note(estimate)
             self.reporter.start(
                 upload_bytes=sum(i.local.size for i in self.items if i.upload_request and i.local),
                 images=len(self.items),
                 done=sum(1 for i in self.items if i.final),
+                label=self._estimate_label(),
             )
             try:
                 await self._execute()
@@ -171,6 +184,34 @@ class Enhancer:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
                 self.reporter.close()
         return self.summary(time.monotonic() - started)
+
+    @property
+    def level(self) -> str:
+        """The level this run's new batches ask for."""
+        return str(self.job.options.get("quality", ""))
+
+    def _to_process(self) -> list[Item]:
+        """The files the pipeline still has to enhance in this run."""
+        return [i for i in self.items if i.local is not None and not i.final]
+
+    def _sizes(self) -> list[float | None]:
+        if not hasattr(self, "_sizes_mp"):
+            self._sizes_mp = [megapixels(i.local.path) for i in self._to_process() if i.local is not None]
+        return self._sizes_mp
+
+    def _estimate(self) -> str | None:
+        """The level's time estimate for the files to process (printed before uploading)."""
+        if self.job.capabilities is None or not self._to_process():
+            return None
+        return describe(self.level, level_entry(self.job.capabilities, self.level), self._sizes())
+
+    def _estimate_label(self) -> str:
+        """The images bar's description: the level and its estimate (``images (fast, about 3 min)``)."""
+        entry = level_entry(self.job.capabilities or {}, self.level)
+        seconds = seconds_for(entry.get("seconds_per_megapixel") if entry else None, self._sizes())
+        if seconds is None:
+            return f"images ({self.level})"
+        return f"images ({self.level}, {format_duration(seconds)})"
 
     def open_batch_credentials(self) -> dict[str, str]:
         """Each batch this run follows with an unfinished file, and the credential that may cancel it."""
@@ -375,7 +416,7 @@ class Enhancer:
 
     async def _poll(self, run: BatchRun, follower: Follower) -> None:
         while True:
-            urgent = not follower.connected or run.awaiting_links
+            urgent = not follower.connected or run.awaiting_links or self._untold_waiters(run)
             await asyncio.sleep(POLL_DISCONNECTED_S if urgent else POLL_CONNECTED_S)
             await self._refresh(run)
 
@@ -421,12 +462,24 @@ class Enhancer:
             self._save()
             self._finish(item, Outcome.FAILED, record.reason or "the image could not be enhanced", record.code)
             run.changed.set()
-        elif state in {"pending", "processing"}:
+        elif state in {"pending", "processing", WAITING_FOR_WORKER}:
             assert self.state is not None
             record = self.state.files[item.local.sha256]
             if record.progress is Progress.DECLARED:  # the store has it, whatever our upload heard
                 record.progress = Progress.UPLOADED
                 self._save()
+            if state == WAITING_FOR_WORKER and not item.waiting:
+                item.waiting = True
+                level = image.get("level") or self.level
+                self.reporter.line("waiting", item.path, f": waiting for a worker that serves {level}")
+
+    def _untold_waiters(self, run: BatchRun) -> bool:
+        """Whether no live worker served this run's level when it started and some of its files
+        are not yet known to wait for one: the stream says nothing until such a worker runs, and
+        only the status API tells that a file waits, so it is read often until each one has."""
+        if self.job.capabilities is None or self.level in live_levels(self.job.capabilities):
+            return False
+        return any(not item.final and not item.waiting for item in run.items.values())
 
     async def _download(self, run: BatchRun, item: Item, url: str) -> None:
         assert item.local is not None and self.state is not None

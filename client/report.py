@@ -25,14 +25,15 @@ class Reporter:
         self.bytes: tqdm | None = None
         self.images: tqdm | None = None
 
-    def start(self, *, upload_bytes: int, images: int, done: int) -> None:
-        """Open the bars: bytes still to upload, and images (of which ``done`` are finished)."""
+    def start(self, *, upload_bytes: int, images: int, done: int, label: str = "images") -> None:
+        """Open the bars: bytes still to upload, and images (of which ``done`` are finished), the
+        latter described by ``label`` (the level and its estimate)."""
         self.bytes = tqdm(
             total=upload_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="upload",
             file=sys.stderr, disable=self._disable, leave=True, position=0, dynamic_ncols=True,
         )
         self.images = tqdm(
-            total=images, initial=done, unit="img", desc="images", file=sys.stderr,
+            total=images, initial=done, unit="img", desc=label, file=sys.stderr,
             disable=self._disable, leave=True, position=1, dynamic_ncols=True,
         )
 

@@ -9,6 +9,8 @@ Exposed at ``/metrics`` by :mod:`processor.health`. Names and labels:
 - ``photoenhance_messages_total{outcome}``: messages handled, by what became of them;
 - ``photoenhance_in_flight``: messages being handled now;
 - ``photoenhance_routed_total{level}``: announced objects this worker queued at a level;
+- ``photoenhance_waiting_for_worker{level}``: images of open batches pending at a level no live worker
+  serves, as this worker's last reconciler pass counted them (every level is exported, 0 when none wait);
 - ``photoenhance_microbatch_size``: images per engine call;
 - ``photoenhance_step_seconds{step}``: time per step (fetch, decode, enhance, encode, store, commit, publish);
 - ``photoenhance_upload_to_result_seconds``: from the store accepting the upload to the result's commit.
@@ -17,10 +19,12 @@ Exposed at ``/metrics`` by :mod:`processor.health`. Names and labels:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from photoenhance.contracts.options import Quality
 
 __all__ = ["ProcessorMetrics"]
 
@@ -48,6 +52,12 @@ class ProcessorMetrics:
         self.routed = Counter(
             "photoenhance_routed", "Announced objects queued at their level.", ["level"], registry=self.registry
         )
+        self.waiting_for_worker = Gauge(
+            "photoenhance_waiting_for_worker",
+            "Images pending at a level no live worker serves (last reconciler pass).",
+            ["level"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge("photoenhance_in_flight", "Messages being handled now.", registry=self.registry)
         self.batch_size = Histogram(
             "photoenhance_microbatch_size",
@@ -65,6 +75,15 @@ class ProcessorMetrics:
             buckets=TIME_BUCKETS,
             registry=self.registry,
         )
+
+    def set_waiting(self, by_level: Mapping[str, int]) -> None:
+        """Set the waiting-for-worker gauge of every level from one reconciler pass's counts.
+
+        Every known level is set, so a level whose images stopped waiting drops to 0 rather than
+        keeping its last count.
+        """
+        for level in Quality:
+            self.waiting_for_worker.labels(level.value).set(by_level.get(level.value, 0))
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:

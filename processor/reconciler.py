@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from db.models import utcnow
@@ -87,8 +87,10 @@ class ReconcileReport:
     waiting_for_worker: int = 0
     #: Images failed because no worker served their level within ``LEVEL_WAIT_MAX_S``.
     level_wait_expired: int = 0
+    #: ``waiting_for_worker`` by level (levels with none are absent).
+    waiting_by_level: dict[str, int] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -104,6 +106,7 @@ class Reconciler:
         *,
         clock: Callable[[], datetime] = utcnow,
         served_levels: Callable[[], Awaitable[set[str]]] | None = None,
+        on_pass: Callable[[ReconcileReport], None] | None = None,
     ) -> None:
         self.settings = settings
         self.repository = repository
@@ -112,6 +115,8 @@ class Reconciler:
         self._now = clock
         #: The levels live workers serve now (None: every level counts as served).
         self._served_levels = served_levels
+        #: Told each completed pass's report (the worker sets its waiting-for-worker gauge from it).
+        self._on_pass = on_pass
 
     async def run_once(self) -> ReconcileReport:
         """One full pass; see the module docstring."""
@@ -127,6 +132,8 @@ class Reconciler:
         if any((report.announced, report.pending_requeued, report.leases_requeued, report.batches_completed,
                 report.uploads_missing, report.level_wait_expired)):
             log.info("reconciler: %s", report.to_dict())
+        if self._on_pass is not None:
+            self._on_pass(report)
         return report
 
     async def run_forever(self, interval_s: float) -> None:
@@ -178,6 +185,7 @@ class Reconciler:
                     report.level_wait_expired += 1
                 else:
                     report.waiting_for_worker += 1
+                    report.waiting_by_level[image.level] = report.waiting_by_level.get(image.level, 0) + 1
                 continue
             if image.state is ImageState.PENDING and image.updated_at < cutoff:
                 await self._announce_image(image)

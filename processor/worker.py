@@ -124,7 +124,8 @@ class Worker:
         )
         self.registry = WorkerRegistry(self._db, gone_after_s=settings.worker_gone_after_s)
         self.reconciler = Reconciler(
-            settings, repository, storage, publisher, served_levels=self.registry.served_levels
+            settings, repository, storage, publisher, served_levels=self.registry.served_levels,
+            on_pass=lambda report: self.metrics.set_waiting(report.waiting_by_level),
         )
         self.pipeline.batches.default_level = self._default_level
         self.router = Router(self.pipeline)

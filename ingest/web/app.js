@@ -5,6 +5,7 @@
 // `status` is one of view.js's STATUS_WORDS keys.
 
 import { ApiError, archiveUrl, createBatch, getBatch } from "./api.js";
+import { describeLevel, formatDuration, levelEntry, measureMegapixels, secondsFor } from "./estimate.js";
 import { ProgressStream } from "./progress.js";
 import { sniffFile } from "./sniff.js";
 import { UploadQueue, UploadRefused, sendWithRetry } from "./upload.js";
@@ -24,14 +25,17 @@ const ui = {
   message: document.getElementById("message"),
   connection: document.getElementById("connection"),
   downloadAll: document.getElementById("download-all"),
+  estimates: document.getElementById("estimates"),
 };
 
 const queue = new UploadQueue();
 let entries = [];
 let checking = 0;
 let nextId = 1;
-/** The running batch: {id, token, websocket, byName, startedAt, finishedAt, stream, poll, timer}. */
+/** The running batch: {id, token, websocket, byName, startedAt, finishedAt, stream, poll, timer, level, speed}. */
 let batch = null;
+/** GET /api/v1/capabilities as last read (null until read, or when the API could not be asked). */
+let caps = null;
 
 // -- picking files ---------------------------------------------------------------------------
 function addFiles(files) {
@@ -48,6 +52,11 @@ function addFiles(files) {
       if (verdict.ok) {
         entry.contentType = verdict.contentType;
         entry.status = "ready";
+        measureMegapixels(file).then((megapixels) => {
+          entry.megapixels = megapixels;
+          entry.measured = true;
+          renderEstimates();
+        });
       } else {
         entry.status = "refused";
         entry.reason = verdict.reason;
@@ -57,6 +66,7 @@ function addFiles(files) {
     });
   }
   update();
+  loadCapabilities({ select: false }); // fresh speeds for the estimates, the person's choice kept
 }
 
 function startOver() {
@@ -65,6 +75,7 @@ function startOver() {
   batch = null;
   ui.list.replaceChildren();
   ui.downloadAll.hidden = true;
+  renderEstimates();
 }
 
 ui.input.addEventListener("change", () => {
@@ -136,7 +147,11 @@ async function startBatch() {
     stream: null,
     poll: null,
     timer: setInterval(update, 500),
+    level: options.quality,
+    // the level's measured speed when the batch started: the remaining-time estimate's basis
+    speed: levelEntry(caps, options.quality)?.seconds_per_megapixel ?? null,
   };
+  ui.estimates.hidden = true;
   created.uploads.forEach((upload, i) => {
     const entry = wanted[i];
     entry.serverName = upload.name;
@@ -254,10 +269,14 @@ function applyImage(image) {
   switch (image.state) {
     case "pending":
       // The store has the file, even when the browser never heard the upload's answer.
-      if (["queued", "uploading", "retrying", "upload-failed"].includes(entry.status)) {
+      if (["queued", "uploading", "retrying", "upload-failed", "waiting"].includes(entry.status)) {
         entry.status = "uploaded";
         entry.reason = "";
       }
+      break;
+    case "waiting_for_worker":
+      entry.status = "waiting";
+      entry.reason = `waiting for a worker that serves ${image.level || batch.level}`;
       break;
     case "processing":
       entry.status = "processing";
@@ -294,6 +313,7 @@ async function refresh() {
   if (!batch || refreshing) return;
   const current = batch;
   refreshing = true;
+  current.lastRead = performance.now();
   try {
     const status = await getBatch(current.id, current.token);
     if (current === batch) for (const image of status.images) applyImage(image);
@@ -325,6 +345,12 @@ function update() {
   const mine = [...batch.byName.values()];
   const done = mine.every((entry) => FINAL_STATES.has(entry.status));
   if (done && !batch.finishedAt) finish();
+  if (!batch.finishedAt && !levelRuns(batch.level) && performance.now() - (batch.lastRead ?? 0) > POLL_MS &&
+      mine.some((entry) => entry.status === "uploaded")) {
+    // No worker ran the batch's level: the stream says nothing until one does, and only the status
+    // API tells that an uploaded photo waits for one, so read it while some have not been told.
+    refresh();
+  }
   const end = batch.finishedAt ?? performance.now();
   renderSummary(ui.summary, {
     files: entries.length,
@@ -332,9 +358,19 @@ function update() {
     failed,
     busy: entries.length - completed - failed,
     elapsedMs: end - batch.startedAt,
+    remaining: batch.finishedAt ? null : remainingText(mine),
   });
   if (batch.finishedAt) ui.summary.textContent = `Done: ${ui.summary.textContent}`;
   ui.downloadAll.hidden = completed === 0;
+}
+
+/** The remaining-time estimate of the running batch (null: nothing to say). */
+function remainingText(mine) {
+  const left = mine.filter((entry) => !FINAL_STATES.has(entry.status));
+  if (left.length === 0) return null;
+  const seconds = secondsFor(batch.speed, left.map((entry) => entry.megapixels));
+  if (seconds !== null) return `${formatDuration(seconds)} left`;
+  return `time left unknown: no measured speed for ${batch.level} yet`;
 }
 
 function finish() {
@@ -362,9 +398,11 @@ function showMessage(text) {
 }
 
 // -- what the fleet serves ---------------------------------------------------------------------
-/** Offer only the levels served now (others disabled, with why) and pre-select the best served. */
-async function loadCapabilities() {
-  let caps;
+/**
+ * Offer only the levels served now (others disabled, with why) and, when `select`, pre-select the
+ * best served; keep the document for the estimates.
+ */
+async function loadCapabilities({ select = true } = {}) {
   try {
     const response = await fetch("/api/v1/capabilities", { cache: "no-store" });
     if (!response.ok) return;
@@ -381,7 +419,36 @@ async function loadCapabilities() {
       option.textContent += " (not available now)";
     }
   }
-  ui.quality.value = caps.default_level;
+  if (select) ui.quality.value = caps.default_level;
+  renderEstimates();
+}
+
+/** Whether a live worker served `level` when the capabilities were last read. */
+function levelRuns(level) {
+  const entry = levelEntry(caps, level);
+  return entry === undefined || entry.workers > 0; // unknown: trust the stream
+}
+
+/** Each level's estimate for the chosen photos, before Enhance. */
+function renderEstimates() {
+  const chosen = entries.filter((entry) => entry.status === "ready" && entry.measured);
+  if (!caps || batch || chosen.length === 0) {
+    ui.estimates.hidden = true;
+    return;
+  }
+  const megapixels = chosen.map((entry) => entry.megapixels);
+  const total = megapixels.reduce((sum, mp) => sum + (mp || 0), 0);
+  const heading = document.createElement("li");
+  heading.className = "estimates-heading";
+  heading.textContent = `Estimated time for ${chosen.length} photo(s), ${total.toFixed(2)} megapixels:`;
+  const items = caps.levels.map((level) => {
+    const item = document.createElement("li");
+    item.dataset.level = level.level;
+    item.textContent = `${level.level}: ${describeLevel(level, megapixels)}`;
+    return item;
+  });
+  ui.estimates.replaceChildren(heading, ...items);
+  ui.estimates.hidden = false;
 }
 
 window.addEventListener("beforeunload", (event) => {

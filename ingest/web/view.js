@@ -13,6 +13,7 @@ const STATUS_WORDS = {
   retrying: "Network problem, trying again",
   "upload-failed": "Upload failed",
   uploaded: "Uploaded, waiting to be enhanced",
+  waiting: "Uploaded",
   processing: "Enhancing…",
   completed: "Enhanced",
   failed: "Failed",
@@ -102,12 +103,14 @@ function downloadLink(entry) {
 /**
  * The batch summary line.
  * @param {HTMLElement} node
- * @param {{files: number, completed: number, failed: number, busy: number, elapsedMs: number|null}} stats
+ * @param {{files: number, completed: number, failed: number, busy: number, elapsedMs: number|null,
+ *          remaining: string|null}} stats
  */
 export function renderSummary(node, stats) {
   const parts = [`${stats.completed} of ${stats.files} enhanced`];
   if (stats.failed) parts.push(`${stats.failed} failed`);
   if (stats.busy) parts.push(`${stats.busy} in progress`);
   if (stats.elapsedMs !== null) parts.push(`${(stats.elapsedMs / 1000).toFixed(1)} s elapsed`);
+  if (stats.remaining) parts.push(stats.remaining);
   node.textContent = parts.join(" · ");
 }

@@ -234,6 +234,64 @@ async def test_direct_upload_with_s3_credentials_and_an_api_key(start_stack: Sta
     assert again == 1 and summary["counts"]["skipped"] == 3 and summary["counts"]["uploaded"] == 0
 
 
+async def test_the_estimate_before_uploading_and_waiting_for_a_worker_of_the_level(
+    start_stack: StartStack, tmp_path: Path
+) -> None:
+    """Only a fast worker runs; the deployment declares best (FLEET_LEVELS). At fast the CLI prints,
+    before uploading, no estimate until the worker has measured itself, then its measured speed times
+    the photos' megapixels; at best it says it has no estimate and then "waiting for a worker that
+    serves best" for each photo."""
+    import re
+
+    from client.estimate import format_duration
+
+    stack = await start_stack(fleet_levels=("best",))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    sizes = [(320, 240), (200, 150), (64, 48)]
+    for i, (w, h) in enumerate(sizes):
+        (folder / f"p{i}.jpg").write_bytes(image_bytes(w, h, seed=i))
+    total_mp = sum(w * h for w, h in sizes) / 1_000_000
+
+    # The worker measures its speed on the images it processes: none yet, so no estimate.
+    status, summary, said = run_cli(stack, str(folder), "--out", str(tmp_path / "first"), "--quality", "fast")
+    assert status == 0 and summary["counts"]["completed"] == 3, said
+    assert "estimate at fast: unknown for 3 photos" in said and "has measured its speed yet" in said
+
+    def measured() -> float | None:
+        [fast] = [lv for lv in stack.api("/api/v1/capabilities")["levels"] if lv["level"] == "fast"]
+        return fast["seconds_per_megapixel"]
+
+    wait_for(measured, "the fast worker's speed in the capabilities (next heartbeat)")
+    status, summary, said = run_cli(stack, str(folder), "--out", str(tmp_path / "fast"), "--quality", "fast")
+    assert status == 0 and summary["counts"]["completed"] == 3, said
+    line = next((x for x in said.splitlines() if x.startswith("estimate at fast:")), None)
+    assert line is not None, said
+    found = re.fullmatch(r"estimate at fast: (.+) for 3 photos, ([0-9.]+) megapixels \(([0-9.e+-]+) s per megapixel\)", line)
+    assert found, line
+    assert found[2] == f"{total_mp:.2f}"
+    speed = float(found[3])
+    assert speed > 0 and found[1] == format_duration(speed * total_mp)
+
+    errors = tmp_path / "best.err"
+    args = cli_args(stack, str(folder), "--out", str(tmp_path / "best"), "--quality", "best")
+    with open(errors, "w") as sink:
+        process = subprocess.Popen(args, env=cli_env(stack.settings), cwd=REPO, stdout=subprocess.PIPE, stderr=sink,
+                                   text=True)
+        try:
+            def all_waiting() -> bool:
+                text = errors.read_text()
+                return all(f"p{i}.jpg: waiting for a worker that serves best" in text for i in range(3))
+
+            wait_for(all_waiting, "the CLI to say each photo waits for a best worker", process)
+        finally:
+            process.kill()
+            process.communicate(timeout=30)
+    text = errors.read_text()
+    assert "estimate at best: unknown for 3 photos" in text and "no worker serving it is running now" in text
+    assert text.index("estimate at best") < text.index("waiting for a worker")
+
+
 def test_unusable_requests_exit_2_and_say_why(settings: Settings, tmp_path: Path) -> None:
     photo = tmp_path / "a.jpg"
     photo.write_bytes(image_bytes(32, 32))

@@ -131,3 +131,50 @@ async def test_the_page_offers_only_served_levels_and_preselects_the_best_served
             await expect(page.locator('#quality option[value="fast"]')).to_be_enabled()
         finally:
             await browser.close()
+
+
+async def test_the_page_estimates_each_level_for_the_chosen_photos_and_the_time_left(
+    settings: Settings, start_ingest
+) -> None:
+    """Real Chromium, real ingest and database; the fleet is one beat with measured speeds (fast
+    2 s and balanced 40 s per megapixel). Two photos of 1.0 and 0.2 megapixels: fast about 2 s,
+    balanced about 48 s, best not available; once the batch starts at balanced, the time left."""
+    import re
+
+    from playwright.async_api import async_playwright, expect
+
+    from tests.web.test_page import CHROMIUM, CHROMIUM_ARGS, drop, jpeg
+
+    settings = settings.replace(fleet_levels=())
+    ingest = await start_ingest(settings)
+    await beat(ingest.repository, settings, "cpu-1", ["balanced", "fast"], {"fast": 2.0, "balanced": 40.0})
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            violations: list[str] = []
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            await page.expose_function("reportViolation", lambda text: violations.append(text))
+            await page.add_init_script(
+                """document.addEventListener("securitypolicyviolation",
+                     (e) => window.reportViolation(`${e.effectiveDirective} ${e.blockedURI}`));"""
+            )
+            await page.goto(ingest.url("/"))
+            estimates = page.locator("#estimates")
+            await expect(estimates).to_be_hidden()
+            await drop(page, [("big.jpg", jpeg(1000, 1000, 1), "image/jpeg"), ("small.jpg", jpeg(500, 400, 2), "image/jpeg")])
+            await expect(estimates).to_be_visible()
+            await expect(estimates.locator("li").first).to_have_text("Estimated time for 2 photo(s), 1.20 megapixels:")
+            await expect(estimates.locator('li[data-level="fast"]')).to_have_text("fast: about 2 s")
+            await expect(estimates.locator('li[data-level="balanced"]')).to_have_text("balanced: about 48 s")
+            await expect(estimates.locator('li[data-level="best"]')).to_have_text("best: not available now")
+
+            await page.get_by_label("Quality").select_option("balanced")
+            await page.get_by_role("button", name="Enhance").click()
+            # nothing processes here: the two photos stay ahead, at balanced's measured speed
+            await expect(page.locator("#summary")).to_have_text(re.compile(r"about 48 s left$"))
+            await expect(estimates).to_be_hidden()
+            assert violations == [] and errors == []
+        finally:
+            await browser.close()

@@ -163,6 +163,41 @@ async def test_an_image_waits_for_a_worker_of_its_level_then_is_processed(
     assert all(i.code != "quality_not_loaded" for i in images)
 
 
+def scrape(port: int) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+def gauge(text: str, level: str) -> float | None:
+    """The value of ``photoenhance_waiting_for_worker{level}`` in a /metrics page (None: absent)."""
+    prefix = f'photoenhance_waiting_for_worker{{level="{level}"}} '
+    values = [float(line[len(prefix):]) for line in text.splitlines() if line.startswith(prefix)]
+    return values[0] if values else None
+
+
+@pytest.mark.objectstore
+async def test_the_waiting_gauge_counts_images_per_level_no_worker_serves(
+    processor_settings: Settings, repository: Repository, fast_engine
+) -> None:
+    """Two best images with only a fast worker: its reconciler passes set the best gauge to 2 and the
+    others to 0, on the worker's /metrics."""
+    batch_id = "levels-gauge"
+    fast = as_worker(processor_settings, "fast").replace(reconcile_interval_s=0.3)
+    async with running_worker(fast, fast_engine, "fast-gauge"):
+        for i in range(2):
+            await put_async(fast, f"{batch_id}/best{i}.jpg", image_bytes(seed=10 + i), {"photoenhance-quality": "best"})
+        await put_async(fast, f"{batch_id}/quick.jpg", image_bytes(seed=12), {"photoenhance-quality": "fast"})
+
+        async def counted() -> str | None:
+            text = await asyncio.to_thread(scrape, fast.processor_port)
+            return text if gauge(text, "best") == 2 else None
+
+        text = await eventually(counted, what="the best gauge to count the two waiting images")
+    assert gauge(text, "fast") == 0 and gauge(text, "balanced") == 0
+
+
 @pytest.mark.objectstore
 async def test_an_image_nobody_serves_fails_after_the_level_wait(
     processor_settings: Settings, repository: Repository, database: Database, fast_engine

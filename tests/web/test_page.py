@@ -310,6 +310,28 @@ async def test_uploads_survive_the_store_and_the_notifier_going_down(
     assert watch.violations == []
 
 
+async def test_photos_of_a_level_no_worker_runs_wait_for_one_and_say_so(
+    start_stack: StartStack, browser_context: BrowserContext
+) -> None:
+    """A fast worker runs and the deployment declares best (FLEET_LEVELS): best is offered, with no
+    estimate; its photos are uploaded and each row says it waits for a worker that serves best."""
+    stack = await start_stack(fleet_levels=("best",))
+    page, watch = await open_page(browser_context, stack)
+    await drop(page, [("one.jpg", jpeg(64, 48, 21), "image/jpeg"), ("two.jpg", jpeg(72, 48, 22), "image/jpeg")])
+    estimates = page.locator("#estimates")
+    await expect(estimates.locator('li[data-level="best"]')).to_have_text("best: no estimate (no worker running now)")
+    await page.get_by_label("Quality").select_option("best")
+    await page.get_by_role("button", name="Enhance").click()
+    for name in ("one.jpg", "two.jpg"):
+        await expect(row(page, name).locator(".file-status")).to_have_text(
+            "Uploaded: waiting for a worker that serves best", timeout=WAIT_MS
+        )
+        await expect(row(page, name)).to_have_attribute("data-state", "waiting")
+    await expect(page.locator("#summary")).to_have_text(re.compile(r"time left unknown: no measured speed for best yet$"))
+    assert watch.refusals == [] and watch.violations == []
+    assert [e for e in watch.errors if not e.startswith("WebSocket connection to")] == []
+
+
 async def test_heic_and_avif_photos_are_enhanced_from_the_page(
     start_stack: StartStack, browser_context: BrowserContext
 ) -> None:
