@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--background", choices=list(BACKGROUND_MODELS), help="background model to check")
     check.add_argument("--precision", action="store_true",
                        help="also run each network in bf16 and fp16 against fp32 and print the differences")
+    check.add_argument("--precision-size", type=int, default=128, metavar="PX",
+                       help="edge of the pictures the detector and the background network are compared on "
+                       "(the face networks always take 512; default: 128)")
     get = actions.add_parser("fetch", help="download the official files with checksum verification")
     get.add_argument("--only", choices=[spec.key for spec in OFFICIAL], action="append", help="just these files")
     get.add_argument("--force", action="store_true", help="download even when a verified file is present")
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.action == "check":
             status = _check(folder, settings, args.quality, args.background)
             if status == 0 and getattr(args, "precision", False):
-                status = _check_precision(folder, settings, args.quality, args.background)
+                status = _check_precision(folder, settings, args.quality, args.background, args.precision_size)
             return status
         if args.action == "fetch":
             wanted = [spec for spec in OFFICIAL if not args.only or spec.key in args.only]
@@ -77,7 +80,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 1
 
 
-def _check_precision(folder: Path, settings: Settings, qualities: list[str] | None, background: str | None) -> int:
+def _check_precision(
+    folder: Path, settings: Settings, qualities: list[str] | None, background: str | None, size: int = 128
+) -> int:
     """Load the installed networks and print each one's bf16/fp16 difference from fp32."""
     from processor.engine.device import resolve_device
     from processor.engine.models import load_models
@@ -86,7 +91,7 @@ def _check_precision(folder: Path, settings: Settings, qualities: list[str] | No
     device = resolve_device(settings.device)
     levels = frozenset(Quality(q) for q in qualities) if qualities else frozenset(Quality)
     models = load_models(folder, levels, device, allow_custom=settings.allow_custom_weights, background=background)
-    print(format_rows(compare_precisions(models, device), device))
+    print(format_rows(compare_precisions(models, device, size=size), device))
     return 0
 
 
