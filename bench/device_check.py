@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "device_check.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result["engine"].get("sweep", {}), args.out / "device_check.png")
     summary = {"best_images_per_s": {e["batch"]: e["images_per_s"] for e in result["engine"]["sweep"].get("best", [])},
+               "balanced_megapixels_per_s": {e["batch"]: e["megapixels_per_s"]
+                                             for e in result["engine"]["sweep"].get("balanced", [])},
                "cold_start": result["cold_start"], "peak_memory": result["memory"]["peak_mib_by_micro_batch"],
                "paths_ratio_reference_over_device": result["paths"]["ratio_reference_over_device"]}
     print(json.dumps(summary, indent=2))

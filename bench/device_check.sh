@@ -54,6 +54,7 @@ fi
 "$PY" "$ROOT/bench/engine.py" "${SWEEP[@]}" --weights "$WORK/weights" --out "$OUT/engine.json" > "$OUT/engine.log" 2>&1 \
     || { tail -40 "$OUT/engine.log"; exit 1; }
 log "sweep done"
+sed '/^{/,$d' "$OUT/engine.log"  # the sweep's tables (the JSON after them is in engine.json)
 EXTRA=()
 [ "$DRY" = 1 ] && EXTRA=(--dry-run)
 "$PY" "$ROOT/bench/device_check.py" --weights "$WORK/weights" --engine-json "$OUT/engine.json" --out "$OUT" "${EXTRA[@]}"
