@@ -4,7 +4,7 @@
 #   bench/device_check.sh OUTDIR              on the GPU machine (<= 8 min on one H200)
 #   bench/device_check.sh --dry-run OUTDIR    the same steps on the CPU at toy sizes
 #
-# Prepare first, on a connected machine: bench/prepare_device.sh (builds .device/, 33 MiB with the
+# Prepare first, on a connected machine: bench/prepare_device.sh (builds .device/, 34 MiB with the
 # x4plus files); then through the device tool, carrying .device:
 #   run(command="bash bench/device_check.sh $OUT", carry=[".device"], timeout_s=560)
 # Writes OUTDIR/engine.json (bench/engine.py: best images/s for 1-MP single-face portraits at micro-batch
