@@ -58,20 +58,26 @@ def cold_start(weights: Path, device: torch.device, size: int, compile_mode: str
 
 
 def peak_memory(weights: Path, device: torch.device, size: int, batches: list[int]) -> dict[str, Any]:
-    """Peak GPU memory (MiB) of one ``best`` call per micro-batch size (None on the CPU)."""
+    """Peak GPU memory (MiB) of one ``best`` call per micro-batch size.
+
+    A CUDA figure: on the CPU (the dry run) each entry is None and no image is run, since there is
+    nothing to measure; the memory-planned limits are reported either way.
+    """
     engine = Engine.load(Settings(weights_dir=weights, allow_custom_weights=True, device=str(device)),
                          qualities=[Quality.BEST])
     peaks: dict[str, Any] = {}
     for batch in batches:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
+        if device.type != "cuda":
+            peaks[str(batch)] = None
+            continue
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
         engine.enhance_batch(_portraits(batch, size))
-        peaks[str(batch)] = (round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-                             if device.type == "cuda" else None)
+        peaks[str(batch)] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     limits = engine._pipeline.limits
     engine.close()
-    return {"peak_mib_by_micro_batch": peaks, "limits": {"max_faces_per_forward": limits.max_faces_per_forward,
+    note = "peak torch.cuda memory per micro-batch" if device.type == "cuda" else "None: the CPU has no CUDA peak"
+    return {"peak_mib_by_micro_batch": peaks, "note": note, "limits": {"max_faces_per_forward": limits.max_faces_per_forward,
                                                           "max_tiles_per_forward": limits.max_tiles_per_forward,
                                                           "oom_first_tile": limits.oom_first_tile}}
 
@@ -116,20 +122,33 @@ def main(argv: list[str] | None = None) -> int:
                               "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                               "torch": torch.__version__}
     result["engine"] = json.loads(args.engine_json.read_text())
-    result["cold_start"] = [cold_start(args.weights, device, size, "off")]
+    section_s: dict[str, float] = {}
+
+    def timed(name: str, measure: Any) -> Any:
+        # Each section's wall seconds go into the JSON and the log: the GPU run has a hard time limit.
+        began = time.perf_counter()
+        value = measure()
+        section_s[name] = round(time.perf_counter() - began, 1)
+        print(f"[device_check.py] {name}: {section_s[name]} s", flush=True)
+        return value
+
+    result["cold_start"] = [timed("cold_start", lambda: cold_start(args.weights, device, size, "off"))]
     if device.type == "cuda":
-        result["cold_start"].append(cold_start(args.weights, device, size, "compile"))
-    # Peak memory is a CUDA figure; on the CPU (the dry run) only the limits are reported.
-    result["memory"] = peak_memory(args.weights, device, size, batches if device.type == "cuda" else [])
-    result["precision_vs_fp32"] = precision_rows(args.weights, device, 64 if args.dry_run else 512,
-                                                 ("bf16",) if args.dry_run else ("bf16", "fp16"))
-    result["paths"] = compare_paths(args.weights, device, size=size, rounds=1 if args.dry_run else 5,
-                                    warm_up=not args.dry_run)
+        result["cold_start"].append(timed("cold_start_compile", lambda: cold_start(args.weights, device, size, "compile")))
+    # Peak memory is a CUDA figure; on the CPU (the dry run) it is None per micro-batch, stated as such.
+    result["memory"] = timed("memory", lambda: peak_memory(args.weights, device, size, batches))
+    result["precision_vs_fp32"] = timed("precision", lambda: precision_rows(
+        args.weights, device, 64 if args.dry_run else 512, ("bf16",) if args.dry_run else ("bf16", "fp16")))
+    result["paths"] = timed("paths", lambda: compare_paths(args.weights, device, size=size,
+                                                           rounds=1 if args.dry_run else 5, warm_up=not args.dry_run))
+    result["section_seconds"] = section_s
     result["device_check_seconds"] = round(time.perf_counter() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "device_check.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result["engine"].get("sweep", {}), args.out / "device_check.png")
     summary = {"best_images_per_s": {e["batch"]: e["images_per_s"] for e in result["engine"]["sweep"].get("best", [])},
+               "balanced_megapixels_per_s": {e["batch"]: e["megapixels_per_s"]
+                                             for e in result["engine"]["sweep"].get("balanced", [])},
                "cold_start": result["cold_start"], "peak_memory": result["memory"]["peak_mib_by_micro_batch"],
                "paths_ratio_reference_over_device": result["paths"]["ratio_reference_over_device"]}
     print(json.dumps(summary, indent=2))

@@ -4,7 +4,7 @@
 #   bench/device_check.sh OUTDIR              on the GPU machine (<= 8 min on one H200)
 #   bench/device_check.sh --dry-run OUTDIR    the same steps on the CPU at toy sizes
 #
-# Prepare first, on a connected machine: bench/prepare_device.sh (builds .device/, 33 MiB with the
+# Prepare first, on a connected machine: bench/prepare_device.sh (builds .device/, 34 MiB with the
 # x4plus files); then through the device tool, carrying .device:
 #   run(command="bash bench/device_check.sh $OUT", carry=[".device"], timeout_s=560)
 # Writes OUTDIR/engine.json (bench/engine.py: best images/s for 1-MP single-face portraits at micro-batch
@@ -54,6 +54,7 @@ fi
 "$PY" "$ROOT/bench/engine.py" "${SWEEP[@]}" --weights "$WORK/weights" --out "$OUT/engine.json" > "$OUT/engine.log" 2>&1 \
     || { tail -40 "$OUT/engine.log"; exit 1; }
 log "sweep done"
+sed '/^{/,$d' "$OUT/engine.log"  # the sweep's tables (the JSON after them is in engine.json)
 EXTRA=()
 [ "$DRY" = 1 ] && EXTRA=(--dry-run)
 "$PY" "$ROOT/bench/device_check.py" --weights "$WORK/weights" --engine-json "$OUT/engine.json" --out "$OUT" "${EXTRA[@]}"

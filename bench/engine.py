@@ -163,6 +163,8 @@ def run_sweep(engine: Engine, quality: Quality, profile: Profile, layout: list[n
                                f"{sorted({r['faces_found'] for r in reports})}")
         entry = summarize(batch, seconds, reports)
         entry["tiles"] = sorted({int(r.get("tile", 0)) for r in reports})
+        # Input megapixels per second: the issue's `balanced` figure (pictures are profile.size squared).
+        entry["megapixels_per_s"] = round(entry["images_per_s"] * profile.size * profile.size / 1e6, 6)
         # Share of torch's threads' time this process got: below 1, neighbours held the cores.
         entry["cpu_share"] = round(cpu / (sum(seconds) * torch.get_num_threads()), 3)
         entry["cpu_s_per_image"] = round(cpu / entry["images"], 3)
