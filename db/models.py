@@ -88,6 +88,8 @@ class Batch(Base):
     quota_subject: Mapped[str | None] = mapped_column(String(80), nullable=True)
     #: Images not processed because the batch was cancelled before a worker claimed them.
     cancelled: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: When a retry of the batch's failed images was last accepted (RETRY_MIN_INTERVAL_S counts from it).
+    retried_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class RateCounter(Base):
@@ -137,8 +139,6 @@ class WebhookDelivery(Base):
     first_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    #: When a retry of the batch's failed images was last accepted (RETRY_MIN_INTERVAL_S counts from it).
-    retried_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class BatchFile(Base):
