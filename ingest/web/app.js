@@ -266,6 +266,13 @@ function applyImage(image) {
     entry.resultUrl = image.result.url;
     entry.resultName = image.result.key.split("/").pop();
   }
+  // A status answer read before an event arrived must not take a finished photo back: the stream
+  // said it is done, the answer only had not seen it yet.
+  // (A failed upload is different: a status answer saying the store has the file is news.)
+  if (["completed", "failed"].includes(entry.status) && !["completed", "failed"].includes(image.state)) {
+    renderRow(entry);
+    return;
+  }
   switch (image.state) {
     case "pending":
       // The store has the file, even when the browser never heard the upload's answer.
