@@ -235,15 +235,7 @@ class ImagePipeline:
     async def _start(self, record: ObjectCreated) -> StartedImage:
         """Register, claim and reserve the result key in one transaction (:meth:`start_image`);
         an unknown batch is created first (implicitly, with its prefix's manifest), once."""
-        version = ImageVersion(
-            bucket=record.bucket,
-            batch_id=record.batch_id,
-            key=record.key,
-            name=record.name,
-            etag=record.etag,
-            size=record.size,
-            uploaded_at=record.event_time,
-        )
+        version = ImageVersion.of(record)
 
         def candidates(batch: BatchRecord) -> list[str]:
             # From the batch's options and, for ``auto``, the format the name suggests: the object's
