@@ -28,19 +28,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import os
 import signal
 import sys
 import threading
 import time
-import zlib
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -48,10 +43,10 @@ from bench.machine import machine_facts  # noqa: E402
 from bench.stack import BenchStack, bench_stack  # noqa: E402
 from db.connection import Database  # noqa: E402
 from db.repository import Repository  # noqa: E402
-from harness.processor import WorkerProcess, free_port, image_bytes, put  # noqa: E402
+from harness.bombs import attack_png, large_png  # noqa: E402
+from harness.processor import WorkerProcess, free_port, image_bytes, memory_kib, put  # noqa: E402
 from photoenhance.s3 import minio_client  # noqa: E402
 from photoenhance.settings import Settings  # noqa: E402
-from tests.security.bombs import png  # noqa: E402
 
 MIB = 1 << 20
 
@@ -59,28 +54,10 @@ MIB = 1 << 20
 WAIT_S = 900
 
 
-def attack_png(edge: int = 7071) -> bytes:
-    """An honest RGB PNG of ``edge`` x ``edge`` zeros, compressed row by row (~150 KB)."""
-    packer = zlib.compressobj(9)
-    row = bytes(1 + 3 * edge)
-    return png(edge, edge, b"".join(packer.compress(row) for _ in range(edge)) + packer.flush())
 
 
-def large_png(seed: int, edge: int = 1500) -> bytes:
-    y, x = np.mgrid[0:edge, 0:edge]
-    pixels = np.stack([x % 256, y % 256, (x + y + seed) % 256], -1).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
-def status_kib(pid: int) -> dict[str, int]:
-    found = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            found[name] = int(value.split()[0])
-    return found
 
 
 class Watchdog:
@@ -95,7 +72,7 @@ class Watchdog:
     def _watch(self) -> None:
         while not self._stop.wait(0.005):
             try:
-                rss = status_kib(self.pid)["VmRSS"] * 1024
+                rss = memory_kib(self.pid)["VmRSS"] * 1024
             except (OSError, KeyError):
                 return
             if rss > self.limit:
@@ -136,7 +113,7 @@ async def scenario(stack: BenchStack, repository: Repository, name: str, uploads
         await asyncio.to_thread(put, client, settings.s3_input_bucket, f"{batch_id}/warm.jpg", image_bytes(seed=1),
                                 {"photoenhance-quality": "fast"})
         await final(repository, batch_id, ["warm.jpg"], None)
-        baseline = status_kib(worker.process.pid)["VmHWM"] * 1024
+        baseline = memory_kib(worker.process.pid)["VmHWM"] * 1024
         watchdog = Watchdog(worker.process.pid, kill_above)
         meta = {"photoenhance-quality": "fast", "photoenhance-upscale": str(upscale)}
         started = time.monotonic()
@@ -148,7 +125,7 @@ async def scenario(stack: BenchStack, repository: Repository, name: str, uploads
             images = await final(repository, batch_id, list(uploads), watchdog)
             outcome = {k: (i.state.value if i.code is None else i.code) for k, i in images.items()}
             reasons = {k: i.reason for k, i in images.items() if i.reason}
-            peak = status_kib(worker.process.pid)["VmHWM"] * 1024
+            peak = memory_kib(worker.process.pid)["VmHWM"] * 1024
         except RuntimeError as exc:
             outcome, reasons, peak = {"*": "killed"}, {"*": str(exc)}, watchdog.killed_at
         finally:

@@ -326,3 +326,13 @@ async def batch_completed(repository: Repository, batch_id: str, timeout: float 
         return batch if batch is not None and batch.state is BatchState.COMPLETED else None
 
     return await eventually(check, timeout, f"batch {batch_id} to complete")
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak resident memory) of process ``pid``, in KiB, from /proc."""
+    found = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            found[name] = int(value.split()[0])
+    return found

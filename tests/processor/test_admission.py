@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness.bombs import png
 from photoenhance.contracts.options import EnhanceOptions
 from photoenhance.settings import Settings
 from processor.admission import (
@@ -30,7 +31,6 @@ from processor.engine.errors import OutputTooLarge, TooManyPixels
 from processor.engine.header import ImageHeader, read_header
 from processor.engine.imageio import decode_image
 from processor.failures import PermanentFailure, classify
-from tests.security.bombs import png
 
 MIB = 1 << 20
 

@@ -34,6 +34,15 @@ import pytest
 from PIL import Image, ImageFile
 
 from db.repository import Repository
+from harness.bombs import (
+    HEADER_BOMBS,
+    UNDECODED_BOMBS,
+    ZLIB_BOMBS,
+    jpeg_claiming,
+    png,
+    png_claiming,
+    webp_lossy_claiming,
+)
 from harness.processor import (
     REPO,
     WorkerProcess,
@@ -46,15 +55,6 @@ from photoenhance.settings import Settings
 from processor.engine import imageio
 from processor.engine.errors import CorruptImage, TooManyPixels, UnsupportedImage
 from processor.engine.imageio import decode_image
-from tests.security.bombs import (
-    HEADER_BOMBS,
-    UNDECODED_BOMBS,
-    ZLIB_BOMBS,
-    jpeg_claiming,
-    png,
-    png_claiming,
-    webp_lossy_claiming,
-)
 
 pytestmark = pytest.mark.security
 
@@ -161,7 +161,7 @@ def test_sixteen_bit_pngs_holding_exactly_their_rows_still_decode(
 PROBE = """
 import json, resource, sys
 from processor.engine.imageio import decode_image
-from tests.security.bombs import HEADER_BOMBS, UNDECODED_BOMBS, ZLIB_BOMBS
+from harness.bombs import HEADER_BOMBS, UNDECODED_BOMBS, ZLIB_BOMBS
 from harness.processor import image_bytes
 
 for fmt in ("JPEG", "PNG", "WEBP"):  # first decodes load codecs and tables: keep them out of the count

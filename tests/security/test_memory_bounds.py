@@ -14,26 +14,21 @@ memory with it (on the old code the first test is killed at about 1.5 GB instead
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import re
 import signal
 import threading
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from db.repository import Repository
-from harness.processor import WorkerProcess, eventually, image_bytes, put_async
+from harness.bombs import attack_png, large_png
+from harness.processor import WorkerProcess, eventually, image_bytes, memory_kib, put_async
 from photoenhance.contracts.states import ImageState
 from photoenhance.settings import Settings
-from tests.security.bombs import png
 
 pytestmark = [pytest.mark.security, pytest.mark.objectstore]
 
@@ -54,30 +49,10 @@ BUDGET_MB = 500
 LARGE_EDGE = 1500
 
 
-def attack_png(edge: int = 7071) -> bytes:
-    """The attacker's file: an honest RGB PNG of ``edge`` x ``edge`` zeros (~150 KB)."""
-    packer = zlib.compressobj(9)
-    row = bytes(1 + 3 * edge)
-    return png(edge, edge, b"".join(packer.compress(row) for _ in range(edge)) + packer.flush())
 
 
-def large_png(seed: int) -> bytes:
-    """A 1500 x 1500 RGB gradient (quick to encode, small to upload)."""
-    y, x = np.mgrid[0:LARGE_EDGE, 0:LARGE_EDGE]
-    pixels = np.stack([x % 256, y % 256, (x + y + seed) % 256], -1).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
-def memory_kib(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak) of ``pid``, KiB."""
-    found = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            found[name] = int(value.split()[0])
-    return found
 
 
 @contextmanager
@@ -158,7 +133,7 @@ async def test_four_large_images_at_once_wait_for_the_memory_budget_and_all_comp
     processor_settings: Settings, repository: Repository, worker_processes: Callable[..., WorkerProcess]
 ) -> None:
     settings = processor_settings.replace(worker_memory_budget_mb=BUDGET_MB, prefetch=4)
-    uploads = {f"large-{n}.png": large_png(n) for n in range(4)}
+    uploads = {f"large-{n}.png": large_png(n, LARGE_EDGE) for n in range(4)}
     worker = worker_processes(settings, "budget-worker")
     await asyncio.to_thread(worker.wait_healthy)
     batch_id = "four-large"

@@ -155,3 +155,20 @@ ZLIB_BOMBS: dict[str, bytes] = {
         64, 64, zlib.compress(bytes(64 * 193)), before_idat=_chunk(b"zTXt", b"note\x00\x00" + zlib_zeros(1 << 30))
     ),
 }
+
+
+def attack_png(edge: int = 7071) -> bytes:
+    """The memory attack of issue 17: an honest RGB PNG of ``edge`` x ``edge`` zeros (~150 KB)
+    that is within MAX_INPUT_PIXELS but, at upscale 4, asks for gigabytes of result."""
+    packer = zlib.compressobj(9)
+    row = bytes(1 + 3 * edge)
+    return png(edge, edge, b"".join(packer.compress(row) for _ in range(edge)) + packer.flush())
+
+
+def large_png(seed: int, edge: int = 1500) -> bytes:
+    """An ``edge`` x ``edge`` RGB gradient: large but allowed (quick to encode, small to upload)."""
+    y, x = np.mgrid[0:edge, 0:edge]
+    pixels = np.stack([x % 256, y % 256, (x + y + seed) % 256], -1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
