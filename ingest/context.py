@@ -9,6 +9,7 @@ import aiohttp
 from aiohttp import web
 
 from db.repository import Repository
+from ingest.final_pages import FinalPages
 from ingest.presign import Presigner
 from ingest.publisher import EventPublisher
 from photoenhance.settings import Settings
@@ -29,6 +30,8 @@ class IngestContext:
     #: One thread for CPU work kept off the event loop (signing and encoding status pages). One,
     #: not many: with several CPU-bound threads the loop waits for the GIL behind each of them.
     cpu: ThreadPoolExecutor | None = field(default=None)
+    #: Rendered status pages of completed and cancelled batches (polling them costs a lookup).
+    final_pages: FinalPages = field(default_factory=FinalPages)
 
     def client(self) -> aiohttp.ClientSession:
         """The HTTP client; only valid while the app runs."""

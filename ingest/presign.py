@@ -6,6 +6,12 @@ Upload URLs are signed for ``S3_PUBLIC_ENDPOINT`` when it is set, because that i
 browser reaches the store at (the services may use an internal name); a signature covers the host,
 so signing for one name and sending to another fails.
 
+Result links are signed with a signing time rounded down to a window of a tenth of
+``PRESIGN_EXPIRY_S`` and kept for that window: every status read of a large batch would otherwise
+sign each of its links again (1,000 links were ~0.15 s of CPU per read, and 16 pollers held
+ingest's event loop for tens of milliseconds). A link handed out therefore has at least 90 % of
+its lifetime left, and an image keeps the same URL across polls, so a browser fetches it once.
+
 A POST policy binds, and the store enforces (tests/security/test_presigned_uploads.py shows which
 on the live store): the bucket, the exact key, the exact content type, the size range 1..declared
 size, and the expiry. A presigned PUT binds only the method, bucket, key and expiry: the store
@@ -15,6 +21,7 @@ and PUTs only where INGEST_ALLOW_PUT_UPLOADS says the presigning key can do no h
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +38,11 @@ __all__ = ["Presigner", "Upload"]
 
 #: Lifetime of the URLs ingest signs for its own reads (the archive streams one object per URL).
 INTERNAL_URL_LIFETIME = timedelta(minutes=10)
+
+#: Result links signed in one window are reused for the rest of it: this fraction of their lifetime.
+LINK_WINDOW_FRACTION = 10
+#: Most result links kept at once; past it the cache starts over (a bound, not a working size).
+LINK_CACHE_MAX = 200_000
 
 
 def _utcnow() -> datetime:
@@ -66,6 +78,7 @@ class Presigner:
         self._public = _client(settings, settings.presign_endpoint)
         self._internal = _client(settings, settings.s3_endpoint)
         self._post_url = f"{settings.presign_endpoint.rstrip('/')}/{settings.s3_input_bucket}"
+        self._links = _LinkCache()
 
     @property
     def expiry(self) -> timedelta:
@@ -104,16 +117,31 @@ class Presigner:
         )
         return Upload(method="PUT", url=url, key=key, headers={"Content-Type": content_type})
 
+    def link_window(self) -> int:
+        """Start (seconds since the epoch) of the window result links are signed in now."""
+        window = max(1, self._settings.presign_expiry_s // LINK_WINDOW_FRACTION)
+        return int(self._clock().timestamp()) // window * window
+
     def download_url(self, bucket: str, key: str, filename: str) -> str:
-        """A browser link to an object that downloads under ``filename``."""
-        return self._public.get_presigned_url(
+        """A browser link to an object that downloads under ``filename``.
+
+        Signed as of the start of the current window and reused within it (module docstring).
+        """
+        window_start = self.link_window()
+        cache_key = (bucket, key, filename)
+        cached = self._links.get(window_start, cache_key)
+        if cached is not None:
+            return cached
+        url = self._public.get_presigned_url(
             "GET",
             bucket,
             key,
             expires=self.expiry,
-            request_date=self._now_naive(),
+            request_date=datetime.fromtimestamp(window_start, UTC).replace(tzinfo=None),
             response_headers={"response-content-disposition": content_disposition(filename)},
         )
+        self._links.put(window_start, cache_key, url)
+        return url
 
     def internal_get_url(self, bucket: str, key: str) -> str:
         """A URL ingest itself reads an object from (the services' endpoint, short-lived)."""
@@ -124,6 +152,29 @@ class Presigner:
     def _now_naive(self) -> datetime:
         # minio formats the signing date without converting it, so hand it naive UTC.
         return self._clock().astimezone(UTC).replace(tzinfo=None)
+
+
+class _LinkCache:
+    """Result links of the current signing window; a new window starts the cache over.
+
+    Status pages are signed on worker threads, hence the lock.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._window = -1
+        self._urls: dict[tuple[str, str, str], str] = {}
+
+    def get(self, window: int, key: tuple[str, str, str]) -> str | None:
+        with self._lock:
+            return self._urls.get(key) if window == self._window else None
+
+    def put(self, window: int, key: tuple[str, str, str], url: str) -> None:
+        with self._lock:
+            if window != self._window or len(self._urls) >= LINK_CACHE_MAX:
+                self._window = window
+                self._urls = {}
+            self._urls[key] = url
 
 
 def _client(settings: Settings, endpoint: str) -> Minio:

@@ -17,6 +17,7 @@ from db.status_pages import ImageStatus
 from ingest.auth import readable_batch, require_creator
 from ingest.context import CONTEXT, IngestContext
 from ingest.errors import RETRY_TOO_SOON, ApiError, error_response, not_found
+from ingest.final_pages import page_version
 from ingest.fleet import batch_options, live_levels, mark_waiting
 from ingest.ids import new_ulid
 from ingest.json_body import require_json_content_type
@@ -107,6 +108,12 @@ async def get_batch(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     after, limit = page_request(request.query)
     batch = await readable_batch(request, ctx.repository, ctx.settings)
+    # A completed or cancelled batch's page is rendered once per row version and link window.
+    window = ctx.presigner.link_window()
+    version = page_version(batch, after, limit, window)
+    stored = ctx.final_pages.get(version) if version is not None else None
+    if stored is not None:
+        return _status_response(stored)
     page = await ctx.repository.status_page(batch.id, after=after, limit=limit)
     if page is None:  # deleted between the two reads
         raise not_found()
@@ -142,6 +149,15 @@ async def get_batch(request: web.Request) -> web.Response:
     body = await asyncio.get_running_loop().run_in_executor(
         ctx.cpu, _render_page, ctx, head, page.entries, tail, cancelled, live
     )
+    # Filed under the row the page itself was read with (it may have moved since the check) and the
+    # window before signing (were it to roll meanwhile, the page is filed under a window now past).
+    rendered_version = page_version(batch, after, limit, window)
+    if rendered_version is not None:
+        ctx.final_pages.put(rendered_version, body)
+    return _status_response(body)
+
+
+def _status_response(body: bytes) -> web.Response:
     return web.Response(body=body, content_type="application/json", headers={"Cache-Control": "no-store"})
 
 

@@ -290,6 +290,10 @@ async def test_result_links_download_under_the_result_name(store_settings: Setti
     assert disposition == "attachment; filename=\"uni_photo.jpg\"; filename*=UTF-8''%C3%BCn%C3%AF_photo.jpg"
     async with ingest.http.get(url.replace("X-Amz-Signature=", "X-Amz-Signature=f")[:-1]) as response:
         assert response.status == 403
+    # Links are signed as of the start of a window and reused in it; one from two hours ago is dead.
+    stale = Presigner(store_settings, clock=lambda: datetime.now(UTC) - timedelta(hours=2))
+    async with ingest.http.get(stale.download_url(store_settings.s3_output_bucket, key, "p.jpg")) as response:
+        assert response.status == 403
 
 
 def _objects(settings: Settings) -> list[str]:
