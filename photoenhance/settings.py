@@ -259,7 +259,9 @@ class Settings:
     )
     max_files_per_batch: int = _env("MAX_FILES_PER_BATCH", 1000, "Most files one batch may declare.")
     max_file_bytes: int = _env("MAX_FILE_BYTES", 50 * 1024 * 1024, "Largest upload accepted, in bytes.")
-    presign_expiry_s: int = _env("PRESIGN_EXPIRY_S", 900, "Lifetime of presigned upload and result URLs.")
+    presign_expiry_s: int = _env(
+        "PRESIGN_EXPIRY_S", 900, "Lifetime of presigned upload and result URLs (result links are reused for a tenth of it)."
+    )
 
     # -- quotas and rate limits (shared by every ingest replica, counted in the database) -------
     trusted_proxies: tuple[str, ...] = _env(
