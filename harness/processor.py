@@ -65,6 +65,9 @@ def tune(settings: Settings, **changes: Any) -> Settings:
         processor_io_threads=4,
         microbatch_window_ms=20,
         device="cpu",
+        # Seconds per start with the random-weight network levels; tests/processor/test_fleet.py
+        # turns it on.
+        worker_self_timing=False,
     )
     values.update(changes)
     return settings.replace(**values)

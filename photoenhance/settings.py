@@ -196,6 +196,11 @@ class Settings:
     worker_gone_after_beats: int = _env(
         "WORKER_GONE_AFTER_BEATS", 3, "Missed heartbeats after which a worker counts as gone (its levels no longer served)."
     )
+    worker_self_timing: bool = _env(
+        "WORKER_SELF_TIMING",
+        True,
+        "Time each served level on a small sample at start-up, so estimates exist before the first image.",
+    )
     fleet_levels: tuple[str, ...] = _env(
         "FLEET_LEVELS",
         (),

@@ -41,6 +41,7 @@ from processor.publisher import Publisher
 from processor.queues import declare_processor_queues
 from processor.reconciler import Reconciler
 from processor.routing import Router
+from processor.self_timing import time_levels
 from processor.shutdown import ShutdownSignals
 from processor.speeds import SpeedMeter
 from processor.storage import Storage
@@ -162,6 +163,9 @@ class Worker:
             speeds=self.speeds.snapshot,
             interval_s=settings.worker_beat_s,
         )
+        if settings.worker_self_timing:
+            # Before the first beat, so the worker's row carries a speed for each level from the start.
+            await time_levels(self._engine, settings.processor_qualities, self.speeds)
         await self._heartbeat.start()
         self.health = HealthServer(create_app(self.metrics, self.status), settings.processor_host, settings.processor_port)
         await self.health.start()

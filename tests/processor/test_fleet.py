@@ -120,6 +120,23 @@ async def test_each_image_goes_to_a_worker_of_its_level_once(
 
 
 @pytest.mark.objectstore
+async def test_a_worker_reports_a_speed_per_level_before_its_first_image(
+    processor_settings: Settings, database: Database, fast_engine, network_engine
+) -> None:
+    """Start-up self-timing (WORKER_SELF_TIMING, on by default): the row a worker announces itself
+    with already holds seconds per megapixel for each of its levels, so estimates exist at once."""
+    registry = WorkerRegistry(database, gone_after_s=processor_settings.worker_gone_after_s)
+    fast = as_worker(processor_settings, "fast").replace(worker_self_timing=True)
+    balanced = as_worker(processor_settings, "balanced").replace(worker_self_timing=True)
+    async with running_worker(fast, fast_engine, "timed-fast"), running_worker(balanced, network_engine, "timed-bal"):
+        rows = {row.id: row for row in await registry.live()}
+        assert set(rows["timed-fast"].speeds) == {"fast"} and rows["timed-fast"].speeds["fast"] > 0
+        assert set(rows["timed-bal"].speeds) == {"balanced"} and rows["timed-bal"].speeds["balanced"] > 0
+        # A network level costs more per megapixel than a resize, on any machine.
+        assert rows["timed-bal"].speeds["balanced"] > rows["timed-fast"].speeds["fast"]
+
+
+@pytest.mark.objectstore
 async def test_an_image_waits_for_a_worker_of_its_level_then_is_processed(
     processor_settings: Settings, repository: Repository, database: Database, fast_engine, network_engine
 ) -> None:
