@@ -8,7 +8,8 @@ profiles built by Little CMS; two patch sets each:
 - ``in-sRGB``: saturated sRGB primaries, secondaries, mixtures and greys written in the wide space
   (every colour the sRGB result can hold);
 - ``full``: the same numbers written as they are in the wide space: its own primaries, partly
-  outside sRGB, which the sRGB result clips (relative colorimetric).
+  outside sRGB, which the conversion to sRGB clips and the worker adds back into a result in the
+  input's profile (processor/engine/colour.py).
 
 Patch interiors only (a 4-pixel margin of each 16-pixel patch is left out: Lanczos rings at the
 hard edges in any space). CPU-only and deterministic; no timing.
@@ -48,7 +49,9 @@ def measure() -> list[dict[str, object]]:
     for name, profile in PROFILES.items():
         for patch_set, in_srgb in (("in-sRGB", True), ("full", False)):
             data = profiled_patches(profile(), in_srgb=in_srgb)
-            for handling, source in (("converted to sRGB, sRGB embedded", data), ("profile dropped", without_profile(data))):
+            handlings = (("handled (sRGB for the level, wide colours kept)", data),
+                         ("profile dropped", without_profile(data)))
+            for handling, source in handlings:
                 values = delta_e(data, through_fast(source))
                 rows.append({
                     "profile": name, "patches": patch_set, "handling": handling,

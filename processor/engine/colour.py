@@ -1,23 +1,33 @@
 """Colour profiles: pixels into sRGB before the networks (trained on sRGB), and the profile results carry.
 
-Choice: results are sRGB with the sRGB profile embedded, not converted back into the input's
-profile. Every level works in sRGB, every viewer and browser colour-manages an sRGB-tagged file,
-and converting back could not bring back colours the sRGB step already clipped; one output space
-also keeps results comparable. Conversion uses Little CMS through Pillow's ImageCms, relative
-colorimetric intent (exact for the colours sRGB holds). 16-bit inputs keep their samples and their
-own profile (ImageCms transforms 8-bit modes only; an 8-bit round trip would throw the precision
-away), and the report says so. A profile that cannot be read, or does not fit the image's colour
-mode, is ignored: the pixels are taken as sRGB and the report says the profile was ignored.
+The networks see sRGB: an input with an RGB profile is converted with Little CMS (Pillow's
+ImageCms, relative colorimetric). A wide-gamut input (Display P3, Adobe RGB) holds colours sRGB
+cannot, and that conversion clips them; a result left in sRGB would lose them for good (ΔE2000 up
+to 11 on P3 primaries, 28 on Adobe RGB's green, through ``fast``). So the clipped part is kept
+aside: the :class:`GamutResidual` is the input's own codes minus those of its sRGB pixels taken
+back into its profile, non-zero only where sRGB clipped. The result is taken back into the input's
+profile, the residual (resized to the result) added, and the input's profile embedded: colours
+sRGB holds go through the networks as before, and the ones it does not come back instead of
+staying clipped. Inputs whose colours all fit in sRGB (every untagged or sRGB-tagged file, most
+phone photos) keep no residual and get sRGB with the sRGB profile embedded.
+
+16-bit inputs keep their samples and their own profile (ImageCms transforms 8-bit modes only; an
+8-bit round trip would throw the precision away), and the report says so. A profile that cannot be
+read, or does not fit the image's colour mode, is ignored: the pixels are taken as sRGB and the
+report says the profile was ignored.
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from functools import lru_cache
 
+import cv2
+import numpy as np
 from PIL import Image, ImageCms
 
-__all__ = ["SRGB_ICC", "profile_name", "to_srgb"]
+__all__ = ["SRGB_ICC", "GamutResidual", "from_srgb_with_gamut", "gamut_residual", "profile_name", "to_srgb"]
 
 #: Little CMS's built-in sRGB profile, embedded in results.
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
@@ -65,6 +75,57 @@ def to_srgb(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, dict[st
     return converted, {"colour_profile": "converted", "from": profile_name(profile)}
 
 
+#: A round trip through sRGB moves in-gamut codes by a step or two (8-bit rounding twice); a
+#: difference this small is rounding, not clipping, and is not kept.
+_ROUNDING_CODES = 2
+
+#: Rows of the result converted at a time when adding the residual back.
+_BAND_ROWS = 512
+
+
+@dataclass(frozen=True)
+class GamutResidual:
+    """What the conversion to sRGB clipped, to add back into the result in the input's profile."""
+
+    #: ``(h, w, 3)`` int16: the input's codes minus its sRGB pixels' codes back in its profile
+    #: (zero where they differ by rounding only), upright like the decoded pixels.
+    codes: np.ndarray
+    #: The input's profile: the result is converted into it and carries it.
+    icc: bytes
+
+
+def gamut_residual(original: Image.Image, srgb: Image.Image, icc: bytes) -> GamutResidual | None:
+    """The residual of an RGB(A) ``original`` in profile ``icc`` converted to ``srgb``; None when
+    every colour survived the conversion (the input fits in sRGB)."""
+    if original.mode not in {"RGB", "RGBA"}:
+        return None
+    back = ImageCms.applyTransform(srgb.convert("RGB"), _back_transform(icc))
+    codes = np.asarray(original.convert("RGB"), dtype=np.int16) - np.asarray(back, dtype=np.int16)
+    clipped = np.abs(codes).max(axis=2, keepdims=True) > _ROUNDING_CODES
+    if not clipped.any():
+        return None
+    return GamutResidual(np.where(clipped, codes, 0).astype(np.int16), icc)
+
+
+def from_srgb_with_gamut(pixels: np.ndarray, residual: GamutResidual) -> np.ndarray:
+    """8-bit sRGB result ``pixels`` (h, w, 3|4) taken back into the input's profile, with the
+    clipped colours added back (the residual resized to the result, as ``fast`` resizes)."""
+    height, width = pixels.shape[:2]
+    codes = residual.codes
+    if codes.shape[:2] != (height, width):
+        codes = cv2.resize(codes, (width, height), interpolation=cv2.INTER_LANCZOS4)
+    out = np.empty_like(pixels)
+    transform = _back_transform(residual.icc)
+    for top in range(0, height, _BAND_ROWS):  # in bands: no full-size int16 copy of the result
+        rows = slice(top, min(top + _BAND_ROWS, height))
+        rgb = Image.fromarray(np.ascontiguousarray(pixels[rows, :, :3]), "RGB")
+        back = np.asarray(ImageCms.applyTransform(rgb, transform), dtype=np.int16)
+        out[rows, :, :3] = np.clip(back + codes[rows], 0, 255)
+    if pixels.shape[2] == 4:
+        out[:, :, 3] = pixels[:, :, 3]
+    return out
+
+
 def profile_name(profile: ImageCms.ImageCmsProfile) -> str:
     """The profile's own description (``"Display P3"``), or ``"unnamed"``."""
     try:
@@ -76,6 +137,13 @@ def profile_name(profile: ImageCms.ImageCmsProfile) -> str:
 @lru_cache(maxsize=32)
 def _profile(icc: bytes) -> ImageCms.ImageCmsProfile:
     return ImageCms.ImageCmsProfile(io.BytesIO(icc))
+
+
+@lru_cache(maxsize=32)
+def _back_transform(icc: bytes) -> ImageCms.ImageCmsTransform:
+    """sRGB into the profile ``icc`` (RGB to RGB), for the residual and the result."""
+    return ImageCms.buildTransform(_SRGB, _profile(icc), "RGB", "RGB",
+                                   renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC)
 
 
 @lru_cache(maxsize=32)

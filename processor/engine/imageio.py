@@ -25,7 +25,7 @@ from photoenhance.contracts.formats import OUTPUT_CONTENT_TYPES, resolve_output_
 from photoenhance.contracts.keys import OUTPUT_EXTENSIONS
 from photoenhance.contracts.options import EnhanceOptions, OutputFormat
 from photoenhance.formats import png_bit_depth
-from processor.engine.colour import SRGB_ICC, to_srgb
+from processor.engine.colour import SRGB_ICC, GamutResidual, from_srgb_with_gamut, gamut_residual, to_srgb
 from processor.engine.errors import CorruptImage, OutputTooLarge, TooManyPixels, UnsupportedImage
 from processor.engine.header import ImageHeader, check_pixels, read_header
 from processor.engine.metadata import SourceMetadata, read_exif, result_exif, result_xmp
@@ -94,6 +94,9 @@ class DecodedImage:
     #: What decoding did that the report should say: ``colour_profile`` (converted, none, kept,
     #: ignored with a ``reason``), ``exif`` when dropped, ``images_in_file`` for multi-image files.
     notes: dict[str, Any] = field(default_factory=dict)
+    #: The colours the conversion to sRGB clipped (wide-gamut inputs only): the result is taken
+    #: back into the input's profile with them added (:mod:`processor.engine.colour`).
+    gamut: GamutResidual | None = None
 
     @property
     def megapixels(self) -> float:
@@ -135,6 +138,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
         _load(image)
         orientation = _orientation(image)
         info = dict(image.info)
+        gamut: GamutResidual | None = None
         if fmt == "png" and png_bit_depth(data) == 16 and mode not in _GREY16:
             # Pillow keeps only 8 of the 16 bits of colour PNGs; OpenCV keeps all of them.
             pixels, colour = _decode_png16(data), None
@@ -144,22 +148,26 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
         elif mode in _GREY16:
             pixels, colour = _pillow_to_array(image), None
         else:
-            pixels, colour = _to_srgb_array(image, info.get("icc_profile"))
+            pixels, colour, gamut = _to_srgb_array(image, info.get("icc_profile"))
     finally:
         image.close()
     pixels = apply_orientation(pixels, orientation)
-    return _decoded(pixels, fmt, mode, orientation, info, colour, frames)
+    return _decoded(pixels, fmt, mode, orientation, info, colour, frames, _upright(gamut, orientation))
 
 
 def _decoded(pixels: np.ndarray, fmt: str, mode: str, orientation: int, info: dict[str, Any],
-             colour: dict[str, str] | None, frames: int) -> DecodedImage:
+             colour: dict[str, str] | None, frames: int, gamut: GamutResidual | None = None) -> DecodedImage:
     """The :class:`DecodedImage` of normalised pixels; ``colour`` is None for samples kept in their
-    own profile (16-bit), else the note of the sRGB conversion."""
+    own profile (16-bit), else the note of the sRGB conversion; ``gamut`` what that clipped."""
     icc = info.get("icc_profile") or None
     if colour is None:
         colour = {"colour_profile": "kept", "reason": "16-bit samples keep their own profile"} if icc else \
             {"colour_profile": "none"}
         out_icc = icc
+    elif gamut is not None:
+        # Wide colours the sRGB step clipped come back: the result is in the input's profile.
+        colour = {**colour, "result_profile": "the input's (its colours exceed sRGB)"}
+        out_icc = gamut.icc
     else:
         # Converted, untagged (taken as sRGB) or ignored (processed as sRGB): sRGB is embedded,
         # except in grey results, which an RGB profile does not fit.
@@ -186,7 +194,15 @@ def _decoded(pixels: np.ndarray, fmt: str, mode: str, orientation: int, info: di
         orientation=orientation,
         metadata=SourceMetadata(icc_profile=out_icc, exif=raw_exif, xmp=xmp),
         notes=notes,
+        gamut=gamut,
     )
+
+
+def _upright(gamut: GamutResidual | None, orientation: int) -> GamutResidual | None:
+    """The residual turned upright like the pixels it belongs to."""
+    if gamut is None or orientation == 1:
+        return gamut
+    return GamutResidual(np.ascontiguousarray(apply_orientation(gamut.codes, orientation)), gamut.icc)
 
 
 def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
@@ -228,6 +244,8 @@ def encode_image(pixels: np.ndarray, options: EnhanceOptions, source: DecodedIma
     """
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
+    if source is not None and source.gamut is not None and pixels.dtype == np.uint8 and pixels.shape[2] >= 3:
+        pixels = from_srgb_with_gamut(pixels, source.gamut)  # into the input's profile, clipped colours back
     fmt = output_format_for(options, source.source_format if source is not None else None)
     height, width = pixels.shape[:2]
     limit = _WEBP_MAX_EDGE if fmt is OutputFormat.WEBP else _JPEG_MAX_EDGE
@@ -316,6 +334,7 @@ def _decode_heic(data: bytes, header: ImageHeader) -> DecodedImage:
     orientation is not applied again.
     """
     try:
+        gamut: GamutResidual | None = None
         heif = pillow_heif.open_heif(data, convert_hdr_to_8bit=False)
         frames = len(heif)
         info = dict(heif.info)
@@ -329,12 +348,12 @@ def _decode_heic(data: bytes, header: ImageHeader) -> DecodedImage:
         else:
             image = heif.to_pillow()
             mode = image.mode
-            pixels, colour = _to_srgb_array(image, info.get("icc_profile"))
+            pixels, colour, gamut = _to_srgb_array(image, info.get("icc_profile"))
     except (ValueError, RuntimeError, OSError, EOFError, SyntaxError) as exc:
         if "runcat" in str(exc) or "end of" in str(exc).lower():
             raise CorruptImage(f"the HEIC data is truncated ({exc})") from exc
         raise CorruptImage(f"the HEIC data is damaged ({exc})") from exc
-    return _decoded(pixels, header.format, mode, 1, info, colour, frames)
+    return _decoded(pixels, header.format, mode, 1, info, colour, frames, gamut)
 
 
 def _widen(samples: np.ndarray, depth: int) -> np.ndarray:
@@ -359,8 +378,11 @@ def _decode_avif_deep(data: bytes, depth: int) -> np.ndarray:
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
 
 
-def _to_srgb_array(image: Image.Image, icc: bytes | None) -> tuple[np.ndarray, dict[str, str]]:
-    """8-bit pixels of a loaded Pillow image, converted into sRGB from ``icc``, and the note."""
+def _to_srgb_array(
+    image: Image.Image, icc: bytes | None
+) -> tuple[np.ndarray, dict[str, str], GamutResidual | None]:
+    """8-bit pixels of a loaded Pillow image, converted into sRGB from ``icc``, the note, and the
+    residual of the colours that conversion clipped (None when nothing was clipped)."""
     mode = image.mode
     if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
@@ -371,7 +393,8 @@ def _to_srgb_array(image: Image.Image, icc: bytes | None) -> tuple[np.ndarray, d
     elif mode == "1":
         image = image.convert("L")
     converted, note = to_srgb(image, icc)
-    return _pillow_to_array(converted), note
+    gamut = gamut_residual(image, converted, icc) if icc and note["colour_profile"] == "converted" else None
+    return _pillow_to_array(converted), note, gamut
 
 
 def _load(image: Image.Image) -> None:

@@ -98,8 +98,10 @@ async def test_heic_and_avif_uploads_become_jpeg_results_with_their_exif(
         assert (exif[0x010F], exif[0x0110], exif[0x0112]) == ("Apple", "iPhone 15", 1)
         assert exif.get_ifd(0x8769)[0x9003] == "2025:07:14 18:30:00"
         assert 0x8825 not in exif, "GPS removed by default"
+        # The photo holds colours outside sRGB: the result is in the input's Display P3, those kept.
         profile = ImageCms.ImageCmsProfile(io.BytesIO(result.info["icc_profile"]))
-        assert ImageCms.getProfileDescription(profile).startswith("sRGB")
+        assert ImageCms.getProfileDescription(profile).startswith("Display P3")
+        assert image.report["source"]["result_profile"].startswith("the input's")
         # the result's user metadata still names its source and options, as before
         assert meta["x-amz-meta-photoenhance-source-etag"] == image.etag
         assert json.loads(meta["x-amz-meta-photoenhance-options"])["output_format"] == "auto"

@@ -184,6 +184,63 @@ def test_profiled_input_comes_back_looking_the_same(profile) -> None:
     assert dropped.mean() > 2 * handled.mean() and dropped.max() > handled.max()
 
 
+@pytest.mark.parametrize("profile", [display_p3_icc, adobe_rgb_icc], ids=["display-p3", "adobe-rgb"])
+def test_colours_outside_srgb_come_back_in_the_inputs_profile(profile) -> None:
+    """The wide space's own primaries and mixtures, which sRGB clips: before, through ``fast``,
+    ΔE2000 up to 10.98 (P3) and 28.18 (Adobe RGB); now below 2, the result carrying the input's
+    profile, while the networks still saw sRGB."""
+    data = profiled_patches(profile(), in_srgb=False)
+    decoded = decode_image(data, max_pixels=MAX)
+    assert decoded.gamut is not None and np.abs(decoded.gamut.codes).max() > 20  # sRGB clipped these
+    result, report = _fast(data, upscale=2.0)
+    assert report["source"]["colour_profile"] == "converted"
+    assert report["source"]["result_profile"].startswith("the input's")
+    out = Image.open(io.BytesIO(result))
+    assert out.info["icc_profile"] == profile()
+    handled = delta_e(data, result)
+    assert handled.mean() < 2 and handled.max() < 2
+    assert delta_e(data, _fast(without_profile(data), upscale=2.0)[0]).max() > 10
+
+
+def test_a_wide_gamut_photo_keeps_its_colours_through_a_network_level_too() -> None:
+    """The residual is added to whatever the level made of the sRGB pixels: here a stand-in level
+    that returns them unchanged but four times larger by nearest neighbour, as a network's output
+    would differ from ``fast``'s."""
+    data = profiled_patches(display_p3_icc(), in_srgb=False)
+    decoded = decode_image(data, max_pixels=MAX)
+    upscaled = np.repeat(np.repeat(decoded.pixels, 4, axis=0), 4, axis=1)
+    result = encode_image(upscaled, EnhanceOptions(quality=Quality.FAST, upscale=4.0, output_format=OutputFormat.PNG),
+                          decoded).data
+    assert Image.open(io.BytesIO(result)).info["icc_profile"] == display_p3_icc()
+    assert delta_e(data, result).mean() < 2
+
+
+def test_the_residual_turns_upright_with_the_pixels() -> None:
+    """A wide-gamut photo stored sideways (EXIF orientation 6): its clipped colours stay where
+    they belong in the upright result."""
+    plain = Image.open(io.BytesIO(profiled_patches(display_p3_icc(), in_srgb=False)))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    plain.save(buffer, "PNG", icc_profile=display_p3_icc(), exif=exif.tobytes())
+    decoded = decode_image(buffer.getvalue(), max_pixels=MAX)
+    assert decoded.orientation == 6 and decoded.gamut is not None
+    assert decoded.gamut.codes.shape[:2] == decoded.pixels.shape[:2] == (plain.width, plain.height)
+    result = encode_image(decoded.pixels, EnhanceOptions(quality=Quality.FAST, upscale=1.0,
+                                                         output_format=OutputFormat.PNG), decoded).data
+    upright = np.asarray(Image.open(io.BytesIO(result)).convert("RGB"), dtype=int)
+    expected = np.rot90(np.asarray(plain.convert("RGB"), dtype=int), k=-1)  # orientation 6: 90° clockwise
+    assert np.abs(upright - expected).max() <= 3
+
+
+def test_colours_sRGB_holds_leave_no_residual_and_get_srgb() -> None:
+    decoded = decode_image(profiled_patches(display_p3_icc(), in_srgb=True), max_pixels=MAX)
+    assert decoded.gamut is None and decoded.metadata.icc_profile is not None
+    assert ImageCms.getProfileDescription(
+        ImageCms.ImageCmsProfile(io.BytesIO(decoded.metadata.icc_profile))
+    ).startswith("sRGB")
+
+
 def test_grey_and_cmyk_inputs_with_profiles_are_converted() -> None:
     grey = Image.fromarray(np.tile(np.arange(0, 256, 4, dtype=np.uint8), (16, 1)), "L")
     buffer = io.BytesIO()
