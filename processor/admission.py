@@ -57,6 +57,8 @@ __all__ = [
     "Footprint",
     "MemoryBudget",
     "check_output",
+    "GAMUT_BYTES_PER_PIXEL",
+    "GAMUT_BYTES_PER_RESULT_SAMPLE",
     "default_budget",
     "estimate",
     "largest_upscale",
@@ -71,6 +73,14 @@ MIB = 1 << 20
 #: 2.4-3.3 for 8-bit input (JPEG output the most: Pillow holds RGB as 4 bytes a pixel) and
 #: 6.3-7.2 for 16-bit (reduced to 8 bits through float32 for JPEG and WebP).
 FAST_FACTOR = {1: 4.0, 2: 8.0}
+
+#: An 8-bit colour input whose profile is wider than sRGB keeps what the conversion clipped, int16
+#: per channel per input pixel, and its result is converted into a second array before encoding
+#: (processor/engine/colour.py): bytes per input pixel and per result sample. The header cannot
+#: tell, so every 8-bit colour input is charged for it (3000 x 3000 random P3 noise at upscale 2
+#: peaked at 513 MB over its baseline, 349 MB without a profile).
+GAMUT_BYTES_PER_PIXEL = 6
+GAMUT_BYTES_PER_RESULT_SAMPLE = 1
 
 #: Network levels: bytes per input pixel of one RGB plane while Real-ESRGAN x2plus runs over it
 #: (activations, float32), measured up to 3.2 KB at 384-512 pixels on the CPU (bench/working_set.py);
@@ -158,6 +168,8 @@ def estimate(header: ImageHeader, options: EnhanceOptions, *, on_device: bool = 
     pixels = header.width * header.height
     result_samples = output_pixels(header.width, header.height, options.upscale) * header.channels
     host = result_samples * header.bytes_per_sample * FAST_FACTOR[header.bytes_per_sample]
+    if header.bytes_per_sample == 1 and header.channels >= 3:
+        host += pixels * GAMUT_BYTES_PER_PIXEL + result_samples * GAMUT_BYTES_PER_RESULT_SAMPLE
     if options.quality is Quality.FAST:
         return Footprint(host=int(host))
     planes = 2 if header.channels == 4 else 1

@@ -112,18 +112,28 @@ def from_srgb_with_gamut(pixels: np.ndarray, residual: GamutResidual) -> np.ndar
     clipped colours added back (the residual resized to the result, as ``fast`` resizes)."""
     height, width = pixels.shape[:2]
     codes = residual.codes
-    if codes.shape[:2] != (height, width):
-        codes = cv2.resize(codes, (width, height), interpolation=cv2.INTER_LANCZOS4)
+    scale_x, scale_y = width / codes.shape[1], height / codes.shape[0]
     out = np.empty_like(pixels)
     transform = _back_transform(residual.icc)
-    for top in range(0, height, _BAND_ROWS):  # in bands: no full-size int16 copy of the result
-        rows = slice(top, min(top + _BAND_ROWS, height))
-        rgb = Image.fromarray(np.ascontiguousarray(pixels[rows, :, :3]), "RGB")
+    for top in range(0, height, _BAND_ROWS):  # in bands: no result-sized int16 array at any time
+        bottom = min(top + _BAND_ROWS, height)
+        rgb = Image.fromarray(np.ascontiguousarray(pixels[top:bottom, :, :3]), "RGB")
         back = np.asarray(ImageCms.applyTransform(rgb, transform), dtype=np.int16)
-        out[rows, :, :3] = np.clip(back + codes[rows], 0, 255)
+        out[top:bottom, :, :3] = np.clip(back + _resized_rows(codes, scale_x, scale_y, top, bottom, width), 0, 255)
     if pixels.shape[2] == 4:
         out[:, :, 3] = pixels[:, :, 3]
     return out
+
+
+def _resized_rows(codes: np.ndarray, scale_x: float, scale_y: float, top: int, bottom: int, width: int) -> np.ndarray:
+    """Rows ``top:bottom`` of ``codes`` resized by (``scale_x``, ``scale_y``) with Lanczos, pixel
+    centres aligned as ``cv2.resize`` aligns them, without resizing the rest."""
+    if scale_x == 1 and scale_y == 1:
+        return codes[top:bottom]
+    to_source = np.array([[1 / scale_x, 0, 0.5 / scale_x - 0.5],
+                          [0, 1 / scale_y, (top + 0.5) / scale_y - 0.5]], dtype=np.float64)
+    return cv2.warpAffine(codes, to_source, (width, bottom - top), flags=cv2.INTER_LANCZOS4 | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
 
 
 def profile_name(profile: ImageCms.ImageCmsProfile) -> str:
