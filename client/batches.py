@@ -7,7 +7,8 @@ file is reported with the server's reason and the batch is asked for again witho
 :class:`DirectBatches` (``--direct``) needs no ingest call to start: it picks the batch id (a
 ULID, as the API would), signs PUTs with the S3 credentials of the settings (the direct-upload
 user), puts a ``_batch.json`` manifest first (expected count and options, which the processor
-honours), and reads progress and result links with an API key.
+honours, and the webhook if one is asked for, with a signing secret made here: no server is
+there to make one), and reads progress and result links with an API key.
 
 Both give the names the batch will know the files by; :func:`declarable_name` makes a local
 file name acceptable to the API's rules (:mod:`ingest.names`) instead of losing the file over it.
@@ -35,6 +36,7 @@ from ingest.names import BIDI_CONTROLS, FORBIDDEN_CHARACTERS, MAX_NAME_CHARS, RE
 from ingest.presign import Presigner
 from photoenhance.contracts.keys import input_key, manifest_key
 from photoenhance.settings import Settings
+from webhooks.signing import new_secret
 
 __all__ = ["ApiBatches", "BatchRefused", "Created", "DirectBatches", "declarable_name"]
 
@@ -136,12 +138,20 @@ class DirectBatches:
     mode = "direct"
 
     def __init__(
-        self, session: aiohttp.ClientSession, settings: Settings, options: dict[str, Any], api_key: str
+        self,
+        session: aiohttp.ClientSession,
+        settings: Settings,
+        options: dict[str, Any],
+        api_key: str,
+        webhook: dict[str, Any] | None = None,
     ) -> None:
         self.session = session
         self.settings = settings
         self.options = options
         self.api_key = api_key
+        self.webhook = webhook
+        #: The signing secret of each batch's webhook, made here and put in its manifest (batch id -> secret).
+        self.webhook_secrets: dict[str, str] = {}
         self.presigner = Presigner(settings)
 
     def credential(self, batch: BatchState) -> str:
@@ -151,7 +161,11 @@ class DirectBatches:
         """Pick an id and names, then put the manifest (before any image, as the processor wants)."""
         batch_id = new_ulid()
         names = assign_names([declarable_name(f.name) for f in files])
-        manifest = json.dumps({"expected_count": len(files), "options": self.options}).encode()
+        plan: dict[str, Any] = {"expected_count": len(files), "options": self.options}
+        if self.webhook is not None:
+            self.webhook_secrets[batch_id] = new_secret()
+            plan["webhook"] = {**self.webhook, "secret": self.webhook_secrets[batch_id]}
+        manifest = json.dumps(plan).encode()
         request = self.presigner.upload_put(manifest_key(batch_id), content_type="application/json").to_dict()
         try:
             await upload(self.session, request, manifest, len(manifest), lambda _n: None)

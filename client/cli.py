@@ -64,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", metavar="KEY", help="API key (default: the first of API_KEYS); --direct needs one")
     parser.add_argument(
         "--webhook", metavar="URL",
-        help="the server POSTs each progress event of the new batches here, signed (the secret is printed once)",
+        help="the server POSTs each progress event of the new batches here, signed (the secret is printed once; "
+        "with --direct it is made here and put in _batch.json)",
     )
     parser.add_argument(
         "--webhook-events", metavar="TYPES", default=None,
@@ -105,9 +106,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         }).to_dict()
     except OptionsError as exc:
         print(f"photoenhance enhance: {exc}", file=sys.stderr)
-        return EXIT_UNUSABLE
-    if args.webhook and args.direct:
-        print("photoenhance enhance: --webhook needs batches created through the API (not --direct)", file=sys.stderr)
         return EXIT_UNUSABLE
     job = Job(
         paths=list(args.paths),

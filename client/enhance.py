@@ -228,7 +228,7 @@ class Enhancer:
             return ApiBatches(self.api, self.job.options, self.job.api_key, self.job.webhook)
         if not self.job.api_key:
             raise RunAborted("--direct follows progress with an API key: pass --api-key or set API_KEYS")
-        return DirectBatches(session, self.settings, self.job.options, self.job.api_key)
+        return DirectBatches(session, self.settings, self.job.options, self.job.api_key, self.job.webhook)
 
     # -- 1. plan ---------------------------------------------------------------------------------
     def _plan_locally(self) -> tuple[list[Item], dict[str, list[Item]]]:

@@ -133,8 +133,10 @@ class BatchOperations(EventLog):
         options: dict[str, Any],
         expected_count: int | None = None,
         source: str = "direct",
+        webhook: NewSubscription | None = None,
     ) -> tuple[BatchRecord, bool]:
-        """The batch with this id, created implicitly if unknown; also says whether it was created."""
+        """The batch with this id, created implicitly if unknown (with ``webhook``, in the same
+        transaction); also says whether it was created."""
         try:
             record = await self.create_batch(
                 batch_id,
@@ -142,13 +144,15 @@ class BatchOperations(EventLog):
                 options=options,
                 source=source,
                 expected_count=expected_count,
+                webhook=webhook,
             )
             return record, True
         except BatchExists:
             existing = await self.get_batch(batch_id)
             if existing is None:  # deleted in between; vanishingly rare, try once more
                 return await self.ensure_batch(
-                    batch_id, input_bucket=input_bucket, options=options, expected_count=expected_count
+                    batch_id, input_bucket=input_bucket, options=options, expected_count=expected_count,
+                    webhook=webhook,
                 )
             return existing, False
 

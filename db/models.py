@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = ["Base", "Batch", "BatchFile", "Event", "Image", "RateCounter", "UTCDateTime", "WebhookDelivery",
-           "WebhookSubscription", "WorkerRow", "utcnow"]
+           "WebhookRefusal", "WebhookSubscription", "WorkerRow", "utcnow"]
 
 #: A 64-bit id on PostgreSQL; SQLite only auto-increments a column declared INTEGER.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -118,6 +118,19 @@ class WebhookSubscription(Base):
     sealed_secret: Mapped[str] = mapped_column(String(255))
     #: When the receiver answered 410 Gone: nothing more is delivered to it.
     gone_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WebhookRefusal(Base):
+    """Why a direct batch's manifest webhook was refused: nobody was there to answer, so it is kept
+    for the deliveries endpoint to show (the batch itself goes on without a webhook)."""
+
+    __tablename__ = "webhook_refusals"
+
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True)
+    #: The code the API would answer with (``webhook_url_not_public``, ``webhook_secret_invalid``, ...).
+    code: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

@@ -1,4 +1,4 @@
-"""Webhook subscriptions (one per batch) and the state of each event's delivery."""
+"""Webhook subscriptions (one per batch), refusals of manifest webhooks, and the state of each event's delivery."""
 
 from __future__ import annotations
 
@@ -6,14 +6,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from db.models import WebhookDelivery, WebhookSubscription
+from db.models import WebhookDelivery, WebhookRefusal, WebhookSubscription
 from db.transactions import Transactions
 
-__all__ = ["DeliveryRecord", "NewSubscription", "SubscriptionRecord", "WebhookOperations", "add_subscription"]
+__all__ = [
+    "DeliveryRecord",
+    "NewSubscription",
+    "RefusalRecord",
+    "SubscriptionRecord",
+    "WebhookOperations",
+    "add_subscription",
+]
 
 #: Delivery states that end the delivery.
 FINAL_DELIVERY_STATES = ("delivered", "dead", "gone")
@@ -36,6 +43,20 @@ class SubscriptionRecord:
     sealed_secret: str
     gone_at: datetime | None
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class RefusalRecord:
+    """Why a direct batch's manifest webhook was refused."""
+
+    batch_id: str
+    code: str
+    reason: str
+    created_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """The API's form."""
+        return {"code": self.code, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -102,6 +123,47 @@ class WebhookOperations(Transactions):
                 )
             ).one_or_none()
         return None if row is None else SubscriptionRecord(**row._mapping)
+
+    async def subscribe(self, batch_id: str, subscription: NewSubscription) -> bool:
+        """Give an existing batch its webhook, unless it has one (the first stays); says whether it
+        was added. A refusal recorded before is dropped: the batch has a webhook now."""
+
+        async def op(conn: AsyncConnection) -> bool:
+            exists = (
+                await conn.execute(select(WebhookSubscription.batch_id).where(WebhookSubscription.batch_id == batch_id))
+            ).first()
+            if exists is not None:
+                return False
+            await add_subscription(conn, batch_id, subscription, self._now())
+            await conn.execute(delete(WebhookRefusal).where(WebhookRefusal.batch_id == batch_id))
+            return True
+
+        try:
+            return await self._write(op)
+        except IntegrityError:  # another worker subscribed it at the same moment
+            return False
+
+    async def refuse_webhook(self, batch_id: str, code: str, reason: str) -> None:
+        """Record why the batch's manifest webhook was refused (the latest reason replaces an older one)."""
+
+        async def op(conn: AsyncConnection) -> None:
+            await conn.execute(delete(WebhookRefusal).where(WebhookRefusal.batch_id == batch_id))
+            await conn.execute(
+                insert(WebhookRefusal).values(batch_id=batch_id, code=code, reason=reason[:500], created_at=self._now())
+            )
+
+        try:
+            await self._write(op)
+        except IntegrityError:  # another worker recorded a refusal at the same moment: one is enough
+            pass
+
+    async def webhook_refusal(self, batch_id: str) -> RefusalRecord | None:
+        """Why the batch's manifest webhook was refused, or None."""
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(select(*WebhookRefusal.__table__.c).where(WebhookRefusal.batch_id == batch_id))
+            ).one_or_none()
+        return None if row is None else RefusalRecord(**row._mapping)
 
     async def start_delivery(self, batch_id: str, seq: int, event_type: str) -> DeliveryRecord:
         """The delivery of this event, created on its first attempt (idempotent)."""

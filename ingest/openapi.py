@@ -334,7 +334,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "/api/v1/batches/{batch_id}/deliveries": {
                 "get": {
                     "operationId": "getDeliveries",
-                    "summary": "The batch's webhook and each event's delivery: retrying, delivered, dead or gone",
+                    "summary": "The batch's webhook and each event's delivery: retrying, delivered, dead or gone; "
+                               "webhook_refused: why a direct batch's _batch.json webhook was refused",
                     "security": [{"bearer": []}],
                     "parameters": [batch_id],
                     "responses": {

@@ -3,8 +3,7 @@
 ``{"url": "https://...", "events": ["image.completed", ...]}``; ``events`` defaults to every type.
 Without one, a batch created with an API key listed in ``API_KEY_WEBHOOKS`` gets that key's
 webhook, signed with a secret derived from the key (the same for every batch of the key).
-The URL's host is resolved now and every address checked (:mod:`webhooks.urls`); the sender
-checks again at each delivery.
+The checks are :func:`webhooks.subscriptions.check_webhook`'s, shared with direct batches' manifests.
 """
 
 from __future__ import annotations
@@ -17,15 +16,11 @@ from typing import Any
 
 from db.webhooks import NewSubscription
 from ingest.errors import ApiError
-from photoenhance.contracts.progress import EventType
 from photoenhance.settings import Settings
-from webhooks.signing import new_secret, seal_secret
-from webhooks.urls import WebhookUrlError, parse_webhook_url, resolve_checked
+from webhooks.signing import new_secret
+from webhooks.subscriptions import WEBHOOK_EVENTS, WebhookRequestError, check_webhook, sealed_subscription
 
 __all__ = ["WEBHOOK_EVENTS", "RequestedWebhook", "requested_webhook"]
-
-#: Event types a webhook may ask for (every progress event type).
-WEBHOOK_EVENTS = tuple(t.value for t in EventType)
 
 
 @dataclass(frozen=True)
@@ -66,29 +61,9 @@ async def requested_webhook(
 
 
 async def _checked(raw: Any, settings: Settings, batch_id: str, secret: str | None) -> RequestedWebhook:
-    if not settings.webhook_secrets_key:
-        raise ApiError(400, "webhooks_disabled", "this server does not send webhooks (WEBHOOK_SECRETS_KEY is not set)",
-                       field="webhook")
-    if not isinstance(raw, dict) or set(raw) - {"url", "events"}:
-        raise ApiError(400, "invalid_request", "webhook must be an object with url and (optionally) events",
-                       field="webhook")
-    events = raw.get("events", list(WEBHOOK_EVENTS))
-    if (
-        not isinstance(events, list)
-        or not events
-        or any(e not in WEBHOOK_EVENTS for e in events)
-    ):
-        raise ApiError(400, "invalid_webhook_events", f"webhook.events must list some of {', '.join(WEBHOOK_EVENTS)}",
-                       field="webhook.events")
     try:
-        target = parse_webhook_url(raw.get("url"), settings)
-        await resolve_checked(target, settings)
-    except WebhookUrlError as exc:
-        raise ApiError(400, exc.code, exc.reason, field="webhook.url") from exc
+        url, events = await check_webhook(raw, settings)
+    except WebhookRequestError as exc:
+        raise ApiError(400, exc.code, exc.reason, field=exc.field) from exc
     secret = secret or new_secret()
-    subscription = NewSubscription(
-        url=target.url,
-        events=tuple(dict.fromkeys(events)),
-        sealed_secret=seal_secret(secret, settings.webhook_secrets_key, batch_id),
-    )
-    return RequestedWebhook(subscription=subscription, secret=secret)
+    return RequestedWebhook(subscription=sealed_subscription(url, events, secret, settings, batch_id), secret=secret)

@@ -312,6 +312,12 @@ class Settings:
         "Default webhook of an API key's batches, comma-separated `KEY=URL` (all event types; signed with a secret per key, "
         "returned at each creation). A batch that names its own webhook uses that instead.",
     )
+    webhook_direct_secret: str = _env(
+        "WEBHOOK_DIRECT_SECRET",
+        "",
+        "Signing secret (`whsec_` + base64 of 24 to 64 bytes) of direct batches whose `_batch.json` names a webhook "
+        "without its own `secret`; empty: such a webhook is refused.",
+    )
     webhook_allow_http: bool = _env(
         "WEBHOOK_ALLOW_HTTP", False, "Accept http:// webhook URLs (development only; https otherwise)."
     )

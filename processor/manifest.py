@@ -2,11 +2,14 @@
 
 Format (every field optional, nothing else allowed)::
 
-    {"expected_count": 30, "options": {"quality": "fast", "upscale": 2}}
+    {"expected_count": 30, "options": {"quality": "fast", "upscale": 2},
+     "webhook": {"url": "https://...", "events": ["batch.completed"], "secret": "whsec_..."}}
 
 ``expected_count`` makes the batch complete once that many images are final; ``options`` are the
 batch's :class:`~photoenhance.contracts.options.EnhanceOptions` (object user metadata still
-overrides them per image). Upload it before the images: images processed before it arrives keep
+overrides them per image). ``webhook`` is kept as written here and checked when the batch uses it
+(:mod:`processor.manifest_webhook`: the checks need the settings and DNS); a refused webhook
+leaves the rest of the manifest in force. Upload it before the images: images processed before it arrives keep
 the options they were processed with.
 """
 
@@ -23,7 +26,7 @@ __all__ = ["MAX_MANIFEST_BYTES", "Manifest", "ManifestError", "parse_manifest"]
 #: Largest manifest read; a bigger one is refused unread.
 MAX_MANIFEST_BYTES = 64 * 1024
 
-_FIELDS = {"expected_count", "options"}
+_FIELDS = {"expected_count", "options", "webhook"}
 
 
 class ManifestError(ValueError):
@@ -37,6 +40,8 @@ class Manifest:
     expected_count: int | None = None
     #: Options as JSON-ready values (``EnhanceOptions.to_dict``), or None when it names none.
     options: dict[str, Any] | None = None
+    #: The ``webhook`` object as written (unchecked), or None when it names none.
+    webhook: Any = None
 
 
 def parse_manifest(data: bytes) -> Manifest:
@@ -65,4 +70,4 @@ def parse_manifest(data: bytes) -> Manifest:
             options = EnhanceOptions.from_dict(options).to_dict()
         except OptionsError as exc:
             raise ManifestError(f"the manifest's options are unusable: {exc}") from exc
-    return Manifest(expected_count=count, options=options)
+    return Manifest(expected_count=count, options=options, webhook=doc.get("webhook"))

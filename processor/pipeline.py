@@ -169,7 +169,7 @@ class ImagePipeline:
         self.repository = repository
         self.storage = storage
         self.publisher = publisher
-        self.batches = Batches(repository, storage)
+        self.batches = Batches(repository, storage, settings)
         self.policy = RetryPolicy.from_settings(settings)
         self._enhance = enhance
         self._executor = executor

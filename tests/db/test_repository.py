@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from db.models import Image
 from db.records import ImageVersion
 from db.repository import BatchExists, DeclaredFile, Repository, UnknownBatch
+from db.webhooks import NewSubscription
 from photoenhance.contracts.progress import EventType
 from photoenhance.contracts.states import BatchState, ImageState
 
@@ -206,6 +207,22 @@ async def test_manifest_count_can_complete_a_batch(repository: Repository) -> No
     assert updated.state is BatchState.COMPLETED and updated.options == {"quality": "fast"}
     assert [e.type for e in await repository.events_since("d1")][-1] is EventType.BATCH_COMPLETED
     assert [(e.type, e.seq) for e in appended] == [(EventType.BATCH_COMPLETED, updated.last_seq)]
+
+
+async def test_a_manifest_webhook_is_subscribed_once_and_a_refusal_gives_way_to_it(repository: Repository) -> None:
+    first = NewSubscription(url="https://a.example/hook", events=("batch.completed",), sealed_secret="sealed-a")
+    _, created = await repository.ensure_batch("d1", input_bucket="in", options={}, webhook=first)
+    assert created and (await repository.subscription("d1")).url == first.url
+    assert not await repository.subscribe("d1", NewSubscription(url="https://b.example/", events=(), sealed_secret="b"))
+    assert (await repository.subscription("d1")).url == first.url  # the first webhook stays
+
+    await repository.ensure_batch("d2", input_bucket="in", options={})
+    await repository.refuse_webhook("d2", "webhook_url_scheme", "the webhook URL must use https")
+    await repository.refuse_webhook("d2", "webhook_url_not_public", "10.0.0.7 is private")
+    refused = await repository.webhook_refusal("d2")
+    assert refused is not None and refused.to_dict() == {"code": "webhook_url_not_public", "reason": "10.0.0.7 is private"}
+    assert await repository.subscribe("d2", first)  # a corrected manifest: the refusal is gone
+    assert await repository.webhook_refusal("d2") is None and await repository.subscription("d2") is not None
 
 
 async def test_release_hands_an_image_back(repository: Repository) -> None:

@@ -6,89 +6,24 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from db.repository import Repository
-from harness.processor import delete_queues, free_port, image_bytes, put_async
-from harness.stack import ServiceProcess, Stack, StartStack
+from harness.processor import delete_queues, image_bytes, put_async
+from harness.stack import Stack, StartStack
 from photoenhance.contracts.states import BatchState
 from photoenhance.settings import Settings
+from tests.webhooks.conftest import Receiver, stack_with_sender, wait_until
 from webhooks.queues import webhook_queue_names
 
 pytestmark = [pytest.mark.objectstore]
 
 COUNT = 50
-
-WEBHOOK_SETTINGS: dict[str, Any] = dict(
-    webhook_secrets_key="test-secrets-key-for-sealing",
-    webhook_allow_http=True,  # the receiver below speaks plain HTTP on loopback
-    webhook_allow_private=("127.0.0.0/8",),
-    webhook_retry_base_s=0.2,
-    webhook_retry_max_delay_s=2.0,
-    webhook_retry_max_s=600,
-    webhook_timeout_s=5.0,
-)
-
-
-@dataclass
-class Receiver:
-    """An aiohttp server recording every delivery (headers, body), answering ``status``."""
-
-    port: int
-    status: int = 204
-    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    async def start(self) -> None:
-        async def hook(request: web.Request) -> web.Response:
-            self.received.append((dict(request.headers), await request.read()))
-            return web.Response(status=self.status)
-
-        app = web.Application()
-        app.router.add_post("/hook", hook)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
-
-    def verified(self, secret: str) -> dict[str, dict[str, Any]]:
-        """webhook-id -> event, each delivery's signature checked by the standardwebhooks library."""
-        check = Webhook(secret)
-        events = {}
-        for headers, body in self.received:
-            events[headers["webhook-id"]] = check.verify(body, headers)
-        return events
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver(free_port())
-    yield r
-    await r.stop()
-
-
-async def _stack_with_sender(start_stack: StartStack, tmp_path: Path) -> tuple[Stack, ServiceProcess]:
-    stack = await start_stack(**WEBHOOK_SETTINGS)
-    port = free_port()
-    sender = ServiceProcess("webhooks", stack.settings.replace(webhooks_port=port), port, tmp_path / "webhooks.log")
-    await asyncio.to_thread(sender.start)
-    return stack, sender
 
 
 async def _create(stack: Stack, receiver: Receiver, events: list[str] | None = None) -> dict[str, Any]:
@@ -115,18 +50,11 @@ async def _completed(repository: Repository, batch_id: str) -> bool:
     return (await repository.get_batch(batch_id)).state is BatchState.COMPLETED
 
 
-async def _wait(check, timeout: float, what: str, logs) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{logs()}"
-        await asyncio.sleep(0.1)
-
-
 async def test_fifty_images_every_event_delivered_signed_and_in_seq(
     start_stack: StartStack, repository: Repository, receiver: Receiver, tmp_path: Path, settings: Settings
 ) -> None:
     await receiver.start()
-    stack, sender = await _stack_with_sender(start_stack, tmp_path)
+    stack, sender = await stack_with_sender(start_stack, tmp_path)
     try:
         created = await _create(stack, receiver)
         batch_id = created["batch_id"]
@@ -137,7 +65,7 @@ async def test_fifty_images_every_event_delivered_signed_and_in_seq(
             batch = await repository.get_batch(batch_id)
             return batch.state is BatchState.COMPLETED and len({h["webhook-id"] for h, _ in receiver.received}) >= batch.last_seq
 
-        await _wait(done, 180, "every event delivered", lambda: stack.logs() + sender.log())
+        await wait_until(done, 180, "every event delivered", lambda: stack.logs() + sender.log())
         elapsed = time.monotonic() - started
         events = receiver.verified(created["webhook"]["secret"])
         seqs = sorted(e["seq"] for e in events.values())
@@ -151,7 +79,7 @@ async def test_fifty_images_every_event_delivered_signed_and_in_seq(
         async def recorded() -> bool:  # the sender records an outcome after the receiver answered
             return sum(d.state == "delivered" for d in await repository.deliveries(batch_id)) == COUNT + 1
 
-        await _wait(recorded, 30, "every delivery recorded", sender.log)
+        await wait_until(recorded, 30, "every delivery recorded", sender.log)
         async with aiohttp.ClientSession() as http:
             async with http.get(stack.ingest_url + f"/api/v1/batches/{batch_id}/deliveries",
                                 headers={"Authorization": f"Bearer {created['token']}"}) as response:
@@ -168,21 +96,21 @@ async def test_fifty_images_every_event_delivered_signed_and_in_seq(
 async def test_receiver_down_then_up_gets_everything_once_after_dedup(
     start_stack: StartStack, repository: Repository, receiver: Receiver, tmp_path: Path
 ) -> None:
-    stack, sender = await _stack_with_sender(start_stack, tmp_path)
+    stack, sender = await stack_with_sender(start_stack, tmp_path)
     try:
         # Baseline: the same batch with the receiver up, for the throughput figure.
         await receiver.start()
         baseline = await _create(stack, receiver)
         started = time.monotonic()
         await _upload_all(stack, baseline["batch_id"])
-        await _wait(lambda: _completed(repository, baseline["batch_id"]), 180, "the baseline batch", stack.logs)
+        await wait_until(lambda: _completed(repository, baseline["batch_id"]), 180, "the baseline batch", stack.logs)
         baseline_s = time.monotonic() - started
 
         async def baseline_delivered() -> bool:
             rows = await repository.deliveries(baseline["batch_id"])
             return len(rows) == COUNT + 1 and all(d.state == "delivered" for d in rows)
 
-        await _wait(baseline_delivered, 60, "the baseline's deliveries", sender.log)
+        await wait_until(baseline_delivered, 60, "the baseline's deliveries", sender.log)
         await receiver.stop()  # down: connections refused
         receiver.received.clear()
 
@@ -190,7 +118,7 @@ async def test_receiver_down_then_up_gets_everything_once_after_dedup(
         batch_id = created["batch_id"]
         started = time.monotonic()
         await _upload_all(stack, batch_id)
-        await _wait(lambda: _completed(repository, batch_id), 180, "the batch to complete", stack.logs)
+        await wait_until(lambda: _completed(repository, batch_id), 180, "the batch to complete", stack.logs)
         pipeline_s = time.monotonic() - started
         outage = 30.0
         await asyncio.sleep(max(0.0, outage - (time.monotonic() - started)))
@@ -202,7 +130,7 @@ async def test_receiver_down_then_up_gets_everything_once_after_dedup(
         async def delivered() -> bool:
             return len({h["webhook-id"] for h, _ in receiver.received}) >= batch.last_seq
 
-        await _wait(delivered, 120, "every event after the outage", sender.log)
+        await wait_until(delivered, 120, "every event after the outage", sender.log)
         after_up = time.monotonic() - started - outage
         events = receiver.verified(created["webhook"]["secret"])
         assert {e["batch_id"] for e in events.values()} == {batch_id}
@@ -212,7 +140,7 @@ async def test_receiver_down_then_up_gets_everything_once_after_dedup(
         async def recorded() -> bool:
             return all(d.state == "delivered" for d in await repository.deliveries(batch_id))
 
-        await _wait(recorded, 30, "every delivery recorded", sender.log)
+        await wait_until(recorded, 30, "every delivery recorded", sender.log)
         deliveries = await repository.deliveries(batch_id)
         assert {d.state for d in deliveries} == {"delivered"} and len(deliveries) == batch.last_seq
         attempts = sum(d.attempts for d in deliveries)
