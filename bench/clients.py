@@ -53,10 +53,10 @@ class CreatedBatch:
     websocket_url: str
 
 
-async def create_batch(api: Api, files: dict[str, bytes]) -> CreatedBatch:
-    """Declare ``files`` (name -> JPEG bytes) as a ``fast`` batch (upscale 2)."""
+async def create_batch(api: Api, files: dict[str, bytes], options: dict[str, Any] | None = None) -> CreatedBatch:
+    """Declare ``files`` (name -> JPEG bytes) as a batch with ``options`` (default: ``fast``, upscale 2)."""
     declared = [{"name": name, "size": len(data), "content_type": "image/jpeg"} for name, data in files.items()]
-    body = await api.create_batch(declared, {"quality": "fast", "upscale": 2})
+    body = await api.create_batch(declared, options or {"quality": "fast", "upscale": 2})
     return CreatedBatch(
         batch_id=body["batch_id"],
         token=body["token"],

@@ -154,11 +154,13 @@ async def run_batch(
     *,
     poll_interval_s: float | None = None,
     tap: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> BatchRun:
     """Create a batch, subscribe, upload ``files`` as ``plan`` says and wait for ``batch.completed``
-    over WebSocket; with ``poll_interval_s`` a poller runs beside it, with ``tap`` the taps."""
+    over WebSocket; with ``poll_interval_s`` a poller runs beside it, with ``tap`` the taps.
+    ``options``: the batch's options (default ``fast``, upscale 2)."""
     api = Api(session, stack.ingest_url)
-    batch = await create_batch(api, files)
+    batch = await create_batch(api, files, options)
     if plan.method == "put":
         batch = with_presigned_puts(batch, stack.settings)
     subscriber = WebSocketSubscriber(batch.websocket_url)

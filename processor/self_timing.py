@@ -25,7 +25,7 @@ from processor.engine.imageio import DecodedImage
 from processor.engine.records import EnhanceRequest
 from processor.speeds import MIN_MEGAPIXELS, SpeedMeter
 
-__all__ = ["SAMPLE_EDGE", "sample_photo", "time_levels"]
+__all__ = ["SAMPLE_EDGE", "SAMPLE_EDGES", "sample_photo", "time_levels"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 #: face value (MIN_MEGAPIXELS), so the figure is not inflated by the floor, and small enough that
 #: the slowest level on a CPU (balanced, ~300 s per megapixel here) takes a few seconds.
 SAMPLE_EDGE = round((MIN_MEGAPIXELS * 1e6) ** 0.5)
+
+#: ``fast`` is a resize: on a 100-pixel sample its fixed cost per image dominated and the figure
+#: came out 3x what 1-megapixel photos took (bench/estimates.py), so it is timed on one megapixel.
+SAMPLE_EDGES = {"fast": 1000}
 
 
 def sample_photo(edge: int = SAMPLE_EDGE) -> DecodedImage:
@@ -51,9 +55,9 @@ async def time_levels(engine: Any, levels: Iterable[str], speeds: SpeedMeter) ->
     """Time each level on :func:`sample_photo` and record it in ``speeds``; returns seconds per
     megapixel per level. A level whose run fails is left unmeasured (logged), never fatal: the
     worker serves it anyway and its real images will measure it."""
-    photo = sample_photo()
     measured: dict[str, float] = {}
     for level in levels:
+        photo = sample_photo(SAMPLE_EDGES.get(level, SAMPLE_EDGE))
         request = EnhanceRequest(photo, EnhanceOptions(quality=Quality(level)))
         await engine.enhance_batch_async([request])  # warm-up
         began = time.perf_counter()
