@@ -53,7 +53,7 @@ from processor.failures import Failure, PermanentFailure, RetryPolicy, classify
 from processor.leases import held_lease
 from processor.metrics import ProcessorMetrics
 from processor.publisher import Publisher
-from processor.speeds import SpeedMeter
+from processor.speeds import SpeedMeter, engine_seconds
 from processor.storage import Storage
 from processor.timeline import Timeline
 
@@ -296,7 +296,8 @@ class ImagePipeline:
             raise _NotMyLevel(options.quality.value)
         if isinstance(enhanced, ImageError):
             raise enhanced
-        self.speeds.observe(options.quality.value, time.perf_counter() - enhance_began, _pixels(decoded))
+        waited_s = time.perf_counter() - enhance_began
+        self.speeds.observe(options.quality.value, engine_seconds(enhanced.report, waited_s), _pixels(decoded))
         timeline.mark("enhanced")
         with self.metrics.step("encode"):
             encoded = await self._in_thread(partial(encode_image, enhanced.pixels, options, decoded))

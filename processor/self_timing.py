@@ -23,7 +23,7 @@ from photoenhance.contracts.options import EnhanceOptions, Quality
 from processor.engine.errors import ImageError
 from processor.engine.imageio import DecodedImage
 from processor.engine.records import EnhanceRequest
-from processor.speeds import MIN_MEGAPIXELS, SpeedMeter
+from processor.speeds import MIN_MEGAPIXELS, SpeedMeter, engine_seconds
 
 __all__ = ["SAMPLE_EDGE", "SAMPLE_EDGES", "sample_photo", "time_levels"]
 
@@ -67,7 +67,7 @@ async def time_levels(engine: Any, levels: Iterable[str], speeds: SpeedMeter) ->
             log.warning("self-timing of %s failed (%s); its speed stays unknown until it processes an image",
                         level, outcome)
             continue
-        speeds.observe(level, seconds, photo.width * photo.height)
+        speeds.observe(level, engine_seconds(outcome.report, seconds), photo.width * photo.height)
         measured[level] = speeds.snapshot()[level]
     if measured:
         log.info("self-timing: %s", ", ".join(f"{level} {value:.3g} s/MP" for level, value in measured.items()))
