@@ -69,7 +69,7 @@ class Router:
         except Exception as exc:
             return await self._wait(record, attempt, exc)
         try:
-            registration = await self.pipeline.repository.register_image(_version(record, level))
+            registration = await self.pipeline.repository.register_image(ImageVersion.of(record, level))
         except Exception as exc:
             return await self._wait(record, attempt, exc)
         if registration.image.state.is_final:  # a duplicate: the pipeline re-publishes its outcome
@@ -82,7 +82,7 @@ class Router:
         """Fail an object whose options are unusable at once (``bad_options``), the reason naming
         the valid levels: no queue would ever have a worker for it."""
         try:
-            registration = await self.pipeline.repository.register_image(_version(record))
+            registration = await self.pipeline.repository.register_image(ImageVersion.of(record))
             if registration.image.state.is_final:
                 return await self.pipeline.process(record, attempt)
             events = await self.pipeline.repository.fail_image(
@@ -114,13 +114,6 @@ class Router:
         else:
             metadata = await self.pipeline.storage.user_metadata(record.bucket, record.key) or {}
         return resolve_level(batch.options, metadata).value
-
-
-def _version(record: ObjectCreated, level: str | None = None) -> ImageVersion:
-    return ImageVersion(
-        bucket=record.bucket, batch_id=record.batch_id, key=record.key, name=record.name,
-        etag=record.etag, size=record.size, uploaded_at=record.event_time, level=level,
-    )
 
 
 def _body(record: ObjectCreated) -> bytes:
