@@ -168,7 +168,12 @@ class NotifierProcess:
 async def notifier_process(settings: Settings, workdir: Path, name: str) -> AsyncIterator[NotifierProcess]:
     """``python -m photoenhance notifier`` on a free port, stopped with SIGTERM afterwards."""
     log_path = workdir / f"{name}.log"
-    env = {**os.environ, **settings.to_env(), "NOTIFIER_HOST": "127.0.0.1", "NOTIFIER_PORT": "0"}
+    # The metrics port too is a free one: its default (8083) is taken by the second replica, or by
+    # a notifier that already runs on this machine.
+    env = {
+        **os.environ, **settings.to_env(),
+        "NOTIFIER_HOST": "127.0.0.1", "NOTIFIER_PORT": "0", "NOTIFIER_METRICS_PORT": str(free_port()),
+    }
     with log_path.open("wb") as log:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "photoenhance", "notifier", env=env, cwd=ROOT, stderr=log

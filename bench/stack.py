@@ -164,6 +164,7 @@ def bench_settings(tag: str, workdir: Path, endpoint: str, database_url: str) ->
         reconcile_interval_s=0,
         ingest_port=free_port(),
         notifier_port=free_port(),
+        notifier_metrics_port=free_port(),  # its default, 8083, may be another notifier's
         notifier_public_url="",
         weights_dir=workdir / "weights",
     )
