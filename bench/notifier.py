@@ -4,11 +4,12 @@ Runs real notifier processes (``python -m photoenhance notifier``) against the l
 fresh database (PostgreSQL by default), with real WebSocket and SSE clients in this process.
 Progress comes from one of two drivers (``--driver``):
 
-- ``processor`` (default): the whole pipeline. A throw-away Ceph RGW (``infra/ceph/up.sh``) is
-  prepared by ``photoenhance init``'s bootstrap; ``--workers`` real ``photoenhance processor``
-  processes serve the ``fast`` level; the batch is created as the ingest API creates it (token,
-  expected count) and its images are PUT into the input bucket; the store's notifications reach
-  the processors, which commit each result and publish its events.
+- ``processor`` (default): the whole pipeline. A throw-away Ceph RGW (``ceph_cluster`` of
+  harness/objectstore.py, as bench/stack.py starts it) is prepared by ``photoenhance init``'s
+  bootstrap; ``--workers`` real ``photoenhance processor`` processes serve the ``fast`` level; the
+  batch is created as the ingest API creates it (token, expected count) and its images are PUT
+  into the input bucket; the store's notifications reach the processors, which commit each result
+  and publish its events.
 - ``repository``: no store and no processor. Each image is claimed and completed through the
   repository (its events get their sequence numbers in that transaction) and the returned events
   are published after the commit, exactly as the processor publishes them.
@@ -67,6 +68,7 @@ from db.connection import Database  # noqa: E402
 from db.migrate import upgrade  # noqa: E402
 from db.records import ImageVersion  # noqa: E402
 from db.repository import Repository  # noqa: E402
+from harness.objectstore import ceph_cluster  # noqa: E402
 from harness.services import delete_amqp_names, free_port, postgres_ddl  # noqa: E402
 from photoenhance.contracts.options import EnhanceOptions, Quality  # noqa: E402
 from photoenhance.contracts.progress import progress_routing_key  # noqa: E402
@@ -122,9 +124,9 @@ async def environment(driver: str, database: str, workdir: Path) -> AsyncIterato
     try:
         async with AsyncExitStack() as stack:
             if driver == "processor":
-                endpoint = await stack.enter_async_context(ceph(workdir / "ceph"))
+                cluster = await stack.enter_async_context(ceph_cluster(workdir / "ceph"))
                 settings = settings.replace(
-                    s3_provider="ceph", s3_endpoint=endpoint, s3_input_bucket=f"{tag}-in", s3_output_bucket=f"{tag}-out"
+                    s3_provider="ceph", s3_endpoint=cluster.endpoint, s3_input_bucket=f"{tag}-in", s3_output_bucket=f"{tag}-out"
                 )
                 # What `photoenhance init` does: topology, migrations, buckets, bucket notifications.
                 await bootstrap(settings)
@@ -136,24 +138,6 @@ async def environment(driver: str, database: str, workdir: Path) -> AsyncIterato
         await _delete_amqp_names(settings)
         if db_name:
             await _postgres(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-
-
-@asynccontextmanager
-async def ceph(base: Path) -> AsyncIterator[str]:
-    """A throw-away Ceph RGW on free ports (infra/ceph); yields its S3 endpoint."""
-    ports = {name: free_port() for name in ("RGW_PORT", "MON_V2_PORT", "MON_V1_PORT")}
-    env = {**os.environ, "BASE": str(base), **{k: str(v) for k, v in ports.items()}}
-    up = await asyncio.to_thread(
-        subprocess.run, [str(ROOT / "infra/ceph/up.sh")], env=env, capture_output=True, text=True, timeout=300
-    )
-    try:
-        if up.returncode != 0:
-            raise RuntimeError(f"infra/ceph/up.sh failed ({up.returncode}):\n{up.stdout}{up.stderr}")
-        yield f"http://127.0.0.1:{ports['RGW_PORT']}"
-    finally:
-        await asyncio.to_thread(
-            subprocess.run, [str(ROOT / "infra/ceph/down.sh")], env=env, capture_output=True, timeout=120
-        )
 
 
 async def _postgres(statement: str) -> None:
@@ -184,7 +168,12 @@ class NotifierProcess:
 async def notifier_process(settings: Settings, workdir: Path, name: str) -> AsyncIterator[NotifierProcess]:
     """``python -m photoenhance notifier`` on a free port, stopped with SIGTERM afterwards."""
     log_path = workdir / f"{name}.log"
-    env = {**os.environ, **settings.to_env(), "NOTIFIER_HOST": "127.0.0.1", "NOTIFIER_PORT": "0"}
+    # The metrics port too is a free one: its default (8083) is taken by the second replica, or by
+    # a notifier that already runs on this machine.
+    env = {
+        **os.environ, **settings.to_env(),
+        "NOTIFIER_HOST": "127.0.0.1", "NOTIFIER_PORT": "0", "NOTIFIER_METRICS_PORT": str(free_port()),
+    }
     with log_path.open("wb") as log:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "photoenhance", "notifier", env=env, cwd=ROOT, stderr=log

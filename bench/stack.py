@@ -13,7 +13,7 @@ What :func:`bench_stack` brings up, in a temporary folder, and takes down again:
 - ``photoenhance processor`` workers at the ``fast`` level, started and stopped per measured
   configuration by :meth:`BenchStack.start_workers` / :meth:`BenchStack.stop_workers`.
 
-The process handling is the test suite's, imported rather than copied: ``CephCluster``
+The process handling is the test suite's, imported rather than copied: ``ceph_cluster``
 (harness/objectstore.py), ``ServiceProcess`` (harness/stack.py), ``WorkerProcess``
 and ``delete_queues`` (harness/processor.py), ``delete_amqp_names``
 (harness/services.py). Those modules import pytest, so the benchmark needs the ``test``
@@ -40,7 +40,7 @@ from pathlib import Path
 import aio_pika
 
 from bench.procstats import ProcSample, sample
-from harness.objectstore import CephCluster
+from harness.objectstore import CephCluster, ceph_cluster
 from harness.processor import WorkerProcess, delete_queues
 from harness.services import asyncpg_url, delete_amqp_names, free_port, postgres_ddl
 from harness.stack import ServiceProcess
@@ -164,6 +164,7 @@ def bench_settings(tag: str, workdir: Path, endpoint: str, database_url: str) ->
         reconcile_interval_s=0,
         ingest_port=free_port(),
         notifier_port=free_port(),
+        notifier_metrics_port=free_port(),  # its default, 8083, may be another notifier's
         notifier_public_url="",
         weights_dir=workdir / "weights",
     )
@@ -188,10 +189,7 @@ async def bench_stack(failure_logs: Path | None = None, database: str = "sqlite"
     with tempfile.TemporaryDirectory(prefix="pe-bench-") as tmp:  # short: Ceph's socket paths are limited
         workdir = Path(tmp)
         async with AsyncExitStack() as cleanup:
-            defaults = Settings.from_env(environ={})
-            ceph = CephCluster(workdir / "ceph", defaults.s3_access_key, defaults.s3_secret_key)
-            cleanup.push_async_callback(asyncio.to_thread, ceph.down)  # down.sh is safe on a half-started cluster
-            await asyncio.to_thread(ceph.up)
+            ceph = await cleanup.enter_async_context(ceph_cluster(workdir / "ceph"))
             if database == "postgresql":
                 await postgres_ddl(POSTGRES_ADMIN_URL, f'CREATE DATABASE "{tag}"')
                 cleanup.push_async_callback(

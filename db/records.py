@@ -105,8 +105,9 @@ class ImageVersion:
     level: str | None = None
 
     @classmethod
-    def of(cls, record: ObjectCreated) -> ImageVersion:
-        """The version a bucket notification announces (its event time is the upload time)."""
+    def of(cls, record: ObjectCreated, level: str | None = None) -> ImageVersion:
+        """The version a bucket notification announces (its event time is the upload time), queued
+        at ``level`` when the router has resolved one."""
         return cls(
             bucket=record.bucket,
             batch_id=record.batch_id,
@@ -115,6 +116,7 @@ class ImageVersion:
             etag=record.etag,
             size=record.size,
             uploaded_at=record.event_time,
+            level=level,
         )
 
 

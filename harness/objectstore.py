@@ -46,7 +46,8 @@ import urllib.error
 import urllib.request
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -240,6 +241,20 @@ def _answers(url: str) -> bool:
         return True  # it answered, if only with an error status
     except OSError:
         return False
+
+
+@asynccontextmanager
+async def ceph_cluster(base: Path) -> AsyncIterator[CephCluster]:
+    """A throw-away Ceph cluster in ``base`` on free ports, with the settings' default S3 keys; the
+    one way benchmarks start one. Taken down on exit, also when its start failed half-way (down.sh
+    stops whatever did start)."""
+    defaults = Settings.from_env(environ={})
+    cluster = CephCluster(base, defaults.s3_access_key, defaults.s3_secret_key)
+    try:
+        await asyncio.to_thread(cluster.up)
+        yield cluster
+    finally:
+        await asyncio.to_thread(cluster.down)
 
 
 def _start_ceph(access_key: str, secret_key: str) -> CephCluster:

@@ -32,7 +32,6 @@ from photoenhance.contracts.events import (
     ObjectCreated,
     parse_notification,
 )
-from photoenhance.contracts.failures import FailureCode
 from photoenhance.contracts.options import Quality
 from processor.batches import Batches
 from processor.manifest import ManifestError
@@ -114,7 +113,7 @@ class MessageHandler:
                 await self.publisher.progress(await self.batches.refuse_key(exc))
             except Exception as failure:
                 return await self._requeue(message, failure)
-            self.metrics.failed.labels(FailureCode.INVALID_KEY).inc()
+            self.metrics.failed.labels(exc.code).inc()
             await message.ack()
             return "refused_key"
         except NotificationError as exc:

@@ -29,6 +29,7 @@ import logging
 
 from db.records import ImageVersion
 from photoenhance.contracts.events import ObjectCreated, notification_body
+from photoenhance.contracts.failures import FailureCode
 from photoenhance.contracts.levels import resolve_level
 from photoenhance.contracts.options import OptionsError
 from processor.failures import RetryPolicy, classify
@@ -42,8 +43,6 @@ log = logging.getLogger(__name__)
 SOURCE = "photoenhance:router"
 #: Outcome of a routed object (a ``photoenhance_messages_total`` label).
 ROUTED = "routed"
-#: Failure code of an object whose options (its level among them) are unusable; as the pipeline's.
-BAD_OPTIONS = "bad_options"
 #: Outcome of an object put off because a service was down while routing it.
 ROUTE_WAIT = "route_wait"
 
@@ -69,7 +68,7 @@ class Router:
         except Exception as exc:
             return await self._wait(record, attempt, exc)
         try:
-            registration = await self.pipeline.repository.register_image(_version(record, level))
+            registration = await self.pipeline.repository.register_image(ImageVersion.of(record, level))
         except Exception as exc:
             return await self._wait(record, attempt, exc)
         if registration.image.state.is_final:  # a duplicate: the pipeline re-publishes its outcome
@@ -82,16 +81,16 @@ class Router:
         """Fail an object whose options are unusable at once (``bad_options``), the reason naming
         the valid levels: no queue would ever have a worker for it."""
         try:
-            registration = await self.pipeline.repository.register_image(_version(record))
+            registration = await self.pipeline.repository.register_image(ImageVersion.of(record))
             if registration.image.state.is_final:
                 return await self.pipeline.process(record, attempt)
             events = await self.pipeline.repository.fail_image(
-                registration.image.id, code=BAD_OPTIONS, reason=f"the options are unusable: {refused}"
+                registration.image.id, code=FailureCode.BAD_OPTIONS, reason=f"the options are unusable: {refused}"
             )
         except Exception as exc:
             return await self._wait(record, attempt, exc)
         await self.publisher.progress(events)
-        self.metrics.failed.labels(BAD_OPTIONS).inc()
+        self.metrics.failed.labels(FailureCode.BAD_OPTIONS).inc()
         return "failed"
 
     async def _wait(self, record: ObjectCreated, attempt: Attempt, exc: Exception) -> str:
@@ -114,13 +113,6 @@ class Router:
         else:
             metadata = await self.pipeline.storage.user_metadata(record.bucket, record.key) or {}
         return resolve_level(batch.options, metadata).value
-
-
-def _version(record: ObjectCreated, level: str | None = None) -> ImageVersion:
-    return ImageVersion(
-        bucket=record.bucket, batch_id=record.batch_id, key=record.key, name=record.name,
-        etag=record.etag, size=record.size, uploaded_at=record.event_time, level=level,
-    )
 
 
 def _body(record: ObjectCreated) -> bytes:

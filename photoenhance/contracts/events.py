@@ -55,20 +55,21 @@ class IgnoredEvent(NotificationError):
     """A well-formed notification of something other than new object content (a delete, a tag)."""
 
 
-class InvalidKey(NotificationError):
+class InvalidKey(NotificationError, KeyRejected):
     """A well-formed notification naming a key the pipeline refuses (empty, escaping, not UTF-8).
 
-    Carries what is known so the refusal can be recorded against its batch.
+    The key's refusal (its ``code``, ``invalid_key``, and ``reason``) with what the notification
+    says of the object besides, so the refusal can be recorded against its batch.
     """
 
     def __init__(self, bucket: str, rejected: KeyRejected, etag: str, size: int) -> None:
-        super().__init__(f"bucket {bucket!r}: {rejected}")
+        super().__init__(rejected.key, rejected.reason, rejected.batch_id)
         self.bucket = bucket
-        self.key = rejected.key
-        self.reason = rejected.reason
-        self.batch_id = rejected.batch_id
         self.etag = etag
         self.size = size
+
+    def __str__(self) -> str:
+        return f"bucket {self.bucket!r}: {super().__str__()}"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Input  ``s3://<input-bucket>/<batch_id>/<name>``
 Output ``s3://<output-bucket>/<batch_id>/<name with the output format's extension>``
 
-Pure functions only; the one error they raise is :class:`KeyRejected`.
+Pure functions only; the one error they raise is :class:`KeyRejected`, a
+:class:`~photoenhance.contracts.failures.CodedError` with the code ``invalid_key``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
+
+from photoenhance.contracts.failures import CodedError, FailureCode
 
 __all__ = [
     "BATCH_ID_PATTERN",
@@ -40,15 +43,23 @@ MAX_KEY_BYTES = 1024
 OUTPUT_EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "avif": ".avif"}
 
 
-class KeyRejected(ValueError):
-    """An object key the pipeline will not process; ``reason`` says why in plain words."""
+class KeyRejected(CodedError, ValueError):
+    """An object key the pipeline will not process (``invalid_key``); ``reason`` says why in plain words.
+
+    Still a :class:`ValueError`, as every refusal of a value here is.
+    """
+
+    code = FailureCode.INVALID_KEY
 
     def __init__(self, key: str, reason: str, batch_id: str | None = None) -> None:
-        super().__init__(f"key {key!r} rejected: {reason}")
+        super().__init__(reason)
         self.key = key
-        self.reason = reason
         #: The batch the key names, when its first segment is a valid batch id.
         self.batch_id = batch_id
+
+    def __str__(self) -> str:
+        # Logs name the refused key: the reason alone does not say which object it was.
+        return f"key {self.key!r} rejected: {self.reason}"
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from photoenhance.contracts.failures import CodedError, FailureCode
 from photoenhance.contracts.keys import KeyRejected, is_valid_batch_id, output_key, parse_input_key
 
 
@@ -27,6 +28,16 @@ def test_parse_splits_batch_and_nested_name() -> None:
 def test_overlong_keys_are_refused() -> None:
     with pytest.raises(KeyRejected, match="longer than 1024 bytes"):
         parse_input_key("b1/" + "ü" * 600)
+
+
+def test_a_refused_key_is_a_coded_error_that_names_its_key() -> None:
+    with pytest.raises(KeyRejected) as info:
+        parse_input_key("b1/../x.jpg")
+    refused = info.value
+    assert isinstance(refused, CodedError) and isinstance(refused, ValueError)
+    assert refused.code is FailureCode.INVALID_KEY and refused.batch_id == "b1"
+    assert refused.to_dict() == {"code": "invalid_key", "reason": refused.reason}
+    assert str(refused) == f"key 'b1/../x.jpg' rejected: {refused.reason}"
 
 
 @pytest.mark.parametrize(
