@@ -10,7 +10,7 @@ from photoenhance.contracts.progress import BatchCounts, ImageProgress
 from photoenhance.contracts.states import BatchState, ImageState
 
 if TYPE_CHECKING:
-    from photoenhance.contracts.events import ObjectCreated
+    from photoenhance.contracts.events import InvalidKey, ObjectCreated
 
 __all__ = ["BatchRecord", "BatchSnapshot", "ImageRecord", "ImageVersion", "Registration", "StartedImage"]
 
@@ -105,9 +105,11 @@ class ImageVersion:
     level: str | None = None
 
     @classmethod
-    def of(cls, record: ObjectCreated, level: str | None = None) -> ImageVersion:
+    def of(cls, record: ObjectCreated | InvalidKey, level: str | None = None) -> ImageVersion:
         """The version a bucket notification announces (its event time is the upload time), queued
-        at ``level`` when the router has resolved one."""
+        at ``level`` when the router has resolved one; for a refused key inside a batch, the version
+        its refusal is recorded against."""
+        assert record.batch_id is not None, "a key outside any batch prefix names no image"
         return cls(
             bucket=record.bucket,
             batch_id=record.batch_id,

@@ -21,7 +21,6 @@ from db.records import BatchRecord, ImageVersion
 from db.repository import Repository
 from db.webhooks import NewSubscription
 from photoenhance.contracts.events import InvalidKey, ObjectCreated
-from photoenhance.contracts.failures import FailureCode
 from photoenhance.contracts.keys import manifest_key
 from photoenhance.contracts.progress import ProgressEvent
 from photoenhance.settings import Settings
@@ -108,20 +107,8 @@ class Batches:
         """Record an object whose key is refused as a failed image of its batch; returns the events."""
         assert refused.batch_id is not None
         await self.ensure(refused.batch_id, refused.bucket)
-        name = refused.key[len(refused.batch_id) + 1:] or refused.key
-        registration = await self._repository.register_image(
-            ImageVersion(
-                bucket=refused.bucket,
-                batch_id=refused.batch_id,
-                key=refused.key,
-                name=name,
-                etag=refused.etag,
-                size=refused.size,
-            )
-        )
-        return await self._repository.fail_image(
-            registration.image.id, reason=f"the key is refused: {refused.reason}", code=FailureCode.INVALID_KEY
-        )
+        registration = await self._repository.register_image(ImageVersion.of(refused))
+        return await self._repository.fail_image(registration.image.id, code=refused.code, reason=refused.reason)
 
     async def _check_webhook(
         self, batch_id: str, manifest: Manifest | None

@@ -58,18 +58,27 @@ class IgnoredEvent(NotificationError):
 class InvalidKey(NotificationError, KeyRejected):
     """A well-formed notification naming a key the pipeline refuses (empty, escaping, not UTF-8).
 
-    The key's refusal (its ``code``, ``invalid_key``, and ``reason``) with what the notification
-    says of the object besides, so the refusal can be recorded against its batch.
+    The failure of the object it names: ``code`` (``invalid_key``) and ``reason`` are what is
+    recorded against its batch, with what the notification says of the object besides.
     """
 
+    #: Unknown: the record's key is refused before its time is read.
+    event_time: datetime | None = None
+
     def __init__(self, bucket: str, rejected: KeyRejected, etag: str, size: int) -> None:
-        super().__init__(rejected.key, rejected.reason, rejected.batch_id)
+        super().__init__(rejected.key, f"the key is refused: {rejected.reason}", rejected.batch_id)
         self.bucket = bucket
         self.etag = etag
         self.size = size
 
+    @property
+    def name(self) -> str:
+        """The key inside its batch prefix (the whole key when nothing follows a batch prefix)."""
+        inside = self.key[len(self.batch_id) + 1:] if self.batch_id else ""
+        return inside or self.key
+
     def __str__(self) -> str:
-        return f"bucket {self.bucket!r}: {super().__str__()}"
+        return f"bucket {self.bucket!r}, key {self.key!r}: {self.reason}"
 
 
 @dataclass(frozen=True)

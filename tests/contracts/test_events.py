@@ -151,6 +151,7 @@ def test_non_creation_events_are_refused_as_ignored(event: str) -> None:
 def test_refused_keys_raise_invalid_key(raw_key: str, reason: str, batch_id: str | None) -> None:
     with pytest.raises(InvalidKey) as info:
         parse_notification(body(minimal(key=raw_key)))
-    assert reason in info.value.reason and info.value.code == "invalid_key"
+    assert info.value.reason.startswith("the key is refused: ") and reason in info.value.reason
+    assert info.value.code == "invalid_key"
     assert info.value.bucket == "in" and info.value.etag == "abc"
     assert info.value.batch_id == batch_id
