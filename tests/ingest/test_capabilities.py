@@ -30,6 +30,7 @@ async def post(ingest, body: dict[str, Any]) -> tuple[int, Any]:
         return response.status, await response.json()
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 async def test_capabilities_and_defaults_follow_the_live_workers(settings: Settings, start_ingest) -> None:
     settings = settings.replace(fleet_levels=())
     ingest = await start_ingest(settings)

@@ -26,6 +26,9 @@ from photoenhance.contracts.states import ImageState
 from photoenhance.settings import Settings
 from photoenhance.topology import level_queue_name
 
+#: Worker rows, level routing and waiting hold on both engines the fleet may share.
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+
 
 def workers_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **settings.to_env()}
