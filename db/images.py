@@ -276,6 +276,7 @@ class ImageOperations(EventLog):
                     "uploaded_at": version.uploaded_at,
                     "created_at": now,
                     "updated_at": now,
+                    "level": version.level,
                 },
             )
         ).one()

@@ -193,7 +193,7 @@ class ImagePipeline:
         starting = True
         timeline = Timeline(attempt.received_at)
         try:
-            started = await self._start(record)
+            started = await self._start(record, attempt.level)
             starting = False
             image = started.image
             if started.claimed is None:
@@ -232,10 +232,11 @@ class ImagePipeline:
 
     # -- the steps -------------------------------------------------------------------------
 
-    async def _start(self, record: ObjectCreated) -> StartedImage:
-        """Register, claim and reserve the result key in one transaction (:meth:`start_image`);
-        an unknown batch is created first (implicitly, with its prefix's manifest), once."""
-        version = ImageVersion.of(record)
+    async def _start(self, record: ObjectCreated, level: str | None = None) -> StartedImage:
+        """Register (at ``level``, when routed), claim and reserve the result key in one
+        transaction (:meth:`start_image`); an unknown batch is created first (implicitly, with its
+        prefix's manifest), once."""
+        version = ImageVersion.of(record, level)
 
         def candidates(batch: BatchRecord) -> list[str]:
             # From the batch's options and, for ``auto``, the format the name suggests: the object's

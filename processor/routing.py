@@ -14,6 +14,14 @@ scale or keep alive, and a fleet with one live worker of any level routes everyt
 router would add a deployment that must never scale to zero; ``PROCESSOR_ROUTES=false`` gives
 that split where it is wanted.
 
+A worker that serves the level itself processes the object at once instead of queueing it: the
+announcement is then settled like a level queue's message (acknowledged after the outcome is
+durable; a retry goes to the level's delay queue). Queueing every object cost a registration
+transaction, a confirmed publish, a second delivery and a HEAD for the metadata the router's copy
+leaves out: at full load on one ``fast`` worker, 45-50 images/s before levels had queues, 29-36
+with every object queued (bench/pipeline.py, docs/BENCHMARKS.md). Objects of levels this worker
+does not serve are queued as described, and still wait there for a worker of their level.
+
 Guarantees, unchanged: an announcement is acknowledged only after its level copy is confirmed
 (a crash in between redelivers it and the copy is made twice, which the pipeline's idempotency
 by (bucket, key, etag) absorbs). Manifests are applied here, by the router (they have no level).
@@ -25,6 +33,7 @@ the pipeline's own outages.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from db.records import ImageVersion
@@ -56,6 +65,8 @@ class Router:
         self.publisher = pipeline.publisher
         self.policy = RetryPolicy.from_settings(pipeline.settings)
         self.metrics = pipeline.metrics
+        #: Levels this worker processes itself when it routes an object of one.
+        self.serves = frozenset(pipeline.settings.processor_qualities)
 
     async def route(self, record: ObjectCreated, attempt: Attempt) -> object:
         """Queue ``record`` at its level; returns what became of it."""
@@ -67,6 +78,9 @@ class Router:
             return await self._refuse(record, attempt, exc)
         except Exception as exc:
             return await self._wait(record, attempt, exc)
+        if level in self.serves:  # no queue between this worker and itself
+            self.metrics.routed.labels(level).inc()
+            return await self.pipeline.process(record, dataclasses.replace(attempt, level=level))
         try:
             registration = await self.pipeline.repository.register_image(ImageVersion.of(record, level))
         except Exception as exc:

@@ -145,7 +145,8 @@ class Worker:
             route_channel = await self._connection.channel()
             await route_channel.set_qos(prefetch_count=settings.prefetch)
             announcements = await route_channel.get_queue(settings.amqp_work_queue)
-            self._work.append(Consumer(announcements, handler(self.router.route), "route"))
+            # In the shared window too: the router processes objects of its own levels itself.
+            self._work.append(Consumer(announcements, window.wrap(handler(self.router.route)), "route"))
         dead_letters = DeadLetterWatch(
             settings.amqp_dead_letter_exchange,
             repository=repository,
