@@ -7,8 +7,8 @@ then reads the worker's peak resident memory (``VmHWM``) before and after its up
 
 - ``attack``: the 162 KB PNG that honestly holds 7071 x 7071 black pixels, with ``upscale: 4``
   (a 28284 x 28284 result; ~8 GB of peak memory on the code before the bound);
-- ``four-budget``: four 1500 x 1500 PNGs at upscale 4 (6000 x 6000 results, estimated at 528 MiB
-  each) uploaded at once to a worker with ``WORKER_MEMORY_BUDGET_MB=--budget-mb`` (600): they
+- ``four-budget``: four 1500 x 1500 PNGs at upscale 4 (6000 x 6000 results, estimated at 412 MiB
+  each) uploaded at once to a worker with ``WORKER_MEMORY_BUDGET_MB=--budget-mb`` (500): they
   are admitted one at a time;
 - ``four-default``: the same four with the default budget (60 % of this host's memory): they run
   together, as every image did before.
@@ -165,7 +165,7 @@ def table(result: dict[str, Any]) -> str:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--label", default="after")
-    parser.add_argument("--budget-mb", type=int, default=600)
+    parser.add_argument("--budget-mb", type=int, default=500)
     parser.add_argument("--kill-above-mb", type=int, default=12_000)
     parser.add_argument("--scenario", action="append", choices=["attack", "four-budget", "four-default"])
     args = parser.parse_args()

@@ -74,11 +74,12 @@ MIB = 1 << 20
 #: 6.3-7.2 for 16-bit (reduced to 8 bits through float32 for JPEG and WebP).
 FAST_FACTOR = {1: 4.0, 2: 8.0}
 
-#: An 8-bit colour input whose profile is wider than sRGB keeps what the conversion clipped, int16
-#: per channel per input pixel, and its result is converted into a second array before encoding
-#: (processor/engine/colour.py): bytes per input pixel and per result sample. The header cannot
-#: tell, so every 8-bit colour input is charged for it (3000 x 3000 random P3 noise at upscale 2
-#: peaked at 513 MB over its baseline, 349 MB without a profile).
+#: An 8-bit colour input with an ICC profile wider than sRGB keeps what the conversion clipped,
+#: int16 per channel per input pixel, and its result is converted into a second array before
+#: encoding (processor/engine/colour.py): bytes per input pixel and per result sample. Whether the
+#: profile is wide only shows after decoding, so every 8-bit colour input that embeds a profile is
+#: charged (3000 x 3000 random P3 noise at upscale 2 peaked at 513 MB over its baseline, 349 MB
+#: without a profile).
 GAMUT_BYTES_PER_PIXEL = 6
 GAMUT_BYTES_PER_RESULT_SAMPLE = 1
 
@@ -168,7 +169,7 @@ def estimate(header: ImageHeader, options: EnhanceOptions, *, on_device: bool = 
     pixels = header.width * header.height
     result_samples = output_pixels(header.width, header.height, options.upscale) * header.channels
     host = result_samples * header.bytes_per_sample * FAST_FACTOR[header.bytes_per_sample]
-    if header.bytes_per_sample == 1 and header.channels >= 3:
+    if header.has_profile and header.bytes_per_sample == 1 and header.channels >= 3:
         host += pixels * GAMUT_BYTES_PER_PIXEL + result_samples * GAMUT_BYTES_PER_RESULT_SAMPLE
     if options.quality is Quality.FAST:
         return Footprint(host=int(host))

@@ -47,6 +47,9 @@ class ImageHeader:
     channels: int = 3
     #: Bits per sample the file declares (8 when it says nothing).
     bit_depth: int = 8
+    #: Whether the file embeds an ICC profile (its colours may need converting, and keeping
+    #: what sRGB clips costs memory: :mod:`processor.engine.colour`).
+    has_profile: bool = False
 
     @property
     def pixels(self) -> int:
@@ -79,6 +82,7 @@ def _read_header(data: bytes) -> ImageHeader:
             with Image.open(io.BytesIO(data), formats=[fmt.upper()]) as image:
                 width, height = image.size
                 channels = _channels(image)
+                has_profile = bool(image.info.get("icc_profile"))
     except Image.DecompressionBombError as exc:
         raise TooManyPixels(f"the header announces an enormous image ({exc})") from exc
     except Image.UnidentifiedImageError as exc:
@@ -86,7 +90,7 @@ def _read_header(data: bytes) -> ImageHeader:
     except _HEADER_ERRORS as exc:
         raise CorruptImage(f"the {fmt.upper()} header is damaged: {exc}") from exc
     depth = png_bit_depth(data) if fmt == "png" else 8
-    return ImageHeader(fmt, width, height, channels, 16 if depth == 16 else 8)
+    return ImageHeader(fmt, width, height, channels, 16 if depth == 16 else 8, has_profile)
 
 
 def _channels(image: Image.Image) -> int:
@@ -113,11 +117,14 @@ def _heif_header(data: bytes, fmt: str) -> ImageHeader:
     sizes: list[tuple[int, int]] = []
     depth = 8
     alpha = False
+    profile = False
     for kind, body in _property_boxes(data):
         if kind == b"ispe" and len(body) >= 12:
             sizes.append(struct.unpack(">II", body[4:12]))  # after version and flags
         elif kind == b"auxC" and b"alpha" in body:
             alpha = True
+        elif kind == b"colr" and body[:4] in (b"prof", b"rICC"):  # an embedded ICC profile
+            profile = True
         elif kind == b"pixi" and len(body) >= 5:
             channels = body[4]
             bits = body[5:5 + channels]
@@ -131,7 +138,7 @@ def _heif_header(data: bytes, fmt: str) -> ImageHeader:
     # An alpha plane is an auxiliary image; counting four channels when one is declared keeps the
     # memory estimate on the safe side.
     channels = 4 if alpha else 3
-    return ImageHeader(fmt, width, height, channels, depth)
+    return ImageHeader(fmt, width, height, channels, depth, profile)
 
 
 def _property_boxes(data: bytes) -> Iterator[tuple[bytes, bytes]]:
