@@ -94,17 +94,31 @@ class GamutResidual:
     icc: bytes
 
 
-def gamut_residual(original: Image.Image, srgb: Image.Image, icc: bytes) -> GamutResidual | None:
-    """The residual of an RGB(A) ``original`` in profile ``icc`` converted to ``srgb``; None when
-    every colour survived the conversion (the input fits in sRGB)."""
+def gamut_residual(original: Image.Image, srgb: np.ndarray, icc: bytes) -> GamutResidual | None:
+    """The residual of an RGB(A) ``original`` in profile ``icc`` whose sRGB pixels are ``srgb``
+    (h, w, 3|4); None when every colour survived the conversion (the input fits in sRGB).
+
+    Clipping puts a channel at 0 or 255, so only pixels with a channel there are taken back into
+    the input's profile and compared: a phone photo tagged P3 whose colours fit in sRGB costs a
+    mask, not a second conversion of the whole picture (that cost 0.7 s of CPU per 12 megapixels).
+    """
     if original.mode not in {"RGB", "RGBA"}:
         return None
-    back = ImageCms.applyTransform(srgb.convert("RGB"), _back_transform(icc))
-    codes = np.asarray(original.convert("RGB"), dtype=np.int16) - np.asarray(back, dtype=np.int16)
-    clipped = np.abs(codes).max(axis=2, keepdims=True) > _ROUNDING_CODES
+    rgb = np.ascontiguousarray(srgb[:, :, :3])
+    inside = cv2.inRange(rgb, (1, 1, 1), (254, 254, 254))  # one pass in C: numpy's took 190 ms per 12 MP
+    if cv2.countNonZero(inside) == inside.size:
+        return None
+    ys, xs = np.nonzero(inside == 0)
+    picked = Image.fromarray(np.ascontiguousarray(rgb[ys, xs][None]), "RGB")
+    back = np.asarray(ImageCms.applyTransform(picked, _back_transform(icc)), dtype=np.int16)[0]
+    source = np.asarray(original if original.mode == "RGB" else original.convert("RGB"))
+    codes = source[ys, xs].astype(np.int16) - back
+    clipped = np.abs(codes).max(axis=1) > _ROUNDING_CODES
     if not clipped.any():
         return None
-    return GamutResidual(np.where(clipped, codes, 0).astype(np.int16), icc)
+    residual = np.zeros(rgb.shape, np.int16)
+    residual[ys[clipped], xs[clipped]] = codes[clipped]
+    return GamutResidual(residual, icc)
 
 
 def from_srgb_with_gamut(pixels: np.ndarray, residual: GamutResidual) -> np.ndarray:

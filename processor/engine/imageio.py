@@ -393,8 +393,9 @@ def _to_srgb_array(
     elif mode == "1":
         image = image.convert("L")
     converted, note = to_srgb(image, icc)
-    gamut = gamut_residual(image, converted, icc) if icc and note["colour_profile"] == "converted" else None
-    return _pillow_to_array(converted), note, gamut
+    pixels = _pillow_to_array(converted)
+    gamut = gamut_residual(image, pixels, icc) if icc and note["colour_profile"] == "converted" else None
+    return pixels, note, gamut
 
 
 def _load(image: Image.Image) -> None:
