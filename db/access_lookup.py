@@ -24,7 +24,7 @@ from sqlalchemy import bindparam, case, literal, select
 from db.connection import Database
 from db.models import Batch
 from db.records import BatchRecord
-from db.transactions import batch_record
+from db.transactions import batch_from_values
 
 __all__ = ["AccessLookup"]
 
@@ -68,12 +68,5 @@ class AccessLookup:
             row = (await conn.execute(_ACCESS_QUERY, {"batch_id": batch_id})).one()
         values = dict(row._mapping)
         absent = values.pop("absent")
-        record = batch_record(_Row(values))
+        record = batch_from_values(values)
         return None if absent else record
-
-
-class _Row:
-    """The mapping view :func:`db.transactions.batch_record` reads, over plain values."""
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self._mapping = values

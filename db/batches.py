@@ -16,7 +16,7 @@ from db.event_log import EventLog
 from db.models import Batch, BatchFile, Image
 from db.quotas import charge_quota
 from db.records import BatchRecord, BatchSnapshot, ImageRecord
-from db.transactions import BatchExists, batch_record, image_record
+from db.transactions import BatchExists, batch_record, declared_not_uploaded, image_record
 from db.webhooks import NewSubscription, add_subscription
 from photoenhance.contracts.failures import FailureCode
 from photoenhance.contracts.keys import input_key
@@ -304,17 +304,7 @@ class BatchOperations(EventLog):
             batch = await self._lock_batch(conn, batch_id)
             if batch.state is not BatchState.OPEN:
                 return []
-            arrived = set(
-                (await conn.execute(select(Image.name).where(Image.batch_id == batch_id))).scalars().all()
-            )
-            declared = (
-                await conn.execute(
-                    select(BatchFile.name, BatchFile.declared_size)
-                    .where(BatchFile.batch_id == batch_id)
-                    .order_by(BatchFile.name)
-                )
-            ).all()
-            missing = [(name, size) for name, size in declared if name not in arrived]
+            missing = await declared_not_uploaded(conn, batch_id)
             if not missing:
                 return []
             now = self._now()

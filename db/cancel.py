@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.event_log import EventLog
-from db.models import Batch, BatchFile, Image
+from db.models import Batch, Image
 from db.records import BatchRecord
+from db.transactions import declared_not_uploaded
 from photoenhance.contracts.progress import ProgressEvent
 from photoenhance.contracts.states import CANCELLED_CODE, BatchState, ImageState
 
@@ -74,15 +75,7 @@ class CancelOperations(EventLog):
             # Declared files whose upload the batch has not seen yet will not be processed either:
             # each gets a cancelled row (no etag), so counts add up to what was declared. Their
             # uploads, when they are announced, find the batch cancelled and are ignored.
-            arrived = set((await conn.execute(select(Image.name).where(Image.batch_id == batch_id))).scalars())
-            declared = (
-                await conn.execute(
-                    select(BatchFile.name, BatchFile.declared_size)
-                    .where(BatchFile.batch_id == batch_id)
-                    .order_by(BatchFile.name)
-                )
-            ).all()
-            unseen = [(name, size) for name, size in declared if name not in arrived]
+            unseen = await declared_not_uploaded(conn, batch_id)
             if unseen:
                 await conn.execute(
                     insert(Image),

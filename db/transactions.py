@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.connection import Database
-from db.models import Batch, Image, utcnow
+from db.models import Batch, BatchFile, Image, utcnow
 from db.records import BatchRecord, ImageRecord
 from db.statements import LOCK_BATCH
 from photoenhance.contracts.states import BatchState, ImageState
@@ -167,9 +167,23 @@ def _is_lock_race(exc: DBAPIError) -> bool:
 
 def batch_record(row: Any) -> BatchRecord:
     """A batches row as a record."""
-    values = dict(row._mapping)
-    values["state"] = BatchState(values["state"])
-    return BatchRecord(**values)
+    return batch_from_values(dict(row._mapping))
+
+
+def batch_from_values(values: dict[str, Any]) -> BatchRecord:
+    """A record from a batches row's values by column name (``state`` as stored)."""
+    return BatchRecord(**{**values, "state": BatchState(values["state"])})
+
+
+async def declared_not_uploaded(conn: AsyncConnection, batch_id: str) -> list[tuple[str, int]]:
+    """(name, declared size) of each file the batch declared that has no image row yet, by name."""
+    arrived = set((await conn.execute(select(Image.name).where(Image.batch_id == batch_id))).scalars())
+    declared = (
+        await conn.execute(
+            select(BatchFile.name, BatchFile.declared_size).where(BatchFile.batch_id == batch_id).order_by(BatchFile.name)
+        )
+    ).all()
+    return [(name, size) for name, size in declared if name not in arrived]
 
 
 def image_record(row: Any) -> ImageRecord:
