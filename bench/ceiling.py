@@ -67,7 +67,7 @@ WORKER_SCRIPT = Path(__file__).resolve().parent / "ceiling_worker.py"
 WAIT_S = 600
 WARM_UP_IMAGES = 6
 #: Processes reported, in the table's order.
-PROCESSES = ("processor", "radosgw", "ceph-osd", "notifier", "broker")
+PROCESSES = ("processor", "engine process", "radosgw", "ceph-osd", "notifier", "broker")
 
 
 # -- workers -------------------------------------------------------------------------------
@@ -76,7 +76,8 @@ PROCESSES = ("processor", "radosgw", "ceph-osd", "notifier", "broker")
 class CeilingWorker:
     """One ``bench/ceiling_worker.py`` process running the tree under test."""
 
-    def __init__(self, settings: Settings, tree: Path, engine: str, name: str, workdir: Path) -> None:
+    def __init__(self, settings: Settings, tree: Path, engine: str, name: str, workdir: Path,
+                 serve_engine: bool = False) -> None:
         self.settings = settings
         self.name = name
         self.stats = workdir / "stats"
@@ -85,10 +86,20 @@ class CeilingWorker:
         self.log_path = workdir / f"{name}.log"
         self._log = open(self.log_path, "ab")
         env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1"}
+        serving = ["--serve-engine", settings.engine_socket] if serve_engine else []
         self.process = subprocess.Popen(
-            [sys.executable, str(WORKER_SCRIPT), "--worker-id", name, "--stats", str(self.stats), "--engine", engine],
+            [sys.executable, str(WORKER_SCRIPT), "--worker-id", name, "--stats", str(self.stats), "--engine", engine,
+             *serving],
             cwd=tree, env=env, stdout=self._log, stderr=subprocess.STDOUT,
         )
+
+    def wait_serving(self, timeout: float = 120) -> None:
+        """For the engine process: until its socket exists."""
+        deadline = time.monotonic() + timeout
+        while not Path(self.settings.engine_socket).exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the engine process {self.name} is not serving:\n{self.log()}")
+            time.sleep(0.1)
 
     def wait_healthy(self, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
@@ -154,6 +165,8 @@ class Config:
     images: int
     engine: str
     prefetch: int
+    #: The workers feed one engine process (``photoenhance engine``) instead of each holding one.
+    engine_process: bool = False
 
 
 async def _final_count(db: Database, batch_ids: list[str]) -> int:
@@ -223,11 +236,14 @@ async def run_config(
     stack: BenchStack, session: aiohttp.ClientSession, db: Database, config: Config, tree: Path, seed: int
 ) -> dict[str, Any]:
     """Fresh workers, a warm-up batch, the measured batches; every figure of one configuration."""
+    settings = stack.settings.replace(prefetch=config.prefetch)
+    engine_process = None
+    if config.engine_process:
+        settings = settings.replace(engine_socket=str(stack.workdir / f"engine-{seed}.sock"))
+        engine_process = CeilingWorker(settings, tree, config.engine, f"e{seed}", stack.workdir, serve_engine=True)
+        engine_process.wait_serving()
     workers = [
-        CeilingWorker(
-            stack.settings.replace(prefetch=config.prefetch, processor_port=free_port()),
-            tree, config.engine, f"w{seed}-{i + 1}", stack.workdir,
-        )
+        CeilingWorker(settings.replace(processor_port=free_port()), tree, config.engine, f"w{seed}-{i + 1}", stack.workdir)
         for i in range(config.workers)
     ]
     try:
@@ -237,6 +253,8 @@ async def run_config(
         files = make_images(config.images, 256, seed=seed)
         broker = broker_pid()
         pids = {**{w.name: w.process.pid for w in workers}, **stack.pids(), **({"broker": broker} if broker else {})}
+        if engine_process is not None:
+            pids["engine process"] = engine_process.process.pid
         first = [await w.snapshot() for w in workers]
         before = {name: sample(pid) for name, pid in pids.items()}
         ids, started, seen_done = await _run_batches(stack, session, db, files, config.batches)
@@ -246,6 +264,8 @@ async def run_config(
     finally:
         for worker in workers:
             await asyncio.to_thread(worker.stop)
+        if engine_process is not None:
+            await asyncio.to_thread(engine_process.stop)
     n = config.images
     span_s = max(finished_at - started, 1e-6)
     cpu = {name: _cpu(before.get(name), after.get(name)) for name in pids}
@@ -258,7 +278,7 @@ async def run_config(
     images_per_s = n / span_s
     lock_per_image_s = sum(holds) / n
     per_image_ms = {"processor": processor_cpu / n * 1000}
-    for name in ("radosgw", "ceph-osd", "notifier", "broker"):
+    for name in PROCESSES[1:]:
         per_image_ms[name] = None if cpu.get(name) is None else cpu[name] / n * 1000
     return {
         "database": config.database,
@@ -267,6 +287,7 @@ async def run_config(
         "images": n,
         "failed": failed,
         "engine": config.engine,
+        "engine_process": config.engine_process,
         "prefetch": config.prefetch,
         "images_per_s": round(images_per_s, 2),
         "span_s": round(span_s, 2),
@@ -311,9 +332,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 for batches in _ints(args.batches):
                     for workers in _ints(args.workers):
                         seed += 1
-                        config = Config(database, workers, batches, args.images, args.engine, args.prefetch)
-                        print(f"{database}: {workers} worker(s), {batches} batch(es), {args.images} images",
-                              file=sys.stderr)
+                        config = Config(database, workers, batches, args.images, args.engine, args.prefetch,
+                                        args.engine_process)
+                        print(f"{database}: {workers} worker(s), {batches} batch(es), {args.images} images"
+                              f"{', one engine process' if args.engine_process else ''}", file=sys.stderr)
                         figures = await run_config(stack, session, db, config, tree, seed)
                         print("   ", json.dumps(figures), file=sys.stderr)
                         results.append(figures)
@@ -326,7 +348,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "tree_commit": tree_commit,
         "machine": facts,
         "config": {
-            "images": args.images, "engine": args.engine, "prefetch": args.prefetch, "size_px": 256,
+            "images": args.images, "engine": args.engine, "engine_process": args.engine_process,
+            "prefetch": args.prefetch, "size_px": 256,
             "options": {"quality": "fast", "upscale": 2}, "upload_concurrency": 8,
         },
         "runs": results,
@@ -343,7 +366,8 @@ def _f(value: Any) -> str:
 def table(result: dict[str, Any]) -> str:
     """One row per configuration."""
     head = (
-        "| db | workers | batches | images/s | processor | own (no codec) | codec | radosgw | ceph-osd | notifier "
+        "| db | workers | batches | images/s | processor | own (no codec) | codec | engine process | radosgw | ceph-osd "
+        "| notifier "
         "| broker | own/radosgw | writes/img | reads/img | lock p50 ms | lock p99 ms | lock ms/img | lock×img/s |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -352,7 +376,8 @@ def table(result: dict[str, Any]) -> str:
         lines.append(
             f"| {r['database']} | {r['workers']} | {r['batches']} | {_f(r['images_per_s'])} | {_f(c['processor'])} "
             f"| {_f(r['processor_own_cpu_ms_per_image'])} | {_f(r['processor_codec_cpu_ms_per_image'])} "
-            f"| {_f(c['radosgw'])} | {_f(c['ceph-osd'])} | {_f(c['notifier'])} | {_f(c['broker'])} "
+            f"| {_f(c.get('engine process'))} | {_f(c['radosgw'])} | {_f(c['ceph-osd'])} | {_f(c['notifier'])} "
+            f"| {_f(c['broker'])} "
             f"| {_f(r['processor_own_over_radosgw'])} | {_f(r['write_transactions_per_image'])} "
             f"| {_f(r['read_transactions_per_image'])} | {_f(r['lock_hold_ms']['p50'])} "
             f"| {_f(r['lock_hold_ms']['p99'])} | {_f(r['lock_hold_ms']['per_image'])} "
@@ -364,6 +389,7 @@ def table(result: dict[str, Any]) -> str:
 def comparison(control: dict[str, Any], change: dict[str, Any]) -> str:
     """Before/after per configuration found in both runs."""
     key = lambda r: (r["database"], r["workers"], r["batches"], r["engine"])  # noqa: E731
+    # A control without an engine process stands beside a change with one: same workers, same images.
     old = {key(r): r for r in control["runs"]}
     lines = [
         "| db | workers | batches | images/s before → after | processor CPU ms/img before → after "
@@ -397,11 +423,12 @@ def write_plot(path: Path, result: dict[str, Any], control: dict[str, Any] | Non
     runs = [("", r) for r in result["runs"]]
     if control is not None:
         runs = [("before ", r) for r in control["runs"]] + [("after ", r) for r in result["runs"]]
-    labels = [f"{tag}{r['database'][:2]} {r['workers']}w {r['batches']}b" for tag, r in runs]
+    labels = [f"{tag}{r['database'][:2]} {r['workers']}w{'+e' if r.get('engine_process') else ''} {r['batches']}b"
+              for tag, r in runs]
     parts = {
         "processor (own)": [r["processor_own_cpu_ms_per_image"] for _, r in runs],
         "processor (codec)": [r["processor_codec_cpu_ms_per_image"] for _, r in runs],
-        **{name: [r["cpu_ms_per_image"][name] or 0 for _, r in runs] for name in PROCESSES[1:]},
+        **{name: [r["cpu_ms_per_image"].get(name) or 0 for _, r in runs] for name in PROCESSES[1:]},
     }
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5 + len(runs) * 0.12))
     bottom = [0.0] * len(runs)
@@ -426,7 +453,9 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=300, help="images per configuration")
     parser.add_argument("--workers", default="1,2,4", help="worker process counts")
     parser.add_argument("--batches", default="1,8", help="concurrent batch counts")
-    parser.add_argument("--database", default="sqlite,postgresql", help="sqlite, postgresql or both")
+    parser.add_argument("--database", default="sqlite,postgresql", help="sqlite, postgresql, or both comma-separated")
+    parser.add_argument("--engine-process", action="store_true",
+                        help="the workers feed one engine process (photoenhance engine) instead of each holding one")
     parser.add_argument("--engine", choices=["passthrough", "fast"], default="passthrough",
                         help="the engine stand-in (default) or the real fast level")
     parser.add_argument("--prefetch", type=int, default=4, help="PREFETCH of each worker")

@@ -160,10 +160,14 @@ def instrument() -> None:
 class PassthroughEngine:
     """The engine stand-in: each image comes back as it went in, with a minimal report."""
 
+    device = "cpu"
+
     def __init__(self) -> None:
+        from photoenhance.contracts.options import Quality
         from processor.engine.records import EnhanceResult
 
         self._result = EnhanceResult
+        self.qualities = frozenset(Quality)
 
     async def enhance_batch_async(self, requests: Any) -> list[Any]:
         return [
@@ -178,12 +182,37 @@ class PassthroughEngine:
         """Nothing to free."""
 
 
+def serve_engine(path: Path, kind: str) -> int:
+    """The tree's engine process, serving the stand-in (or the real ``fast`` level) on ``path``."""
+    import logging
+
+    from photoenhance.contracts.options import Quality
+    from photoenhance.settings import Settings
+    from processor.engine_service.cli import serve
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env()
+    if kind == "passthrough":
+        engine: Any = PassthroughEngine()
+    else:
+        from processor.engine import Engine
+
+        engine = Engine.load(settings, qualities=[Quality.FAST])
+    asyncio.run(serve(engine, settings, str(path)))
+    engine.close()
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker-id", required=True)
     parser.add_argument("--stats", type=Path, required=True, help="folder for the SIGUSR1 snapshots")
     parser.add_argument("--engine", choices=["passthrough", "fast"], default="passthrough")
+    parser.add_argument("--serve-engine", type=Path, metavar="SOCKET",
+                        help="be the engine process (photoenhance engine) on SOCKET instead of a worker")
     args = parser.parse_args()
+    if args.serve_engine:
+        return serve_engine(args.serve_engine, args.engine)
 
     import logging
 
@@ -203,7 +232,8 @@ def main() -> int:
 
     signal.signal(signal.SIGUSR1, dump)
     settings = Settings.from_env()
-    engine = PassthroughEngine() if args.engine == "passthrough" else None
+    # With ENGINE_SOCKET the worker connects to the engine process instead of holding an engine.
+    engine = PassthroughEngine() if args.engine == "passthrough" and not settings.engine_socket else None
     worker = Worker(settings, engine=engine, worker_id=args.worker_id)
     profile_to = os.environ.get("CEILING_PROFILE")  # a cProfile of the whole run, for looking into it
     if profile_to:

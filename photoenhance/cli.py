@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "init": ("provision.bootstrap_cli", "Prepare buckets, notifications, AMQP topology and the database."),
     "ingest": ("ingest.cli", "Serve the ingest API and the web page."),
     "processor": ("processor.cli", "Run a worker that turns bucket notifications into results."),
+    "engine": ("processor.engine_service.cli", "Hold the models in one process and serve them to workers (ENGINE_SOCKET)."),
     "workers": ("processor.workers_cli", "List the live workers: levels, device, engine version, speed."),
     "reconcile": ("processor.reconcile_cli", "List open batches against the store and enqueue what was missed."),
     "notifier": ("notifier.cli", "Serve progress over WebSocket and SSE."),

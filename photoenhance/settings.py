@@ -196,6 +196,12 @@ class Settings:
     worker_gone_after_beats: int = _env(
         "WORKER_GONE_AFTER_BEATS", 3, "Missed heartbeats after which a worker counts as gone (its levels no longer served)."
     )
+    engine_socket: str = _env(
+        "ENGINE_SOCKET",
+        "",
+        "Unix socket of an engine process (`photoenhance engine`); when set, the worker loads no models and "
+        "hands its images to that process, serving its levels. Empty: the worker holds the engine itself.",
+    )
     worker_self_timing: bool = _env(
         "WORKER_SELF_TIMING",
         True,

@@ -337,15 +337,23 @@ class Admission:
         self.on_device = on_device
 
     @classmethod
-    def for_worker(cls, settings: Settings, executor: Executor | None, device: str = "cpu") -> Admission:
+    def for_worker(
+        cls, settings: Settings, executor: Executor | None, device: str = "cpu", *, engine_here: bool = True
+    ) -> Admission:
         """The host budget from ``WORKER_MEMORY_BUDGET_MB`` (0: derived from the host), and on a
-        CUDA ``device`` a device budget of :data:`DEVICE_SHARE` of its memory."""
+        CUDA ``device`` a device budget of :data:`DEVICE_SHARE` of its memory.
+
+        ``engine_here=False``: the engine runs in an engine process, which plans its own device
+        memory; this worker budgets only the host memory it holds (on a CUDA engine, the
+        estimates without the network's working set).
+        """
         host = settings.worker_memory_budget_mb * MIB if settings.worker_memory_budget_mb > 0 else default_budget()
-        device_total = _device_total(device)
+        on_cuda = device.startswith("cuda")
+        device_total = _device_total(device) if engine_here else 0
         device_budget = int(device_total * DEVICE_SHARE)
         log.info("memory budget: host %d MiB%s", host // MIB,
                  f", device {device_budget // MIB} MiB" if device_budget else "")
-        return cls(settings, executor, MemoryBudget(host, device_budget), on_device=bool(device_total))
+        return cls(settings, executor, MemoryBudget(host, device_budget), on_device=on_cuda)
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[Slot]:

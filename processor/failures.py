@@ -8,7 +8,7 @@ the object through a delay queue (see :mod:`processor.queues`) so the consumer n
 Anything unexpected counts as transient too, but only :attr:`RetryPolicy.max_attempts` times:
 a bug that fails every attempt ends as ``retries_exhausted`` instead of looping.
 
-An *outage* (store, database or broker unreachable, a full disk, a failing connection) is a
+An *outage* (store, database, broker or engine process unreachable, a full disk, a failing connection) is a
 transient failure that says nothing about the image: it is waited out with the same back-off,
 however long it lasts, and spends none of the image's attempts. Otherwise an outage longer than
 the budget would fail every image that arrived during it, and could not even record that.
@@ -38,6 +38,7 @@ from photoenhance.contracts.failures import CodedError, FailureCode
 from photoenhance.contracts.options import OptionsError
 from photoenhance.settings import Settings
 from processor.engine.errors import ImageError
+from processor.engine_service.wire import EngineUnavailable
 
 __all__ = ["OUTAGE_CODES", "Failure", "PermanentFailure", "RetryPolicy", "Verdict", "classify"]
 
@@ -46,6 +47,7 @@ OUTAGE_CODES = frozenset({
     FailureCode.STORAGE_UNAVAILABLE,
     FailureCode.DATABASE_UNAVAILABLE,
     FailureCode.BROKER_UNAVAILABLE,
+    FailureCode.ENGINE_UNAVAILABLE,
     FailureCode.DISK_FULL,
     FailureCode.IO_ERROR,
 })
@@ -118,6 +120,8 @@ def _transient_code(exc: BaseException) -> str:
         return FailureCode.DATABASE_UNAVAILABLE
     if isinstance(exc, (aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError)):
         return FailureCode.BROKER_UNAVAILABLE
+    if isinstance(exc, EngineUnavailable):
+        return FailureCode.ENGINE_UNAVAILABLE
     if isinstance(exc, (OSError, asyncio.TimeoutError)):
         return FailureCode.IO_ERROR
     return FailureCode.INTERNAL_ERROR

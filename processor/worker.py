@@ -31,6 +31,7 @@ from processor.consumer import Consumer, SharedWindow
 from processor.deadletters import DeadLetterWatch
 from processor.engine.records import gains_from_batching
 from processor.engine.version import ENGINE_VERSION
+from processor.engine_service.client import RemoteEngine
 from processor.handler import MessageHandler, Settle
 from processor.health import HealthServer, create_app
 from processor.heartbeat import Heartbeat
@@ -81,11 +82,9 @@ class Worker:
 
     async def start(self) -> None:
         """Load, connect, declare and start consuming."""
-        settings = self.settings
         if self._engine is None:
-            from processor.engine import Engine  # only when a worker really starts (torch with a network level)
-
-            self._engine = Engine.load(settings, qualities=served_qualities(settings))
+            self._engine = await self._load_engine()
+        settings = self.settings
         self._executor = ThreadPoolExecutor(settings.processor_io_threads, thread_name_prefix="photoenhance-io")
         self._db = Database(settings.database_url, busy_timeout_ms=settings.database_busy_timeout_ms)
         repository = Repository(self._db)
@@ -111,16 +110,20 @@ class Worker:
             on_batch=self.metrics.batch_size.observe,
             wants_company=gains_from_batching,
         )
+        # An engine process batches the images of every worker feeding it: each image goes there
+        # as soon as it is decoded, without a window of its own here.
+        enhance = self._engine.enhance if isinstance(self._engine, RemoteEngine) else self._batcher.submit
         self.pipeline = ImagePipeline(
             settings=settings,
             worker_id=self.worker_id,
             repository=repository,
             storage=storage,
             publisher=publisher,
-            enhance=self._batcher.submit,
+            enhance=enhance,
             executor=self._executor,
             metrics=self.metrics,
-            admission=Admission.for_worker(settings, self._executor, str(getattr(self._engine, "device", "cpu"))),
+            admission=Admission.for_worker(settings, self._executor, str(getattr(self._engine, "device", "cpu")),
+                                           engine_here=not isinstance(self._engine, RemoteEngine)),
             speeds=self.speeds,
         )
         self.registry = WorkerRegistry(self._db, gone_after_s=settings.worker_gone_after_s)
@@ -184,6 +187,22 @@ class Worker:
             f" and routing {settings.amqp_work_queue}" if settings.processor_routes else "", settings.prefetch,
             settings.processor_host, self.health.port,
         )
+
+    async def _load_engine(self) -> Any:
+        """The engine process at ``ENGINE_SOCKET`` (whose levels this worker then serves), or the
+        models loaded here for ``PROCESSOR_QUALITIES``."""
+        settings = self.settings
+        if settings.engine_socket:
+            engine = await RemoteEngine.connect(settings.engine_socket, max_output_pixels=settings.max_output_pixels)
+            levels = tuple(q.value for q in Quality if q in engine.qualities)
+            if set(levels) != set(settings.processor_qualities):
+                log.info("serving the engine process's levels %s (PROCESSOR_QUALITIES: %s)",
+                         ",".join(levels), ",".join(settings.processor_qualities))
+            self.settings = settings.replace(processor_qualities=levels)
+            return engine
+        from processor.engine import Engine  # only when a worker really starts (torch with a network level)
+
+        return Engine.load(settings, qualities=served_qualities(settings))
 
     async def _default_level(self) -> str:
         """``DEFAULT_QUALITY`` for a batch created now (``auto``: the best level served)."""

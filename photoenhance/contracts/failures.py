@@ -24,6 +24,7 @@ __all__ = [
     "QualityNotLoaded",
     "TooManyPixels",
     "UnsupportedImage",
+    "image_error_from_dict",
     "retry_can_help",
     "why_retry_cannot_help",
 ]
@@ -86,6 +87,8 @@ class FailureCode(StrEnum):
     DATABASE_UNAVAILABLE = "database_unavailable"
     #: The broker could not be reached.
     BROKER_UNAVAILABLE = "broker_unavailable"
+    #: The engine process (ENGINE_SOCKET) could not be reached.
+    ENGINE_UNAVAILABLE = "engine_unavailable"
     #: A file system or database is full.
     DISK_FULL = "disk_full"
     #: Reading or writing a local file failed.
@@ -207,3 +210,14 @@ class QualityNotLoaded(ImageError):
     """The request asks for a quality level this engine was not loaded for."""
 
     code = FailureCode.QUALITY_NOT_LOADED
+
+
+def image_error_from_dict(data: dict[str, str]) -> ImageError:
+    """The :class:`ImageError` that :meth:`CodedError.to_dict` wrote, as its own class where the
+    code has one (so ``QualityNotLoaded`` stays recognisable across a process boundary)."""
+    code, reason = str(data.get("code")), str(data.get("reason"))
+    for cls in (NotAnImage, UnsupportedImage, CorruptImage, TooManyPixels, OutputTooLarge, ProcessingFailed,
+                QualityNotLoaded):
+        if cls.code == code:
+            return cls(reason)
+    return ImageError(reason, code=code)
