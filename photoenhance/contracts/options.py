@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Any
 
@@ -119,10 +119,15 @@ class EnhanceOptions:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values."""
-        out = asdict(self)
+        # Every field is a scalar: read them directly (``asdict`` deep-copies, once per image per call).
+        out = {name: getattr(self, name) for name in _FIELD_NAMES}
         out["quality"] = self.quality.value
         out["output_format"] = self.output_format.value
         return out
+
+
+#: The options' names, in declaration order.
+_FIELD_NAMES = tuple(f.name for f in fields(EnhanceOptions))
 
 
 def _coerce(name: str, value: Any, *, text_values: bool = False) -> Any:
