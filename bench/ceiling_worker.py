@@ -233,7 +233,7 @@ def main() -> int:
     signal.signal(signal.SIGUSR1, dump)
     settings = Settings.from_env()
     # With ENGINE_SOCKET the worker connects to the engine process instead of holding an engine.
-    engine = PassthroughEngine() if args.engine == "passthrough" and not settings.engine_socket else None
+    engine = PassthroughEngine() if args.engine == "passthrough" and not getattr(settings, "engine_socket", "") else None
     worker = Worker(settings, engine=engine, worker_id=args.worker_id)
     profile_to = os.environ.get("CEILING_PROFILE")  # a cProfile of the whole run, for looking into it
     if profile_to:

@@ -202,6 +202,12 @@ class Settings:
         "Unix socket of an engine process (`photoenhance engine`); when set, the worker loads no models and "
         "hands its images to that process, serving its levels. Empty: the worker holds the engine itself.",
     )
+    engine_wait_s: float = _env(
+        "ENGINE_WAIT_S",
+        60.0,
+        "How long a worker with ENGINE_SOCKET waits at start-up for the engine process to answer before it "
+        "gives up (exit status 3).",
+    )
     worker_self_timing: bool = _env(
         "WORKER_SELF_TIMING",
         True,

@@ -193,7 +193,8 @@ class Worker:
         models loaded here for ``PROCESSOR_QUALITIES``."""
         settings = self.settings
         if settings.engine_socket:
-            engine = await RemoteEngine.connect(settings.engine_socket, max_output_pixels=settings.max_output_pixels)
+            engine = await RemoteEngine.connect(settings.engine_socket, max_output_pixels=settings.max_output_pixels,
+                                                wait_s=settings.engine_wait_s)
             levels = tuple(q.value for q in Quality if q in engine.qualities)
             if set(levels) != set(settings.processor_qualities):
                 log.info("serving the engine process's levels %s (PROCESSOR_QUALITIES: %s)",

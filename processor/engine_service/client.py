@@ -74,12 +74,24 @@ class RemoteEngine:
         self.device = "unknown"
 
     @classmethod
-    async def connect(cls, path: str, *, max_output_pixels: int, connect_timeout_s: float = 5.0) -> RemoteEngine:
-        """Connect and read the hello (raises :class:`EngineUnavailable` when nobody answers,
-        :class:`VersionMismatch` for an engine of another version)."""
+    async def connect(
+        cls, path: str, *, max_output_pixels: int, connect_timeout_s: float = 5.0, wait_s: float = 0.0
+    ) -> RemoteEngine:
+        """Connect and read the hello, trying again for up to ``wait_s`` while nobody answers (an
+        engine process started beside the worker may still be loading its models). Raises
+        :class:`EngineUnavailable` when nobody answered in time, :class:`VersionMismatch` for an
+        engine of another version."""
         engine = cls(path, max_output_pixels=max_output_pixels, connect_timeout_s=connect_timeout_s)
-        await engine._open()
-        return engine
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while True:
+            try:
+                await engine._open()
+                return engine
+            except EngineUnavailable as exc:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+                log.info("waiting for the engine process: %s", exc)
+                await asyncio.sleep(1.0)
 
     async def _open(self) -> _Link:
         async with self._connecting:

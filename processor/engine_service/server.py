@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from photoenhance.contracts.failures import ImageError
+from photoenhance.contracts.failures import ImageError, TooManyPixels
 from photoenhance.contracts.options import OptionsError
 from photoenhance.settings import Settings
 from processor.engine.errors import ProcessingFailed, as_image_error
@@ -29,6 +29,7 @@ from processor.engine.version import ENGINE_VERSION
 from processor.engine_service.wire import (
     FrameError,
     Hello,
+    PayloadTooLarge,
     error_header,
     max_pixel_bytes,
     read_frame,
@@ -41,6 +42,17 @@ from processor.microbatch import MicroBatcher
 __all__ = ["EngineServer"]
 
 log = logging.getLogger(__name__)
+
+#: Payloads up to this many times the limit are read and dropped, answered with the image's error;
+#: larger ones cannot come from a worker and close the connection.
+SKIP_OVER = 4
+
+
+def _request_id(header: dict[str, Any]) -> int:
+    request_id = header.get("id")
+    if not isinstance(request_id, int):
+        raise FrameError("a request without an integer id")
+    return request_id
 
 
 class EngineServer:
@@ -111,12 +123,20 @@ class EngineServer:
             await write_frame(writer, self._hello.to_header())
             while True:
                 try:
-                    header, payload = await read_frame(reader, self._hello.max_request_bytes)
+                    header, payload = await read_frame(reader, self._hello.max_request_bytes,
+                                                       skip_over=SKIP_OVER * self._hello.max_request_bytes)
                 except asyncio.IncompleteReadError:
                     return  # the worker closed its end
-                request_id = header.get("id")
-                if not isinstance(request_id, int):
-                    raise FrameError("a request without an integer id")
+                except PayloadTooLarge as big:
+                    # A worker whose MAX_INPUT_PIXELS is larger than this process's: that image
+                    # fails for good with the reason (retrying it here would loop).
+                    request_id = _request_id(big.header)
+                    limit = self._hello.max_request_bytes
+                    await write_frame(writer, error_header(request_id, TooManyPixels(
+                        f"the engine process takes pictures of at most {limit} bytes of pixels "
+                        f"(MAX_INPUT_PIXELS there); this one has more: {big}")))
+                    continue
+                request_id = _request_id(header)
                 task = asyncio.create_task(self._answer(writer, request_id, header, payload))
                 requests.add(task)
                 task.add_done_callback(requests.discard)

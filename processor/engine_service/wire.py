@@ -36,6 +36,7 @@ __all__ = [
     "EngineUnavailable",
     "FrameError",
     "Hello",
+    "PayloadTooLarge",
     "error_header",
     "max_pixel_bytes",
     "outcome_from",
@@ -55,6 +56,15 @@ DTYPES = {"uint8": np.uint8, "uint16": np.uint16}
 
 class FrameError(Exception):
     """A frame that breaks this contract (sizes, JSON, fields); the connection carrying it is closed."""
+
+
+class PayloadTooLarge(FrameError):
+    """A frame whose payload is over the reader's limit; its header was read and its payload
+    skipped, so the connection can go on and the request be answered."""
+
+    def __init__(self, header: dict[str, Any], size: int, limit: int) -> None:
+        super().__init__(f"a payload of {size} bytes (at most {limit})")
+        self.header = header
 
 
 class EngineUnavailable(ConnectionError):
@@ -105,13 +115,23 @@ async def write_frame(writer: asyncio.StreamWriter, header: Mapping[str, Any], p
     await writer.drain()
 
 
-async def read_frame(reader: asyncio.StreamReader, max_payload: int) -> tuple[dict[str, Any], bytes]:
+#: Reading of a payload to skip, a piece at a time (memory stays bounded whatever its size).
+SKIP_CHUNK = 1 << 20
+
+
+async def read_frame(
+    reader: asyncio.StreamReader, max_payload: int, *, skip_over: int = 0
+) -> tuple[dict[str, Any], bytes]:
     """The next frame's header and payload. Raises :class:`asyncio.IncompleteReadError` at the end
-    of the stream, :class:`FrameError` for sizes over the limits or a header that is no JSON object."""
+    of the stream, :class:`FrameError` for sizes over the limits or a header that is no JSON object.
+
+    A payload over ``max_payload`` but within ``skip_over`` is read and dropped, a piece at a time,
+    and reported as :class:`PayloadTooLarge` with its header; larger ones end the stream's use.
+    """
     head_len, payload_len = PREFIX.unpack(await reader.readexactly(PREFIX.size))
     if head_len > MAX_HEADER_BYTES:
         raise FrameError(f"a header of {head_len} bytes (at most {MAX_HEADER_BYTES})")
-    if payload_len > max_payload:
+    if payload_len > max(max_payload, skip_over):
         raise FrameError(f"a payload of {payload_len} bytes (at most {max_payload})")
     try:
         header = json.loads(await reader.readexactly(head_len))
@@ -119,6 +139,11 @@ async def read_frame(reader: asyncio.StreamReader, max_payload: int) -> tuple[di
         raise FrameError(f"a header that is not JSON: {exc}") from exc
     if not isinstance(header, dict):
         raise FrameError("a header that is not a JSON object")
+    if payload_len > max_payload:
+        left = payload_len
+        while left:
+            left -= len(await reader.readexactly(min(left, SKIP_CHUNK)))
+        raise PayloadTooLarge(header, payload_len, max_payload)
     payload = await reader.readexactly(payload_len) if payload_len else b""
     return header, payload
 

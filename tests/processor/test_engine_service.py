@@ -175,11 +175,13 @@ async def test_two_workers_share_one_engine_process_and_each_gets_its_own_answer
         second.close()
 
 
-async def test_a_hostile_frame_closes_only_its_own_connection(served: EngineServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("frame", [PREFIX.pack(2, 1 << 40) + b"{}", PREFIX.pack(1 << 30, 0), PREFIX.pack(4, 0) + b"[1]\n"],
+                         ids=["terabyte-payload", "gigabyte-header", "header-not-an-object"])
+async def test_a_hostile_frame_closes_only_its_own_connection(served: EngineServer, tmp_path: Path, frame: bytes) -> None:
     path = str(tmp_path / "e.sock")
     reader, writer = await asyncio.open_unix_connection(path)
     Hello.from_header((await read_frame(reader, 0))[0])
-    writer.write(PREFIX.pack(2, 1 << 40) + b"{}")  # a payload of a terabyte: refused from the prefix
+    writer.write(frame)  # refused from the prefix or the header: nothing more is read
     await writer.drain()
     assert await reader.read() == b""  # closed by the server
     writer.close()
@@ -206,6 +208,44 @@ async def test_a_request_over_the_engine_limit_fails_that_image_only(served: Eng
         assert isinstance(await remote.enhance(EnhanceRequest(_image(), FAST)), EnhanceResult)
     finally:
         remote.close()
+
+
+async def test_a_picture_over_the_engine_process_limit_fails_that_image_for_good(served: EngineServer, tmp_path: Path) -> None:
+    # This worker allows larger pictures than the engine process (MAX_INPUT_PIXELS 100,000 there).
+    remote = await RemoteEngine.connect(str(tmp_path / "e.sock"), max_output_pixels=1_000_000)
+    try:
+        big = await remote.enhance(EnhanceRequest(_image(300, 400, channels=4, dtype=np.uint16), FAST))
+        assert isinstance(big, TooManyPixels) and "MAX_INPUT_PIXELS" in big.reason
+        assert classify(big).permanent  # an ending with the reason, never a loop of retries
+        assert isinstance(await remote.enhance(EnhanceRequest(_image(), FAST)), EnhanceResult)  # same link
+    finally:
+        remote.close()
+
+
+async def test_a_worker_waits_for_an_engine_process_that_is_still_starting(fast_only: Any, tmp_path: Path) -> None:
+    path = tmp_path / "e.sock"
+    server = EngineServer(fast_only, Settings(), path)
+
+    async def start_later() -> None:
+        await asyncio.sleep(1.5)
+        await server.start()
+
+    starting = asyncio.create_task(start_later())
+    remote = await RemoteEngine.connect(str(path), max_output_pixels=1_000_000, connect_timeout_s=1, wait_s=30)
+    try:
+        await starting
+        assert isinstance(await remote.enhance(EnhanceRequest(_image(), FAST)), EnhanceResult)
+    finally:
+        remote.close()
+        await server.close()
+
+
+def test_a_worker_without_its_engine_process_exits_naming_it(tmp_path: Path) -> None:
+    env = {**os.environ, "ENGINE_SOCKET": str(tmp_path / "nobody.sock"), "ENGINE_WAIT_S": "1"}
+    done = subprocess.run([sys.executable, "-m", "photoenhance", "processor"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr
+    assert "engine process" in done.stderr and "nobody.sock" in done.stderr
 
 
 async def test_no_engine_process_is_an_outage_and_a_restarted_one_is_found_again(fast_only: Any, tmp_path: Path) -> None:
