@@ -176,38 +176,61 @@ class ImageOperations(EventLog):
         back unclaimed. :class:`~db.transactions.UnknownBatch` when the batch does not exist.
         ``candidates_for`` must not raise; it may return nothing (no key is reserved then).
 
-        Starts that arrive while another is being committed share the next transaction, as
-        completions do (one batch-lock span for a prefetch window's images); each is done in
-        arrival order, seeing the ones before it.
+        Starts and completions that arrive while another transaction of theirs is being committed
+        share the next one (:meth:`_write_group`: one batch-lock span for a prefetch window's
+        images); starts are done in arrival order, each seeing the ones before it.
         """
-        group: GroupCommit[_Start, StartedImage] | None = getattr(self, "_starts", None)
+        started = await finish_then_cancel(self._grouped().submit(_Start(version, owner, lease_seconds, candidates_for)))
+        assert isinstance(started, StartedImage)
+        return started
+
+    def _grouped(self) -> GroupCommit[_Start | Completion, StartedImage | list[ProgressEvent]]:
+        """The group commit that starts and completions share (one per event loop)."""
+        group = getattr(self, "_writes", None)
         if group is None or group.loop is not asyncio.get_running_loop():
-            group = self._starts = GroupCommit(self._start_group)
-        return await finish_then_cancel(group.submit(_Start(version, owner, lease_seconds, candidates_for)))
+            group = self._writes = GroupCommit(self._write_group)
+        return group
 
-    async def _start_group(self, items: list[_Start]) -> list[StartedImage | Exception]:
-        """Several starts in one transaction: their batches locked in id order, then each start."""
+    async def _write_group(
+        self, items: list[_Start | Completion]
+    ) -> list[StartedImage | list[ProgressEvent] | Exception]:
+        """Starts and completions that queued together, in one transaction.
 
-        async def op(conn: AsyncConnection) -> list[StartedImage | Exception]:
+        Every batch concerned is locked once, in id order (the one order of every transaction
+        that locks several); then the starts, each seeing the ones before it; then the
+        completions, which see the starts' counters (a start of the same batch keeps a completion
+        from completing the batch under it). At a prefetch window's steady state an image's
+        start shares the transaction of an earlier image's completion: one lock span, one commit.
+        """
+        starts = [(n, item) for n, item in enumerate(items) if isinstance(item, _Start)]
+        completions = [(n, item) for n, item in enumerate(items) if isinstance(item, Completion)]
+
+        async def op(conn: AsyncConnection) -> list[StartedImage | list[ProgressEvent] | Exception]:
+            results: list[StartedImage | list[ProgressEvent] | Exception] = [[] for _ in items]
+            batch_of = await self._completion_batches(conn, [item for _, item in completions])
+            wanted = {item.version.batch_id for _, item in starts} | {b for b in batch_of.values() if b is not None}
             locked: dict[str, BatchRecord | None] = {}
-            for batch_id in sorted({i.version.batch_id for i in items}):
+            for batch_id in sorted(wanted):
                 try:
                     locked[batch_id] = await self._lock_batch(conn, batch_id)
                 except UnknownBatch:
                     locked[batch_id] = None
             now = self._now()
-            results: list[StartedImage | Exception] = []
-            for item in items:
-                batch = locked[item.version.batch_id]
+            for n, start in starts:
+                batch = locked[start.version.batch_id]
                 if batch is None:
-                    results.append(UnknownBatch(item.version.batch_id))
+                    results[n] = UnknownBatch(start.version.batch_id)
                     continue
-                started = await self._start_one(conn, batch, item, now)
-                locked[item.version.batch_id] = started.batch  # its counters as this start left them
-                results.append(started)
+                started = await self._start_one(conn, batch, start, now)
+                locked[start.version.batch_id] = started.batch  # its counters as this start left them
+                results[n] = started
+            if completions:
+                done = await self._complete_locked(conn, locked, [item for _, item in completions], batch_of, now)
+                for (n, _), outcome in zip(completions, done, strict=True):
+                    results[n] = outcome
             return results
 
-        return await self._write(op, retry_on_integrity=True)
+        return await self._write(op, retry_on_integrity=bool(starts))
 
     async def _start_one(self, conn: AsyncConnection, batch: BatchRecord, start: _Start, now: datetime) -> StartedImage:
         """One start, its batch locked by the caller's transaction."""
@@ -283,13 +306,15 @@ class ImageOperations(EventLog):
         image = image_record(row)
         if stale:
             return StartedImage(batch, image, None, candidates)
-        await self._supersede(conn, batch, current, now)
+        taken_completed, taken_failed = await self._supersede(conn, batch, current, now)
         last_upload = max(t for t in (batch.last_upload_at, version.uploaded_at or now) if t is not None)
         await conn.execute(
             sql.REGISTER_IN_BATCH,
             {"batch_id": batch.id, "added": 0 if current else 1, "last_upload": last_upload, "now": now},
         )
+        # The batch as this transaction has now left it: a completion later in it counts from here.
         batch = replace(batch, total=batch.total + (0 if current else 1), state=BatchState.OPEN,
+                        completed=batch.completed - taken_completed, failed=batch.failed - taken_failed,
                         completed_at=None, last_upload_at=last_upload, updated_at=now)
         return StartedImage(batch, image, image, candidates, key)
 
@@ -401,103 +426,107 @@ class ImageOperations(EventLog):
         no-op. May also complete the batch (a ``batch.completed`` event follows). ``batch_id``:
         the image's batch, if the caller knows it (an image of another batch does not count).
 
-        Completions that arrive while another is being committed share the next transaction
-        (:class:`~db.group_commit.GroupCommit`): each returns once that transaction has ended,
+        Completions (and starts) that arrive while another is being committed share the next
+        transaction (:meth:`_write_group`): each returns once that transaction has ended,
         with its own events. As with every write here, a cancelled caller gets the
         ``CancelledError`` only after the transaction it joined has ended.
         """
-        group: GroupCommit[Completion, list[ProgressEvent]] | None = getattr(self, "_completions", None)
-        if group is None or group.loop is not asyncio.get_running_loop():
-            group = self._completions = GroupCommit(self._complete_group)
-        return await finish_then_cancel(group.submit(Completion(image_id, owner, output_key, report or {}, batch_id)))
+        events = await finish_then_cancel(
+            self._grouped().submit(Completion(image_id, owner, output_key, report or {}, batch_id))
+        )
+        assert isinstance(events, list)
+        return events
 
-    async def _complete_group(self, items: list[Completion]) -> list[list[ProgressEvent] | Exception]:
-        """Record several completions in one transaction.
+    async def _completion_batches(self, conn: AsyncConnection, items: list[Completion]) -> dict[int, str | None]:
+        """Each completion's batch: the one its caller named, else read from its image."""
+        batch_of: dict[int, str | None] = {i.image_id: i.batch_id for i in items if i.batch_id is not None}
+        unknown = [i.image_id for i in items if i.batch_id is None]
+        if unknown:
+            batch_of.update((await conn.execute(sql.IMAGE_BATCHES, {"image_ids": unknown})).all())
+        return batch_of
 
-        Batches are locked in id order (one order for every transaction that locks several), then
-        each image is completed by compare-and-set; the events of each batch take its next
+    async def _complete_locked(
+        self, conn: AsyncConnection, locked: dict[str, BatchRecord | None], items: list[Completion],
+        batch_of: dict[int, str | None], now: datetime,
+    ) -> list[list[ProgressEvent] | Exception]:
+        """Record completions whose batches the caller's transaction has locked (``locked``, as
+        the transaction has left them so far).
+
+        Each image is completed by compare-and-set; the events of each batch take its next
         sequence numbers in the items' order, counters move once per batch, and the batch's
         ``batch.completed`` (if this completed it) goes to its last item's events.
         """
-
-        async def op(conn: AsyncConnection) -> list[list[ProgressEvent] | Exception]:
-            results: list[list[ProgressEvent] | Exception] = [[] for _ in items]
-            unknown = [i.image_id for i in items if i.batch_id is None]
-            batch_of = {i.image_id: i.batch_id for i in items if i.batch_id is not None}
-            if unknown:
-                batch_of.update((await conn.execute(sql.IMAGE_BATCHES, {"image_ids": unknown})).all())
-            by_batch: dict[str, list[int]] = {}
-            for index, item in enumerate(items):
-                batch_id = batch_of.get(item.image_id)
-                if batch_id is None:
-                    results[index] = LookupError(f"no image with id {item.image_id}")
-                else:
-                    by_batch.setdefault(batch_id, []).append(index)
-            locked = {batch_id: await self._lock_batch(conn, batch_id) for batch_id in sorted(by_batch)}
-            now = self._now()
-            for batch_id, batch in locked.items():
-                done: list[tuple[int, ImageRecord]] = []
-                for index in by_batch[batch_id]:
-                    item = items[index]
-                    row = (
-                        await conn.execute(
-                            sql.COMPLETE_IMAGE,
-                            {
-                                "image_id": item.image_id,
-                                "image_batch": batch_id,
-                                "owner": item.owner,
-                                "output_key": item.output_key,
-                                "report": item.report,
-                                "now": now,
-                            },
-                        )
-                    ).one_or_none()
-                    if row is not None:
-                        done.append((index, image_record(row)))
-                if not done:
-                    continue
-                rows = []
-                for n, (index, image) in enumerate(done, start=1):
-                    event = ProgressEvent(
-                        batch_id=batch_id,
-                        seq=batch.last_seq + n,
-                        type=EventType.IMAGE_COMPLETED,
-                        time=now,
-                        counts=BatchCounts(
-                            total=batch.total,
-                            completed=batch.completed + n,
-                            failed=batch.failed,
-                            expected=batch.expected_count,
-                            cancelled=batch.cancelled,
-                        ),
-                        image=image.progress(),
-                    )
-                    results[index] = [event]
-                    rows.append(
+        results: list[list[ProgressEvent] | Exception] = [[] for _ in items]
+        by_batch: dict[str, list[int]] = {}
+        for index, item in enumerate(items):
+            batch_id = batch_of.get(item.image_id)
+            if batch_id is None or locked.get(batch_id) is None:
+                results[index] = LookupError(f"no image with id {item.image_id}")
+            else:
+                by_batch.setdefault(batch_id, []).append(index)
+        for batch_id in sorted(by_batch):
+            batch = locked[batch_id]
+            assert batch is not None
+            done: list[tuple[int, ImageRecord]] = []
+            for index in by_batch[batch_id]:
+                item = items[index]
+                row = (
+                    await conn.execute(
+                        sql.COMPLETE_IMAGE,
                         {
-                            "batch_id": batch_id,
-                            "seq": event.seq,
-                            "type": event.type.value,
-                            "image_id": image.id,
-                            "payload": event.to_dict(),
-                            "created_at": now,
-                        }
+                            "image_id": item.image_id,
+                            "image_batch": batch_id,
+                            "owner": item.owner,
+                            "output_key": item.output_key,
+                            "report": item.report,
+                            "now": now,
+                        },
                     )
-                await conn.execute(sql.INSERT_EVENT, rows)
-                await conn.execute(
-                    sql.COUNT_BATCH,
-                    {"batch_id": batch_id, "completed": len(done), "failed": 0, "events": len(done), "now": now},
+                ).one_or_none()
+                if row is not None:
+                    done.append((index, image_record(row)))
+            if not done:
+                continue
+            rows = []
+            for n, (index, image) in enumerate(done, start=1):
+                event = ProgressEvent(
+                    batch_id=batch_id,
+                    seq=batch.last_seq + n,
+                    type=EventType.IMAGE_COMPLETED,
+                    time=now,
+                    counts=BatchCounts(
+                        total=batch.total,
+                        completed=batch.completed + n,
+                        failed=batch.failed,
+                        expected=batch.expected_count,
+                        cancelled=batch.cancelled,
+                    ),
+                    image=image.progress(),
                 )
-                final = batch.completed + len(done) + batch.failed
-                # A cancelling batch ends once its last in-flight image is final (db.cancel).
-                draining = batch.state is BatchState.CANCELLING
-                if draining or (batch.state is BatchState.OPEN and batch.total > 0 and final >= batch.total):
-                    last = results[done[-1][0]]
-                    assert isinstance(last, list)
-                    last += await self._maybe_complete(conn, batch_id, idle_cutoff=None)
-            return results
-
-        return await self._write(op)
+                results[index] = [event]
+                rows.append(
+                    {
+                        "batch_id": batch_id,
+                        "seq": event.seq,
+                        "type": event.type.value,
+                        "image_id": image.id,
+                        "payload": event.to_dict(),
+                        "created_at": now,
+                    }
+                )
+            await conn.execute(sql.INSERT_EVENT, rows)
+            await conn.execute(
+                sql.COUNT_BATCH,
+                {"batch_id": batch_id, "completed": len(done), "failed": 0, "events": len(done), "now": now},
+            )
+            final = batch.completed + len(done) + batch.failed
+            # A cancelling batch ends once its last in-flight image is final (db.cancel).
+            draining = batch.state is BatchState.CANCELLING
+            if draining or (batch.state is BatchState.OPEN and batch.total > 0 and final >= batch.total):
+                last = results[done[-1][0]]
+                assert isinstance(last, list)
+                last += await self._maybe_complete(conn, batch_id, idle_cutoff=None)
+        return results
 
     async def fail_image(
         self,
@@ -627,8 +656,9 @@ class ImageOperations(EventLog):
 
     async def _supersede(
         self, conn: AsyncConnection, batch: BatchRecord, olds: Iterable[ImageRecord], now: datetime
-    ) -> None:
-        """Retire older versions of a key and take back what they counted."""
+    ) -> tuple[int, int]:
+        """Retire older versions of a key and take back what they counted; returns how many
+        completed and failed images were taken back."""
         completed = failed = 0
         ids = []
         for old in olds:
@@ -636,7 +666,7 @@ class ImageOperations(EventLog):
             completed += old.state is ImageState.COMPLETED
             failed += old.state is ImageState.FAILED
         if not ids:
-            return
+            return 0, 0
         await conn.execute(
             update(Image)
             .where(Image.id.in_(ids))
@@ -653,6 +683,7 @@ class ImageOperations(EventLog):
                 .where(Batch.id == batch.id)
                 .values(completed=Batch.completed - completed, failed=Batch.failed - failed)
             )
+        return completed, failed
 
 
 

@@ -209,3 +209,37 @@ async def test_concurrent_starts_share_a_transaction_and_see_each_other(reposito
     b1, b2 = await repository.get_batch("b1"), await repository.get_batch("b2")
     assert b1 is not None and b1.total == 2
     assert b2 is not None and b2.total == 2 and b2.last_upload_at == T0 + timedelta(seconds=3)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+async def test_starts_and_completions_arriving_together_share_one_transaction(repository: Repository) -> None:
+    # A prefetch window's steady state: the next images start while earlier ones complete.
+    await new_batch(repository, "b1", expected=4)
+    first = [await repository.start_image(version("b1", f"{n}.jpg"), "w1", 60, keys(f"b1/{n}.jpg")) for n in (0, 1)]
+    await repository.start_image(version("b1", "old.jpg", etag="e0"), "w1", 60, keys("b1/old.jpg"))
+    [done_old] = await repository.complete_image((await repository.find_image("in", "b1/old.jpg", "e0")).id, "w1",
+                                                 output_key="b1/old.jpg")
+    assert done_old.counts.completed == 1
+    commits = Commits(repository)
+    results = await asyncio.gather(
+        *(repository.complete_image(s.image.id, "w1", output_key=s.output_key or "") for s in first),
+        repository.start_image(version("b1", "2.jpg"), "w1", 60, keys("b1/2.jpg")),
+        # A new version of old.jpg: its completed result is taken back before the completions count.
+        repository.start_image(version("b1", "old.jpg", etag="e1", at=T0 + timedelta(seconds=5)), "w1", 60,
+                               keys("b1/old.jpg")),
+        repository.start_image(version("nope", "a.jpg"), "w1", 60, keys("nope/a.jpg")),
+        return_exceptions=True,
+    )
+    commits.close()
+    assert commits.count == 1, "starts and completions queued together are one transaction"
+    first_done, second_done, third, renewed, unknown = results
+    assert isinstance(unknown, UnknownBatch)
+    assert third.claimed is not None and renewed.claimed is not None
+    # The completions counted from the batch as the starts left it: old.jpg's result taken back.
+    assert [e.counts.completed for e in (*first_done, *second_done)] == [1, 2]
+    assert [e.seq for e in (*first_done, *second_done)] == [2, 3]
+    assert all(e.counts.total == 4 for e in (*first_done, *second_done))
+    batch = await repository.get_batch("b1")
+    assert batch is not None and (batch.total, batch.completed, batch.state) == (4, 2, BatchState.OPEN)
+    events = await repository.events_since("b1")
+    assert [e.seq for e in events] == [1, 2, 3]
