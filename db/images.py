@@ -17,7 +17,15 @@ from db.event_log import EventLog
 from db.group_commit import GroupCommit
 from db.models import Batch, Image
 from db.records import BatchRecord, ImageRecord, ImageVersion, Registration, StartedImage
-from db.transactions import CURRENT, UNFINISHED, UnknownBatch, finish_then_cancel, held_by, image_record
+from db.transactions import (
+    CURRENT,
+    UNFINISHED,
+    LevelChanged,
+    UnknownBatch,
+    finish_then_cancel,
+    held_by,
+    image_record,
+)
 from photoenhance.contracts.progress import BatchCounts, EventType, ProgressEvent
 from photoenhance.contracts.states import CANCELLED_CODE, BatchState, ImageState
 
@@ -31,6 +39,8 @@ class _Start:
     owner: str
     lease_seconds: float
     candidates_for: Callable[[BatchRecord], Sequence[str]]
+    #: Whether the batch, as locked, still resolves the version to its level (None: not asked).
+    level_holds: Callable[[BatchRecord], bool] | None = None
 
 
 #: States in which an image holds its result key against other keys of its batch.
@@ -166,6 +176,7 @@ class ImageOperations(EventLog):
         owner: str,
         lease_seconds: float,
         candidates_for: Callable[[BatchRecord], Sequence[str]],
+        level_holds: Callable[[BatchRecord], bool] | None = None,
     ) -> StartedImage:
         """Everything before the work, in one write transaction under the batch lock: register
         the version (as :meth:`register_image`), claim it (as :meth:`claim_image`) and reserve
@@ -175,12 +186,18 @@ class ImageOperations(EventLog):
         version is claimed if it is claimable; a final one, or one another worker holds, comes
         back unclaimed. :class:`~db.transactions.UnknownBatch` when the batch does not exist.
         ``candidates_for`` must not raise; it may return nothing (no key is reserved then).
+        ``level_holds`` (must not raise either): when it says the locked batch no longer resolves
+        the version to ``version.level``, nothing is written and :class:`~db.transactions.LevelChanged`
+        is raised with the batch as found (a caller that resolved the level from a remembered
+        batch resolves it again from that one).
 
         Starts and completions that arrive while another transaction of theirs is being committed
         share the next one (:meth:`_write_group`: one batch-lock span for a prefetch window's
         images); starts are done in arrival order, each seeing the ones before it.
         """
-        started = await finish_then_cancel(self._grouped().submit(_Start(version, owner, lease_seconds, candidates_for)))
+        started = await finish_then_cancel(
+            self._grouped().submit(_Start(version, owner, lease_seconds, candidates_for, level_holds))
+        )
         assert isinstance(started, StartedImage)
         return started
 
@@ -220,6 +237,9 @@ class ImageOperations(EventLog):
                 batch = locked[start.version.batch_id]
                 if batch is None:
                     results[n] = UnknownBatch(start.version.batch_id)
+                    continue
+                if start.level_holds is not None and not start.level_holds(batch):
+                    results[n] = LevelChanged(batch)
                     continue
                 started = await self._start_one(conn, batch, start, now)
                 locked[start.version.batch_id] = started.batch  # its counters as this start left them

@@ -21,10 +21,10 @@ from db.batches import BatchOperations, DeclaredFile
 from db.cancel import CancelOperations
 from db.images import ImageOperations
 from db.status_pages import StatusPages
-from db.transactions import RETRY_ATTEMPTS, BatchExists, UnknownBatch
+from db.transactions import RETRY_ATTEMPTS, BatchExists, LevelChanged, UnknownBatch
 from db.webhooks import WebhookOperations
 
-__all__ = ["RETRY_ATTEMPTS", "BatchExists", "DeclaredFile", "Repository", "UnknownBatch"]
+__all__ = ["RETRY_ATTEMPTS", "BatchExists", "DeclaredFile", "LevelChanged", "Repository", "UnknownBatch"]
 
 
 class Repository(BatchOperations, ImageOperations, CancelOperations, WebhookOperations, StatusPages, AccessLookup):

@@ -25,6 +25,7 @@ __all__ = [
     "RETRY_ATTEMPTS",
     "UNFINISHED",
     "BatchExists",
+    "LevelChanged",
     "Transactions",
     "UnknownBatch",
     "batch_record",
@@ -53,6 +54,16 @@ CURRENT = (
 
 class UnknownBatch(LookupError):
     """No batch has this id."""
+
+
+class LevelChanged(Exception):
+    """The batch, as the start transaction found it, no longer resolves the image to the level it
+    was started at (its options changed since the caller read them); nothing was written.
+    ``batch`` is the batch as found, for the caller to resolve again without another read."""
+
+    def __init__(self, batch: Any) -> None:
+        super().__init__(f"batch {getattr(batch, 'id', '?')}: its options resolve to another level now")
+        self.batch = batch
 
 
 class BatchExists(Exception):

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from db.records import BatchRecord, ImageRecord, ImageVersion, StartedImage
-from db.repository import Repository, UnknownBatch
+from db.repository import LevelChanged, Repository, UnknownBatch
 from photoenhance.contracts.events import ObjectCreated, notification_body
 from photoenhance.contracts.failures import FailureCode
 from photoenhance.contracts.formats import format_suggested_by_name, resolve_output_format
@@ -179,9 +179,17 @@ class ImagePipeline:
 
     # -- entry point -----------------------------------------------------------------------
 
-    async def process(self, record: ObjectCreated, attempt: Attempt = Attempt()) -> Outcome:
+    async def process(
+        self, record: ObjectCreated, attempt: Attempt = Attempt(),
+        level_holds: Callable[[BatchRecord], bool] | None = None,
+    ) -> Outcome:
         """Take one announced object to an outcome. Raises only when even a retry cannot be
-        scheduled (the broker is gone): the message must then stay unacknowledged."""
+        scheduled (the broker is gone): the message must then stay unacknowledged.
+
+        ``level_holds`` (the router's, for a level it resolved from a remembered batch): checked
+        against the batch in the start transaction; :class:`~db.repository.LevelChanged` is
+        raised, with nothing done, when the batch resolves the object to another level now.
+        """
         if record.is_manifest:
             await self.publisher.progress(await self.batches.apply_manifest(record))
             return Outcome.MANIFEST
@@ -193,7 +201,7 @@ class ImagePipeline:
         starting = True
         timeline = Timeline(attempt.received_at)
         try:
-            started = await self._start(record, attempt.level)
+            started = await self._start(record, attempt.level, level_holds)
             starting = False
             image = started.image
             if started.claimed is None:
@@ -210,6 +218,8 @@ class ImagePipeline:
                 return await self._enhance_and_store(claimed, started, record, timeline, memory, attempt.level)
         except _LostClaim:
             return Outcome.LOST_CLAIM
+        except LevelChanged:
+            raise  # nothing was written: the router resolves the level again
         except _NotMyLevel as wrong:
             # Never an ending: hand the image back and queue it where a worker of its level takes it.
             if claimed is not None:
@@ -232,7 +242,9 @@ class ImagePipeline:
 
     # -- the steps -------------------------------------------------------------------------
 
-    async def _start(self, record: ObjectCreated, level: str | None = None) -> StartedImage:
+    async def _start(
+        self, record: ObjectCreated, level: str | None = None, level_holds: Callable[[BatchRecord], bool] | None = None
+    ) -> StartedImage:
         """Register (at ``level``, when routed), claim and reserve the result key in one
         transaction (:meth:`start_image`); an unknown batch is created first (implicitly, with its
         prefix's manifest), once."""
@@ -250,10 +262,10 @@ class ImagePipeline:
 
         owner, lease = self.worker_id, self.settings.lease_seconds
         try:
-            return await self.repository.start_image(version, owner, lease, candidates)
+            return await self.repository.start_image(version, owner, lease, candidates, level_holds)
         except UnknownBatch:
             await self.batches.ensure(record.batch_id, record.bucket)
-            return await self.repository.start_image(version, owner, lease, candidates)
+            return await self.repository.start_image(version, owner, lease, candidates, level_holds)
 
     async def _enhance_and_store(
         self, image: ImageRecord, started: StartedImage, record: ObjectCreated, timeline: Timeline, memory: Slot,

@@ -21,6 +21,11 @@ transaction, a confirmed publish, a second delivery and a HEAD for the metadata 
 leaves out: at full load on one ``fast`` worker, 45-50 images/s before levels had queues, 29-36
 with every object queued (bench/pipeline.py, docs/BENCHMARKS.md). Objects of levels this worker
 does not serve are queued as described, and still wait there for a worker of their level.
+The router remembers the batches it has read (the most recent :data:`REMEMBERED_BATCHES`): the
+level of an object processed here is resolved from the remembered batch without a read, and the
+start transaction checks it against the batch as locked (a manifest may have changed its options
+since); if it no longer holds, nothing is written and the level is resolved again from the batch
+as found. An object queued for another level is always resolved from the batch read then.
 
 Guarantees, unchanged: an announcement is acknowledged only after its level copy is confirmed
 (a crash in between redelivers it and the copy is made twice, which the pipeline's idempotency
@@ -35,8 +40,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from functools import partial
 
-from db.records import ImageVersion
+from db.records import BatchRecord, ImageVersion
+from db.repository import LevelChanged
 from photoenhance.contracts.events import ObjectCreated, notification_body
 from photoenhance.contracts.failures import FailureCode
 from photoenhance.contracts.levels import resolve_level
@@ -54,6 +63,8 @@ SOURCE = "photoenhance:router"
 ROUTED = "routed"
 #: Outcome of an object put off because a service was down while routing it.
 ROUTE_WAIT = "route_wait"
+#: Batches a router remembers (a few hundred bytes each).
+REMEMBERED_BATCHES = 4096
 
 
 class Router:
@@ -67,20 +78,47 @@ class Router:
         self.metrics = pipeline.metrics
         #: Levels this worker processes itself when it routes an object of one.
         self.serves = frozenset(pipeline.settings.processor_qualities)
+        #: Batches read before, most recently used last: the level of an object processed here is
+        #: resolved from them without a read, and checked in the start transaction.
+        self._batches: OrderedDict[str, BatchRecord] = OrderedDict()
 
     async def route(self, record: ObjectCreated, attempt: Attempt) -> object:
-        """Queue ``record`` at its level; returns what became of it."""
+        """Queue ``record`` at its level (or process it here, if this worker serves the level);
+        returns what became of it."""
         if record.is_manifest:
             return await self.pipeline.process(record, attempt)
         try:
-            level = await self.level_of(record)
+            metadata = await self._metadata(record)
+            batch, remembered = await self._batch(record, fresh=False)
+            level = _level(batch, metadata)
         except OptionsError as exc:
             return await self._refuse(record, attempt, exc)
         except Exception as exc:
             return await self._wait(record, attempt, exc)
-        if level in self.serves:  # no queue between this worker and itself
-            self.metrics.routed.labels(level).inc()
-            return await self.pipeline.process(record, dataclasses.replace(attempt, level=level))
+        if level in self.serves:
+            # From a remembered batch: its level is checked again in the start transaction.
+            holds = partial(_resolves_to, metadata=metadata, level=level) if remembered else None
+            try:
+                return await self._here(record, attempt, level, holds)
+            except LevelChanged as changed:  # the batch's options changed: resolve from it as it is now
+                self._remember(changed.batch)
+                remembered = False
+                try:
+                    level = _level(changed.batch, metadata)
+                except OptionsError as exc:
+                    return await self._refuse(record, attempt, exc)
+                if level in self.serves:
+                    return await self._here(record, attempt, level, None)
+        if remembered:
+            # Queued elsewhere only from the batch as it is now: no check would follow there.
+            try:
+                level = _level((await self._batch(record, fresh=True))[0], metadata)
+            except OptionsError as exc:
+                return await self._refuse(record, attempt, exc)
+            except Exception as exc:
+                return await self._wait(record, attempt, exc)
+            if level in self.serves:
+                return await self._here(record, attempt, level, None)
         try:
             registration = await self.pipeline.repository.register_image(ImageVersion.of(record, level))
         except Exception as exc:
@@ -90,6 +128,14 @@ class Router:
         await self.publisher.route(_body(record), level, attempt=attempt.failures, deferrals=attempt.deferrals)
         self.metrics.routed.labels(level).inc()
         return ROUTED
+
+    async def _here(
+        self, record: ObjectCreated, attempt: Attempt, level: str, holds: Callable[[BatchRecord], bool] | None
+    ) -> object:
+        """Process ``record`` in this worker, no queue between it and itself."""
+        outcome = await self.pipeline.process(record, dataclasses.replace(attempt, level=level), level_holds=holds)
+        self.metrics.routed.labels(level).inc()
+        return outcome
 
     async def _refuse(self, record: ObjectCreated, attempt: Attempt, refused: OptionsError) -> object:
         """Fail an object whose options are unusable at once (``bad_options``), the reason naming
@@ -119,14 +165,43 @@ class Router:
         self.metrics.retried.labels(failure.code).inc()
         return ROUTE_WAIT
 
-    async def level_of(self, record: ObjectCreated) -> str:
-        """The level ``record`` resolves to (:class:`OptionsError` when it names an unknown one)."""
-        batch = await self.pipeline.batches.ensure(record.batch_id, record.bucket)
+    async def _metadata(self, record: ObjectCreated) -> dict[str, str]:
+        """The object's user metadata: from the store's event, or (a notification the pipeline
+        synthesised carries none) from a HEAD."""
         if record.from_store:
-            metadata = record.user_metadata
-        else:
-            metadata = await self.pipeline.storage.user_metadata(record.bucket, record.key) or {}
-        return resolve_level(batch.options, metadata).value
+            return dict(record.user_metadata)
+        return await self.pipeline.storage.user_metadata(record.bucket, record.key) or {}
+
+    async def _batch(self, record: ObjectCreated, *, fresh: bool) -> tuple[BatchRecord, bool]:
+        """The record's batch (created implicitly when unknown), and whether it is a remembered
+        copy rather than read now. ``fresh``: read it now."""
+        if not fresh:
+            batch = self._batches.get(record.batch_id)
+            if batch is not None:
+                self._batches.move_to_end(record.batch_id)
+                return batch, True
+        batch = await self.pipeline.batches.ensure(record.batch_id, record.bucket)
+        self._remember(batch)
+        return batch, False
+
+    def _remember(self, batch: BatchRecord) -> None:
+        self._batches[batch.id] = batch
+        self._batches.move_to_end(batch.id)
+        while len(self._batches) > REMEMBERED_BATCHES:
+            self._batches.popitem(last=False)
+
+
+def _level(batch: BatchRecord, metadata: Mapping[str, str]) -> str:
+    """The level the object resolves to in ``batch`` (:class:`OptionsError` for an unknown one)."""
+    return resolve_level(batch.options, metadata).value
+
+
+def _resolves_to(batch: BatchRecord, *, metadata: Mapping[str, str], level: str) -> bool:
+    """Whether ``batch`` (as the start transaction locked it) still resolves the object to ``level``."""
+    try:
+        return _level(batch, metadata) == level
+    except OptionsError:
+        return False
 
 
 def _body(record: ObjectCreated) -> bytes:

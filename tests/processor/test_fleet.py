@@ -315,3 +315,32 @@ async def test_a_declared_level_counts_as_served_for_auto(
         [image] = await eventually(routed)
     assert image.state is ImageState.PENDING and image.level == "best"
     assert (await repository.get_batch("levels-declared")).options == {"quality": "best"}
+
+
+@pytest.mark.objectstore
+async def test_a_remembered_batch_whose_level_changed_is_not_processed_at_the_old_one(
+    processor_settings: Settings, repository: Repository, fast_engine
+) -> None:
+    """The router resolves levels from the batches it has read before; a manifest that moves the
+    batch to a level this worker does not serve is seen in the start transaction, and the next
+    image waits at the new level instead of being processed at the old one."""
+    batch_id = "levels-moved"
+    await repository.create_batch(batch_id, input_bucket=processor_settings.s3_input_bucket, options={"quality": "fast"})
+    async with running_worker(as_worker(processor_settings, "fast"), fast_engine, "fast-only") as worker:
+        await put_async(processor_settings, f"{batch_id}/first.jpg", image_bytes(seed=1))
+        await eventually(lambda: final_images(repository, batch_id, 1))
+        assert batch_id in worker.router._batches  # remembered: the next object is resolved without a read
+        await repository.update_batch_plan(batch_id, options={"quality": "best"})  # as a manifest would
+        await put_async(processor_settings, f"{batch_id}/second.jpg", image_bytes(seed=2))
+
+        async def waiting() -> Any:
+            snapshot = await repository.batch_snapshot(batch_id)
+            pending = [i for i in snapshot.images if i.name == "second.jpg"] if snapshot else []
+            return pending if pending and pending[0].level == "best" else None
+
+        [second] = await eventually(waiting, what="the second image to wait at best")
+        assert second.state is ImageState.PENDING and second.attempts == 0
+        assert await queue_depth(processor_settings, "best") == 1
+        assert worker.router._batches[batch_id].options["quality"] == "best"  # remembered as it is now
+    first = (await repository.batch_snapshot(batch_id)).images[0]
+    assert first.state is ImageState.COMPLETED and first.level == "fast"
