@@ -167,6 +167,12 @@ def bench_settings(tag: str, workdir: Path, endpoint: str, database_url: str) ->
         notifier_metrics_port=free_port(),  # its default, 8083, may be another notifier's
         notifier_public_url="",
         weights_dir=workdir / "weights",
+        # A benchmark creates batches from one address faster than any person would: the public
+        # quotas (batches per hour, open batches) measure nothing here, so they are off.
+        quota_public_batches_per_hour=0,
+        quota_public_open_batches=0,
+        quota_public_files_per_day=0,
+        quota_public_bytes_per_day=0,
     )
 
 
