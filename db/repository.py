@@ -10,8 +10,9 @@ Exactness under concurrent writers (several processes, several machines) rests o
 3. An event is inserted in the same transaction as the change it reports, with
    ``seq = last_seq + 1`` of its batch, so sequence numbers are gapless and never reused.
 
-The operations live in three parts along the domain's seams: :mod:`db.batches`,
-:mod:`db.images` and :mod:`db.event_log`, on the shared machinery of :mod:`db.transactions`.
+The operations live in parts along the domain's seams: :mod:`db.batches`, :mod:`db.images`
+(with the worker's grouped path, :mod:`db.worker_path`) and :mod:`db.event_log`, on the shared
+machinery of :mod:`db.transactions`.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from __future__ import annotations
 from db.access_lookup import AccessLookup
 from db.batches import BatchOperations, DeclaredFile
 from db.cancel import CancelOperations
-from db.images import ImageOperations
 from db.status_pages import StatusPages
 from db.transactions import RETRY_ATTEMPTS, BatchExists, LevelChanged, UnknownBatch
 from db.webhooks import WebhookOperations
+from db.worker_path import WorkerPath
 
 __all__ = ["RETRY_ATTEMPTS", "BatchExists", "DeclaredFile", "LevelChanged", "Repository", "UnknownBatch"]
 
 
-class Repository(BatchOperations, ImageOperations, CancelOperations, WebhookOperations, StatusPages, AccessLookup):
+class Repository(BatchOperations, WorkerPath, CancelOperations, WebhookOperations, StatusPages, AccessLookup):
     """Batches, images and events; every method is one transaction (retried on lock races)."""

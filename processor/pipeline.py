@@ -7,7 +7,7 @@ the batch's options; an unknown batch is created first) → fetch exactly that v
 output limit, then a wait for the image's share of the memory budget) → the result key again if the
 options or the input's format changed it → decode → enhance (micro-batched) → encode → store the
 result → record it (completed: completions and starts arriving together share one transaction, see
-:meth:`db.images.ImageOperations.complete_image`) → publish the progress events. Object I/O,
+:meth:`db.worker_path.WorkerPath.complete_image`) → publish the progress events. Object I/O,
 decoding and encoding run on the I/O
 thread pool, inference on the engine's thread; the event loop only coordinates.
 
