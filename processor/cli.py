@@ -1,5 +1,7 @@
 """``photoenhance processor``: run one worker until SIGTERM/SIGINT.
 
+With ``--workers N``: one engine process and N workers feeding it (:mod:`processor.process_group`).
+
 Exit status: 0 after a graceful stop, 3 when the engine cannot start (a weight file for one of
 ``PROCESSOR_QUALITIES`` is missing or altered; the message names it; or, with ``ENGINE_SOCKET``,
 no engine process answered within ``ENGINE_WAIT_S``, or one of another engine version did), 2 for
@@ -20,6 +22,11 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worker-id", help="name used in leases, reports and logs (default: host-pid-random)")
+    parser.add_argument(
+        "--workers", type=int, default=0, metavar="N",
+        help="run one engine process and N worker processes feeding it, as one group (a GPU host); "
+             "worker i serves /healthz on PROCESSOR_PORT + i",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -32,6 +39,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if unknown or not settings.processor_qualities:
         print(f"photoenhance processor: PROCESSOR_QUALITIES names no or unknown levels: {unknown}", file=sys.stderr)
         return 2
+    if args.workers < 0:
+        print("photoenhance processor: --workers takes a count of 1 or more", file=sys.stderr)
+        return 2
+    if args.workers:
+        from processor.process_group import run_group
+
+        return run_group(settings, args.workers, args.worker_id)
     try:
         asyncio.run(Worker(settings, worker_id=args.worker_id).run())
     except (WeightsError, EngineUnavailable, VersionMismatch) as exc:

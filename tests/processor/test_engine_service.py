@@ -353,3 +353,91 @@ async def test_two_workers_feed_one_engine_process_through_the_pipeline(
         assert server.served >= 8
     finally:
         await server.close()
+
+
+# -- the process group: photoenhance processor --workers N ---------------------------------------------
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The child processes of ``pid``, by pid, with their command lines."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found[int(child)] = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    return found
+
+
+def _group(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "photoenhance", "processor", "--workers", "2",
+                                 "--worker-id", "grp"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+@pytest.mark.objectstore
+async def test_a_process_group_feeds_one_engine_from_two_workers_and_stops_as_one(
+    processor_settings: Settings, repository: Repository, database, tmp_path: Path
+) -> None:
+    from db.workers import WorkerRegistry
+
+    settings = processor_settings.replace(processor_port=0, default_quality="fast")
+    registry = WorkerRegistry(database, gone_after_s=settings.worker_gone_after_s)
+    group = _group(settings, tmp_path / "group.log")
+    try:
+        rows = await eventually(lambda: _live_ids(registry, 2), what="two workers of the group")
+        assert rows == {"grp-w1", "grp-w2"}
+        assert sum("engine --socket" in line for line in _children(group.pid).values()) == 1
+        keys = [f"grouped/p{i}.jpg" for i in range(8)]
+        await asyncio.gather(*(put_async(settings, key, image_bytes(40, 30, seed=i)) for i, key in enumerate(keys)))
+
+        async def all_done() -> Any:
+            snapshot = await repository.batch_snapshot("grouped")
+            images = snapshot.images if snapshot else []
+            return images if len(images) == len(keys) and all(i.state.is_final for i in images) else None
+
+        images = await eventually(all_done, what="every image final")
+        assert {i.state for i in images} == {ImageState.COMPLETED}
+        assert {i.report["worker"] for i in images} <= {"grp-w1", "grp-w2"}
+        group.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(group.wait, 90) == 0
+        assert await registry.live() == []  # each worker stopped cleanly, its row removed
+    finally:
+        if group.poll() is None:
+            group.kill()
+            group.wait()
+
+
+@pytest.mark.objectstore
+async def test_a_process_group_whose_engine_process_dies_stops_and_says_so(
+    processor_settings: Settings, database, tmp_path: Path
+) -> None:
+    from db.workers import WorkerRegistry
+
+    settings = processor_settings.replace(processor_port=0)
+    registry = WorkerRegistry(database, gone_after_s=settings.worker_gone_after_s)
+    group = _group(settings, tmp_path / "group.log")
+    try:
+        await eventually(lambda: _live_ids(registry, 2), what="two workers of the group")
+        children = _children(group.pid)
+        [engine] = [pid for pid, line in children.items() if "engine --socket" in line]
+        os.kill(engine, signal.SIGKILL)
+        status = await asyncio.to_thread(group.wait, 90)
+        assert status != 0  # for the service manager to restart the group
+        assert all(not Path(f"/proc/{pid}").exists() or _zombie(pid) for pid in children)
+        assert "the engine process exited" in (tmp_path / "group.log").read_text()
+    finally:
+        if group.poll() is None:
+            group.kill()
+            group.wait()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+async def _live_ids(registry: Any, count: int) -> set[str] | None:
+    ids = {row.id for row in await registry.live()}
+    return ids if len(ids) >= count else None
