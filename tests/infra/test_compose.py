@@ -147,7 +147,9 @@ def test_workers_per_level_one_router_and_the_fleet_declared(rendered: dict[str,
     settings = {name: Settings.from_env(environ={k: str(v) for k, v in services[name]["environment"].items()})
                 for name in WORKERS}
     for name, levels in WORKERS.items():
-        assert services[name]["command"] == ["processor"], name
+        # On a GPU, one engine process fed by several workers (one process cannot feed a GPU).
+        expected = ["processor", "--workers", "4"] if name == "processor-gpu" else ["processor"]
+        assert services[name]["command"] == expected, name
         assert settings[name].processor_qualities == levels, name
     fast = services["processor-fast"]
     assert "profiles" not in fast, "the router and the fast level run with every profile"
