@@ -5,19 +5,22 @@
     .venv/bin/python -m bench.ceiling --quick             # 120 images, 1 and 4 workers, one batch
     .venv/bin/python -m bench.ceiling --tree /tmp/ctl     # the same, measuring another checkout
     .venv/bin/python -m bench.ceiling --engine fast --workers 1 --batches 1   # the real fast level
+    .venv/bin/python -m bench.ceiling --engine-process    # the workers feed one engine process
 
 The pipeline is the real one (bench/stack.py: its own Ceph RGW, the local RabbitMQ, a fresh
 SQLite or PostgreSQL database, ingest and notifier as processes); the workers are
 ``bench/ceiling_worker.py`` processes running the tree under test (``--tree``, default this
 checkout; its PYTHONPATH and working directory), with an engine stand-in that returns each image
 unchanged (``--engine passthrough``, the default): what they spend is the worker's own cost.
+With ``--engine-process`` the workers hold no engine: they feed one engine process (the same
+script, ``--serve-engine``, serving the stand-in), whose CPU per image is reported on its own.
 
 Per configuration (workers x concurrent batches, on each database): fresh workers, a 6-image
 warm-up batch, then ``--images`` JPEGs split over the batches, created through the API and
 uploaded by presigned PUT 8 at a time; done when every image is final in the database. Reported:
 
 - images/s: images over first upload sent → last image's ``finished_at``;
-- CPU ms per image of the processor(s), radosgw, ceph-osd, the notifier and RabbitMQ's
+- CPU ms per image of the processor(s), the engine process (if any), radosgw, ceph-osd, the notifier and RabbitMQ's
   ``beam.smp`` (the machine's shared broker: other users' traffic counts too), from /proc;
 - the processor's CPU in the codec (decode + encode, thread CPU time) and outside it;
 - write and read transactions per image, counted inside the workers;
