@@ -441,3 +441,27 @@ def _zombie(pid: int) -> bool:
 async def _live_ids(registry: Any, count: int) -> set[str] | None:
     ids = {row.id for row in await registry.live()}
     return ids if len(ids) >= count else None
+
+
+@pytest.mark.objectstore
+async def test_no_child_outlives_a_killed_process_group(processor_settings: Settings, database, tmp_path: Path) -> None:
+    from db.workers import WorkerRegistry
+
+    settings = processor_settings.replace(processor_port=0)
+    registry = WorkerRegistry(database, gone_after_s=settings.worker_gone_after_s)
+    group = _group(settings, tmp_path / "group.log")
+    try:
+        await eventually(lambda: _live_ids(registry, 2), what="two workers of the group")
+        children = list(_children(group.pid))
+        assert len(children) == 3
+        group.kill()  # SIGKILL: the group cannot stop anyone itself
+        await asyncio.to_thread(group.wait, 30)
+
+        async def all_gone() -> bool:
+            return all(not Path(f"/proc/{pid}").exists() or _zombie(pid) for pid in children)
+
+        await eventually(all_gone, timeout=60, what="the children to stop with their group")
+    finally:
+        if group.poll() is None:
+            group.kill()
+            group.wait()
