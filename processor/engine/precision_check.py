@@ -4,7 +4,8 @@ Runs with whatever weights are installed, on pictures made here (smooth random n
 the arithmetic, not the content), on the engine's device. Differences are in the units an operator
 judges: levels of 8 bits for GFPGAN and Real-ESRGAN, the detector's face probability, and for
 ParseNet the share of pixels whose class changes (the mask follows the classes). A precision the
-device cannot run (fp16 convolutions on some CPUs) is reported as unsupported, not as a crash.
+device cannot run (fp16 convolutions on some CPUs), or cannot run at a usable speed (bf16 and fp16
+on a CPU without AVX-512 or AMX), is reported as unsupported, not as a crash or an hour's wait.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from processor.engine.models import Models
 from processor.engine.precision import autocast, precision_dtype
 
-__all__ = ["compare_precisions", "format_rows"]
+__all__ = ["compare_precisions", "cpu_cannot_run", "format_rows"]
 
 
 def _picture(size: int, seed: int) -> torch.Tensor:
@@ -67,6 +68,31 @@ def _runners(models: Models, device: torch.device, size: int) -> dict[str, Calla
     return runners
 
 
+#: Whether this CPU runs a reduced precision natively, per precision (oneDNN's own probes).
+NATIVE_ON_CPU: dict[str, Callable[[], bool]] = {
+    "bf16": lambda: torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+    "fp16": lambda: torch.ops.mkldnn._is_mkldnn_fp16_supported(),
+}
+
+
+def cpu_cannot_run(choice: str, device: torch.device) -> str | None:
+    """Why the CPU ``device`` cannot run ``choice`` at a usable speed, or None.
+
+    oneDNN runs bf16 and fp16 natively only with AVX-512 (or AMX) on x86; without them torch
+    emulates them, and one 512-pixel GFPGAN pass took over ten minutes on a 2-core AVX2 machine.
+    """
+    probe = NATIVE_ON_CPU.get(choice)
+    if device.type != "cpu" or probe is None:
+        return None
+    try:
+        native = bool(probe())
+    except (AttributeError, RuntimeError):  # a torch without the probe: let the run say
+        return None
+    if native:
+        return None
+    return f"this CPU has no native {choice} (oneDNN needs AVX-512 or AMX); emulated, one network takes minutes"
+
+
 def compare_precisions(models: Models, device: torch.device, *, precisions: Sequence[str] = ("bf16", "fp16"),
                        size: int = 128) -> list[dict[str, Any]]:
     """One row per (network, precision): max and mean difference from fp32, or why it could not run."""
@@ -75,6 +101,11 @@ def compare_precisions(models: Models, device: torch.device, *, precisions: Sequ
         baseline = run("fp32")
         for choice in precisions:
             row: dict[str, Any] = {"network": network, "precision": choice}
+            why_not = cpu_cannot_run(choice, device)
+            if why_not is not None:
+                row["unsupported"] = why_not
+                rows.append(row)
+                continue
             try:
                 output = run(choice)
             except (RuntimeError, NotImplementedError, TypeError) as exc:

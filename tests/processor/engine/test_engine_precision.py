@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from processor.engine import precision_check
 from processor.engine.models import Models
 from processor.engine.networks import BackgroundNet
 from processor.engine.precision import resolve_precision
@@ -43,7 +44,10 @@ class _NoHalf(torch.nn.Module):
         return torch.sigmoid(self.conv(x))
 
 
-def test_a_precision_the_device_cannot_run_is_reported_not_raised() -> None:
+def test_a_precision_the_device_cannot_run_is_reported_not_raised(monkeypatch) -> None:
+    # As on a CPU with native bf16 and fp16 (AVX-512): the networks themselves are run and refuse.
+    for choice in ("bf16", "fp16"):
+        monkeypatch.setitem(precision_check.NATIVE_ON_CPU, choice, lambda: True)
     models = Models(background=BackgroundNet(_NoHalf(), scale=1, key="fake"))
     rows = compare_precisions(models, torch.device("cpu"), size=32)
     by_precision = {row["precision"]: row for row in rows}
@@ -51,6 +55,36 @@ def test_a_precision_the_device_cannot_run_is_reported_not_raised() -> None:
     assert "not implemented for 'Half'" in by_precision["fp16"]["unsupported"]
     table = format_rows(rows, torch.device("cpu"))
     assert "unsupported here" in table and "levels of 8 bits" in table
+
+
+class _Counting(torch.nn.Module):
+    """A background network that records the dtypes it was run in (the check runs copies of it,
+    so the record is the class's)."""
+
+    seen: list[torch.dtype] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _Counting.seen.append(x.dtype)
+        return torch.sigmoid(self.conv(x))
+
+
+def test_a_cpu_without_native_reduced_precision_is_told_before_any_network_runs_in_it(monkeypatch) -> None:
+    # An AVX2 CPU: emulated bf16 took over ten minutes for one GFPGAN pass on such a machine.
+    monkeypatch.setitem(precision_check.NATIVE_ON_CPU, "bf16", lambda: False)
+    monkeypatch.setitem(precision_check.NATIVE_ON_CPU, "fp16", lambda: True)
+    net = _Counting()
+    _Counting.seen.clear()
+    rows = compare_precisions(Models(background=BackgroundNet(net, scale=1, key="fake")), torch.device("cpu"), size=32)
+    by_precision = {row["precision"]: row for row in rows}
+    assert "no native bf16" in by_precision["bf16"]["unsupported"] and "AVX-512" in by_precision["bf16"]["unsupported"]
+    assert by_precision["fp16"]["finite"]
+    assert torch.bfloat16 not in _Counting.seen and torch.float16 in _Counting.seen
+    assert precision_check.cpu_cannot_run("bf16", torch.device("cuda")) is None  # a GPU is never refused here
+    assert precision_check.cpu_cannot_run("fp32", torch.device("cpu")) is None
 
 
 @pytest.mark.models
