@@ -17,7 +17,7 @@ import sys
 from photoenhance.contracts.options import Quality
 from photoenhance.settings import Settings
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "levels_are_known", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,15 +29,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def levels_are_known(command: str, settings: Settings) -> bool:
+    """Whether ``PROCESSOR_QUALITIES`` names levels, all known; if not, says so on stderr."""
+    unknown = sorted(set(settings.processor_qualities) - {q.value for q in Quality})
+    if unknown or not settings.processor_qualities:
+        print(f"photoenhance {command}: PROCESSOR_QUALITIES names no or unknown levels: {unknown}", file=sys.stderr)
+        return False
+    return True
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from processor.engine.errors import WeightsError
     from processor.engine_service.client import VersionMismatch
     from processor.engine_service.wire import EngineUnavailable
     from processor.worker import Worker
 
-    unknown = sorted(set(settings.processor_qualities) - {q.value for q in Quality})
-    if unknown or not settings.processor_qualities:
-        print(f"photoenhance processor: PROCESSOR_QUALITIES names no or unknown levels: {unknown}", file=sys.stderr)
+    if not levels_are_known("processor", settings):
         return 2
     if args.workers < 0:
         print("photoenhance processor: --workers takes a count of 1 or more", file=sys.stderr)

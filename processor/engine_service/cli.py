@@ -17,6 +17,7 @@ import sys
 
 from photoenhance.contracts.options import Quality
 from photoenhance.settings import Settings
+from processor.cli import levels_are_known
 
 __all__ = ["add_arguments", "run", "serve"]
 
@@ -49,9 +50,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not path:
         print("photoenhance engine: no socket: set ENGINE_SOCKET or pass --socket", file=sys.stderr)
         return 2
-    unknown = sorted(set(settings.processor_qualities) - {q.value for q in Quality})
-    if unknown or not settings.processor_qualities:
-        print(f"photoenhance engine: PROCESSOR_QUALITIES names no or unknown levels: {unknown}", file=sys.stderr)
+    if not levels_are_known("engine", settings):
         return 2
     try:
         engine = Engine.load(settings, qualities=[Quality(q) for q in settings.processor_qualities])

@@ -22,6 +22,7 @@ import asyncio
 import json
 import struct
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -76,18 +77,17 @@ def max_pixel_bytes(pixels: int) -> int:
     return pixels * 4 * 2
 
 
+@dataclass(frozen=True)
 class Hello:
     """What the engine process tells each worker that connects."""
 
-    def __init__(self, levels: list[str], device: str, engine_version: str, max_request_bytes: int) -> None:
-        self.levels = levels
-        self.device = device
-        self.engine_version = engine_version
-        self.max_request_bytes = max_request_bytes
+    levels: list[str]
+    device: str
+    engine_version: str
+    max_request_bytes: int
 
     def to_header(self) -> dict[str, Any]:
-        return {"hello": {"levels": self.levels, "device": self.device, "engine_version": self.engine_version,
-                          "max_request_bytes": self.max_request_bytes}}
+        return {"hello": asdict(self)}
 
     @classmethod
     def from_header(cls, header: Mapping[str, Any]) -> Hello:
