@@ -13,8 +13,9 @@ Counted inside the process (the tree's own code is wrapped, not changed):
 
 - write transactions: each ``Database.write()`` block that committed (and those that did not);
 - read transactions: each ``Database.read()`` block;
-- batch lock: from the moment a transaction's batch-row lock statement (``_lock_batch``) returned
-  to the moment its COMMIT (or ROLLBACK) returned, one span per transaction;
+- batch lock: from the moment a transaction's first batch-row lock statement returned (``_lock_batch``,
+  or ``_lock_and_count`` where the tree locks the batch last) to the moment its COMMIT (or ROLLBACK)
+  returned, one span per transaction;
 - codec CPU: the thread CPU time spent in ``decode_image`` and ``encode_image``.
 
 On SIGUSR1 the counters so far are written to ``DIR/<worker-id>-<n>.json`` (n counts from 1): the
@@ -130,16 +131,23 @@ def instrument() -> None:
         async with original_read(self, *args, **kwargs) as conn:
             yield conn
 
-    async def lock_batch(self: Any, conn: Any, *args: Any, **kwargs: Any) -> Any:
-        result = await original_lock(self, conn, *args, **kwargs)
-        holder = _lock_started.get()
-        if holder is not None and holder[0] is None:
-            holder[0] = time.perf_counter()
-        return result
+    def marks_the_lock(lock: Any) -> Any:
+        """``lock`` (a batch-row lock statement's method), noting when the transaction's first returned."""
+
+        async def locked(self: Any, conn: Any, *args: Any, **kwargs: Any) -> Any:
+            result = await lock(self, conn, *args, **kwargs)
+            holder = _lock_started.get()
+            if holder is not None and holder[0] is None:
+                holder[0] = time.perf_counter()
+            return result
+
+        return locked
 
     connection.Database.write = write  # type: ignore[method-assign]
     connection.Database.read = read  # type: ignore[method-assign]
-    transactions.Transactions._lock_batch = lock_batch  # type: ignore[method-assign]
+    transactions.Transactions._lock_batch = marks_the_lock(original_lock)  # type: ignore[method-assign]
+    if hasattr(transactions.Transactions, "_lock_and_count"):  # trees that lock the batch last (2026-12-03 on)
+        transactions.Transactions._lock_and_count = marks_the_lock(transactions.Transactions._lock_and_count)
 
     def timed(fn: Any) -> Any:
         def call(*args: Any, **kwargs: Any) -> Any:

@@ -5,6 +5,10 @@ Exactness under concurrent writers (several processes, several machines) rests o
 1. Every write that touches a batch first locks the batch row (``SELECT ... FOR UPDATE`` on
    PostgreSQL; SQLite serialises writers with ``BEGIN IMMEDIATE``), then the image rows. One lock
    order means no deadlocks, and counter and sequence updates of one batch never interleave.
+   One exception, for the batch lock's sake: the worker's common path (new keys started, claims
+   completed) writes its own image rows first and locks the batch last, in the statement that
+   moves its counters, then checks under the lock what it decided before (:mod:`db.worker_path`).
+   The one cycle that order allows is broken by PostgreSQL's deadlock detection and retried.
 2. State changes are compare-and-set updates (``WHERE state = ... AND lease_owner = ...``): a
    completion counts only if this call moved the image out of ``processing``.
 3. An event is inserted in the same transaction as the change it reports, with

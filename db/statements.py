@@ -9,20 +9,21 @@ pass through :class:`db.models.UTCDateTime` as everywhere else.
 
 from __future__ import annotations
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
 
 from db.models import Batch, Event, Image
 from photoenhance.contracts.states import BatchState, ImageState
 
 __all__ = [
+    "BATCHES",
     "CLAIM_IMAGE",
     "COMPLETE_IMAGE",
-    "COUNT_BATCH",
     "IMAGE_BATCHES",
     "INSERT_EVENT",
     "INSERT_IMAGE",
     "KEY_VERSIONS_AND_HOLDERS",
     "LOCK_BATCH",
+    "OPEN_AND_COUNT_BATCH",
     "REGISTER_IN_BATCH",
     "SET_OUTPUT_KEY",
 ]
@@ -32,6 +33,9 @@ _IMAGE = tuple(Image.__table__.c)
 
 #: Lock a batch row (``FOR UPDATE`` on PostgreSQL; SQLite's write transaction already excludes).
 LOCK_BATCH = select(*Batch.__table__.c).where(Batch.id == bindparam("batch_id")).with_for_update()
+
+#: Some batches as they stand, unlocked (what the worker's path decides from before it locks).
+BATCHES = select(*Batch.__table__.c).where(Batch.id.in_(bindparam("batch_ids", expanding=True)))
 
 #: Every version of one key (the one being registered among them, if known), and in the same
 #: read the images of other keys of the batch that hold one of ``candidates`` as their result key
@@ -117,18 +121,6 @@ COMPLETE_IMAGE = (
     .returning(*_IMAGE)
 )
 
-#: Move a batch's counters and sequence on by what a group of events counted.
-COUNT_BATCH = (
-    update(Batch)
-    .where(Batch.id == bindparam("batch_id"))
-    .values(
-        completed=Batch.completed + bindparam("completed"),
-        failed=Batch.failed + bindparam("failed"),
-        last_seq=Batch.last_seq + bindparam("events"),
-        updated_at=bindparam("now", type_=Batch.updated_at.type),
-    )
-)
-
 #: Events, inserted with their sequence numbers (one row per parameter set).
 INSERT_EVENT = insert(Event)
 
@@ -136,4 +128,44 @@ INSERT_EVENT = insert(Event)
 COUNT_UNFINISHED = select(func.count()).select_from(Image).where(
     Image.batch_id == bindparam("batch_id"),
     Image.state.in_((ImageState.PENDING.value, _PROCESSING)),
+)
+
+_ENDED = (BatchState.CANCELLING.value, BatchState.CANCELLED.value)
+
+#: Lock a batch and move it on by what one transaction of the worker's path did before it (new
+#: keys started, images completed, their events), in one statement that returns the batch as it
+#: now stands. With new keys (``added`` > 0) the batch opens again and its last upload moves on,
+#: unless it is being cancelled: it keeps that state, for the caller to see and roll back. Every
+#: expression on the right reads the row as it was, so ``state`` in the conditions is the old one.
+OPEN_AND_COUNT_BATCH = (
+    update(Batch)
+    .where(Batch.id == bindparam("batch_id"))
+    .values(
+        total=Batch.total + bindparam("added"),
+        completed=Batch.completed + bindparam("completed"),
+        last_seq=Batch.last_seq + bindparam("events"),
+        state=case(
+            (and_(bindparam("added") > 0, Batch.state.not_in(_ENDED)), BatchState.OPEN.value),
+            else_=Batch.state,
+        ),
+        completed_at=case(
+            (and_(bindparam("added") > 0, Batch.state.not_in(_ENDED)), None),
+            else_=Batch.completed_at,
+        ),
+        last_upload_at=case(
+            (
+                and_(
+                    bindparam("last_upload", type_=Batch.last_upload_at.type).is_not(None),
+                    or_(
+                        Batch.last_upload_at.is_(None),
+                        Batch.last_upload_at < bindparam("last_upload", type_=Batch.last_upload_at.type),
+                    ),
+                ),
+                bindparam("last_upload", type_=Batch.last_upload_at.type),
+            ),
+            else_=Batch.last_upload_at,
+        ),
+        updated_at=bindparam("now", type_=Batch.updated_at.type),
+    )
+    .returning(*Batch.__table__.c)
 )

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from db.connection import Database
 from db.models import Batch, BatchFile, Image, utcnow
 from db.records import BatchRecord, ImageRecord
-from db.statements import LOCK_BATCH
+from db.statements import LOCK_BATCH, OPEN_AND_COUNT_BATCH
 from photoenhance.contracts.states import BatchState, ImageState
 
 __all__ = [
@@ -133,6 +133,12 @@ class Transactions:
         if row is None:
             raise UnknownBatch(batch_id)
         return batch_record(row)
+
+    async def _lock_and_count(self, conn: AsyncConnection, values: dict[str, Any]) -> BatchRecord | None:
+        """Lock a batch by moving its counters on (:data:`~db.statements.OPEN_AND_COUNT_BATCH`,
+        ``values`` its parameters); the batch as it now stands, None when there is no such batch."""
+        row = (await conn.execute(OPEN_AND_COUNT_BATCH, values)).one_or_none()
+        return None if row is None else batch_record(row)
 
     async def _load_batch(self, conn: AsyncConnection, batch_id: str) -> BatchRecord:
         row = (await conn.execute(select(*Batch.__table__.c).where(Batch.id == batch_id))).one()

@@ -6,11 +6,17 @@ key; :meth:`WorkerPath.complete_image` records the stored result with its event.
 shares the next one, so at a worker's steady state (images starting while earlier ones finish)
 an image costs about one write transaction, one batch-lock span and one commit. Built on the
 single-image operations of :mod:`db.images`, whose claims, keys and counters it keeps exact.
+
+A group of the common kind (every start a key not seen before, every completion a claim that
+holds) is written with its batches locked last (:meth:`WorkerPath._lock_last`): the batch lock,
+which every worker of a batch waits for, is held for the re-check of the starts, the events and
+the commit only. Any other group is done with its batches locked first, as every other write.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -22,7 +28,7 @@ from db import statements as sql
 from db.group_commit import GroupCommit
 from db.images import ImageOperations
 from db.records import BatchRecord, ImageRecord, ImageVersion, StartedImage
-from db.transactions import CURRENT, LevelChanged, UnknownBatch, finish_then_cancel, image_record
+from db.transactions import CURRENT, LevelChanged, UnknownBatch, batch_record, finish_then_cancel, image_record
 from photoenhance.contracts.progress import BatchCounts, EventType, ProgressEvent
 from photoenhance.contracts.states import BatchState, ImageState
 
@@ -43,6 +49,15 @@ class _Start:
 
 #: States in which an image holds its result key against other keys of its batch.
 _HOLDING = (ImageState.PROCESSING, ImageState.COMPLETED)
+#: How many batches the worker's path remembers as its transactions last found them.
+REMEMBERED_BATCHES = 4096
+#: States of a batch in which a new upload is not processed.
+_ENDED = (BatchState.CANCELLING, BatchState.CANCELLED)
+
+
+class _LockFirst(Exception):
+    """A group the batches-locked-last path does not take (:meth:`WorkerPath._lock_last`); its
+    transaction is rolled back and the group done again with the batches locked first."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +106,21 @@ class WorkerPath(ImageOperations):
         assert isinstance(started, StartedImage)
         return started
 
+    def _remembered(self) -> OrderedDict[str, BatchRecord]:
+        """The batches this process's transactions last found, most recently used last: what a
+        start is decided from before its batch is locked, and checked against once it is."""
+        remembered = getattr(self, "_batches_found", None)
+        if remembered is None:
+            remembered = self._batches_found = OrderedDict()
+        return remembered
+
+    def _remember(self, batch: BatchRecord) -> None:
+        remembered = self._remembered()
+        remembered[batch.id] = batch
+        remembered.move_to_end(batch.id)
+        while len(remembered) > REMEMBERED_BATCHES:
+            remembered.popitem(last=False)
+
     def _grouped(self) -> GroupCommit[_Start | Completion, StartedImage | list[ProgressEvent]]:
         """The group commit that starts and completions share (one per event loop)."""
         group = getattr(self, "_writes", None)
@@ -111,6 +141,12 @@ class WorkerPath(ImageOperations):
         """
         starts = [(n, item) for n, item in enumerate(items) if isinstance(item, _Start)]
         completions = [(n, item) for n, item in enumerate(items) if isinstance(item, Completion)]
+        try:
+            return await self._write(
+                lambda conn: self._lock_last(conn, items, starts, completions), retry_on_integrity=bool(starts)
+            )
+        except _LockFirst:
+            pass  # rolled back: done again the general way, the batches locked first
 
         async def op(conn: AsyncConnection) -> list[StartedImage | list[ProgressEvent] | Exception]:
             results: list[StartedImage | list[ProgressEvent] | Exception] = [[] for _ in items]
@@ -119,7 +155,8 @@ class WorkerPath(ImageOperations):
             locked: dict[str, BatchRecord | None] = {}
             for batch_id in sorted(wanted):
                 try:
-                    locked[batch_id] = await self._lock_batch(conn, batch_id)
+                    locked[batch_id] = batch = await self._lock_batch(conn, batch_id)
+                    self._remember(batch)
                 except UnknownBatch:
                     locked[batch_id] = None
             now = self._now()
@@ -147,21 +184,7 @@ class WorkerPath(ImageOperations):
         version, owner = start.version, start.owner
         candidates = tuple(start.candidates_for(batch))
         lease_until = now + timedelta(seconds=start.lease_seconds)
-        rows = [
-            image_record(r)
-            for r in (
-                await conn.execute(
-                    sql.KEY_VERSIONS_AND_HOLDERS,
-                    {"bucket": version.bucket, "key": version.key, "batch_id": batch.id,
-                     "candidates": list(candidates)},
-                )
-            ).all()
-        ]
-        versions = [r for r in rows if r.bucket == version.bucket and r.key == version.key]
-        # Result keys other keys of the batch hold; versions of this key share theirs.
-        held = {r.output_key for r in rows if r.batch_id == batch.id and r.key != version.key
-                and r.output_key in candidates and r.state in _HOLDING}
-        free_key = next((c for c in candidates if c not in held), None)
+        versions, free_key = await _versions_and_free_key(conn, batch.id, version, candidates)
         existing = next((v for v in versions if v.etag == version.etag), None)
         if existing is not None:
             if existing.state.is_final:
@@ -304,43 +327,186 @@ class WorkerPath(ImageOperations):
                     done.append((index, image_record(row)))
             if not done:
                 continue
-            rows = []
-            for n, (index, image) in enumerate(done, start=1):
-                event = ProgressEvent(
-                    batch_id=batch_id,
-                    seq=batch.last_seq + n,
-                    type=EventType.IMAGE_COMPLETED,
-                    time=now,
-                    counts=BatchCounts(
-                        total=batch.total,
-                        completed=batch.completed + n,
-                        failed=batch.failed,
-                        expected=batch.expected_count,
-                        cancelled=batch.cancelled,
-                    ),
-                    image=image.progress(),
-                )
-                results[index] = [event]
-                rows.append(
-                    {
-                        "batch_id": batch_id,
-                        "seq": event.seq,
-                        "type": event.type.value,
-                        "image_id": image.id,
-                        "payload": event.to_dict(),
-                        "created_at": now,
-                    }
-                )
-            await conn.execute(sql.INSERT_EVENT, rows)
-            await conn.execute(
-                sql.COUNT_BATCH,
-                {"batch_id": batch_id, "completed": len(done), "failed": 0, "events": len(done), "now": now},
+            await self._lock_and_count(  # locked already: this moves its counters
+                conn,
+                {"batch_id": batch_id, "added": 0, "completed": len(done), "events": len(done), "last_upload": None,
+                 "now": now},
             )
-            final = batch.completed + len(done) + batch.failed
-            # A cancelling batch ends once its last in-flight image is final (db.cancel).
-            draining = batch.state is BatchState.CANCELLING
-            if draining or (batch.state is BatchState.OPEN and batch.total > 0 and final >= batch.total):
-                last = results[done[-1][0]]
-                assert isinstance(last, list)
-                last += await self._maybe_complete(conn, batch_id, idle_cutoff=None)
+            await self._log_completions(conn, batch, done, results, now)
         return results
+
+    async def _lock_last(
+        self, conn: AsyncConnection, items: list[_Start | Completion],
+        starts: list[tuple[int, _Start]], completions: list[tuple[int, Completion]],
+    ) -> list[StartedImage | list[ProgressEvent] | Exception]:
+        """The common case of a group with its batches locked last, so that the batch lock is
+        held for the fewest statements: every start a key the store has not announced before
+        whose batch takes uploads, every completion a claim that still holds.
+
+        First, unlocked: each start's batch is taken as this process last found it (read if it
+        has not), its key's versions read (none) and the holders of its candidate result keys,
+        then it is inserted already claimed with its free key; each completion is completed by
+        compare-and-set. Then each batch concerned, in id order, is locked by the one statement
+        that moves its counters and sequence by what was done (``OPEN_AND_COUNT_BATCH``); under
+        that lock, on PostgreSQL, each start's key and result key are read again, then the
+        events are inserted and the transaction commits.
+        Whatever this path does not take (a known key, a lost claim, a batch unknown, being
+        cancelled, or whose options changed the start's level or keys, a key or result key found
+        taken under the lock) raises :class:`_LockFirst` before the commit.
+
+        Why the check under the lock holds: a start that passed it committed before the lock
+        was released, so the next one's check sees it. Image rows here are written before their
+        batch is locked, the other order from every other write; the one cycle that can form (a
+        supersede or an expired-lease claim of an image this group completes, at that moment) is
+        broken by PostgreSQL's deadlock detection and retried (``_write``). SQLite runs one
+        write transaction at a time, so neither the check nor a cycle arises there.
+        """
+        results: list[StartedImage | list[ProgressEvent] | Exception] = [[] for _ in items]
+        now = self._now()
+        batch_ids = sorted({start.version.batch_id for _, start in starts})
+        remembered = self._remembered()
+        found = {b: remembered[b] for b in batch_ids if b in remembered}
+        unread = [b for b in batch_ids if b not in found]
+        if unread:
+            for row in (await conn.execute(sql.BATCHES, {"batch_ids": unread})).all():
+                found[row.id] = batch_record(row)
+        inserted: dict[str, list[tuple[int, _Start, tuple[str, ...], ImageRecord]]] = {}
+        names: set[tuple[str, str]] = set()
+        keys: set[str] = set()
+        for n, start in starts:
+            version = start.version
+            batch = found.get(version.batch_id)
+            if batch is None or batch.state in _ENDED or (start.level_holds is not None and not start.level_holds(batch)):
+                raise _LockFirst
+            candidates = tuple(start.candidates_for(batch))
+            versions, key = await _versions_and_free_key(conn, batch.id, version, candidates)
+            if versions or (version.bucket, version.key) in names or (key is not None and key in keys):
+                raise _LockFirst
+            names.add((version.bucket, version.key))
+            if key is not None:
+                keys.add(key)
+            image = image_record(
+                (await conn.execute(sql.INSERT_IMAGE, _new_version_row(start, key, now))).one()
+            )
+            inserted.setdefault(batch.id, []).append((n, start, candidates, image))
+        completed: dict[str, list[tuple[int, ImageRecord]]] = {}
+        batch_of = await self._completion_batches(conn, [item for _, item in completions])
+        for n, item in completions:
+            batch_id = batch_of.get(item.image_id)
+            if batch_id is None:
+                raise _LockFirst
+            row = (
+                await conn.execute(
+                    sql.COMPLETE_IMAGE,
+                    {"image_id": item.image_id, "image_batch": batch_id, "owner": item.owner,
+                     "output_key": item.output_key, "report": item.report, "now": now},
+                )
+            ).one_or_none()
+            if row is None:
+                raise _LockFirst
+            completed.setdefault(batch_id, []).append((n, image_record(row)))
+        for batch_id in sorted(inserted.keys() | completed.keys()):
+            new, done = inserted.get(batch_id, []), completed.get(batch_id, [])
+            uploads = [start.version.uploaded_at or now for _, start, _, _ in new]
+            batch = await self._lock_and_count(
+                conn,
+                {"batch_id": batch_id, "added": len(new), "completed": len(done), "events": len(done),
+                 "last_upload": max(uploads) if uploads else None, "now": now},
+            )
+            if batch is None:
+                raise _LockFirst
+            self._remember(batch)
+            if new:
+                await self._check_starts_locked(conn, batch, new)
+            # The batch as the starts left it, before the completions counted.
+            started = replace(batch, completed=batch.completed - len(done), last_seq=batch.last_seq - len(done))
+            for n, _start, candidates, image in new:
+                results[n] = StartedImage(started, image, image, candidates, image.output_key)
+            if done:
+                await self._log_completions(conn, started, done, results, now)
+        return results
+
+    async def _check_starts_locked(
+        self, conn: AsyncConnection, batch: BatchRecord, new: list[tuple[int, _Start, tuple[str, ...], ImageRecord]]
+    ) -> None:
+        """Under the batch lock, what the starts decided unlocked still holds; else :class:`_LockFirst`."""
+        if batch.state in _ENDED:
+            raise _LockFirst
+        for _, start, candidates, image in new:
+            if start.level_holds is not None and not start.level_holds(batch):
+                raise _LockFirst
+            if tuple(start.candidates_for(batch)) != candidates:
+                raise _LockFirst
+            if self.db.is_sqlite:
+                continue  # one writer at a time: nothing has changed since the unlocked read
+            rows = (
+                await conn.execute(
+                    sql.KEY_VERSIONS_AND_HOLDERS,
+                    {"bucket": image.bucket, "key": image.key, "batch_id": batch.id,
+                     "candidates": [image.output_key] if image.output_key else []},
+                )
+            ).all()
+            if any(r.id != image.id for r in rows):
+                raise _LockFirst
+
+    async def _log_completions(
+        self, conn: AsyncConnection, batch: BatchRecord, done: list[tuple[int, ImageRecord]],
+        results: list[Any], now: datetime,
+    ) -> None:
+        """The events of completions already counted in ``batch`` (given as it was before them),
+        numbered after its ``last_seq``; and the batch completed if they completed it."""
+        rows = []
+        for i, (n, image) in enumerate(done, start=1):
+            event = ProgressEvent(
+                batch_id=batch.id,
+                seq=batch.last_seq + i,
+                type=EventType.IMAGE_COMPLETED,
+                time=now,
+                counts=BatchCounts(total=batch.total, completed=batch.completed + i, failed=batch.failed,
+                                   expected=batch.expected_count, cancelled=batch.cancelled),
+                image=image.progress(),
+            )
+            results[n] = [event]
+            rows.append({"batch_id": batch.id, "seq": event.seq, "type": event.type.value, "image_id": image.id,
+                         "payload": event.to_dict(), "created_at": now})
+        await conn.execute(sql.INSERT_EVENT, rows)
+        final = batch.completed + len(done) + batch.failed
+        # A cancelling batch ends once its last in-flight image is final (db.cancel).
+        if batch.state is BatchState.CANCELLING or (
+            batch.state is BatchState.OPEN and batch.total > 0 and final >= batch.total
+        ):
+            last = results[done[-1][0]]
+            assert isinstance(last, list)
+            last += await self._maybe_complete(conn, batch.id, idle_cutoff=None)
+
+
+async def _versions_and_free_key(
+    conn: AsyncConnection, batch_id: str, version: ImageVersion, candidates: tuple[str, ...]
+) -> tuple[list[ImageRecord], str | None]:
+    """Every version of ``version``'s key, and the first of ``candidates`` no other key of the
+    batch holds (versions of one key share their result key); None when all are held."""
+    rows = [
+        image_record(r)
+        for r in (
+            await conn.execute(
+                sql.KEY_VERSIONS_AND_HOLDERS,
+                {"bucket": version.bucket, "key": version.key, "batch_id": batch_id, "candidates": list(candidates)},
+            )
+        ).all()
+    ]
+    versions = [r for r in rows if r.bucket == version.bucket and r.key == version.key]
+    held = {r.output_key for r in rows if r.batch_id == batch_id and r.key != version.key
+            and r.output_key in candidates and r.state in _HOLDING}
+    return versions, next((c for c in candidates if c not in held), None)
+
+
+def _new_version_row(start: _Start, key: str | None, now: datetime) -> dict[str, Any]:
+    """The row of a new current version, inserted claimed by ``start.owner`` with result key ``key``."""
+    version = start.version
+    return {
+        "batch_id": version.batch_id, "bucket": version.bucket, "key": version.key, "name": version.name,
+        "etag": version.etag, "size": version.size, "state": ImageState.PROCESSING.value, "attempts": 1,
+        "lease_owner": start.owner, "lease_expires_at": now + timedelta(seconds=start.lease_seconds),
+        "output_key": key, "uploaded_at": version.uploaded_at, "created_at": now, "updated_at": now,
+        "level": version.level,
+    }

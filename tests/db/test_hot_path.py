@@ -9,11 +9,13 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, update
 
+from db.connection import Database
+from db.models import Batch
 from db.records import ImageVersion
 from db.repository import Repository, UnknownBatch
-from harness.db_load import race_with_start
+from harness.db_load import race_versions_and_result_keys, race_with_start
 from photoenhance.contracts.progress import EventType
 from photoenhance.contracts.states import BatchState, ImageState
 
@@ -243,3 +245,101 @@ async def test_starts_and_completions_arriving_together_share_one_transaction(re
     assert batch is not None and (batch.total, batch.completed, batch.state) == (4, 2, BatchState.OPEN)
     events = await repository.events_since("b1")
     assert [e.seq for e in events] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+async def test_racing_versions_of_a_key_and_inputs_sharing_a_result_key(database_url: str, repository: Repository) -> None:
+    # Four processes start at once their own version of each "same-N" key (a key uploaded again
+    # while being started elsewhere) and their own key whose one result key all of them want.
+    # The batch is locked last on the common path: what one found unlocked must still hold.
+    await new_batch(repository, "rv")
+    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(race_versions_and_result_keys, database_url, "rv", 10, f"w{n}", n) for n in range(4)]
+        starts = [s for f in futures for s in f.result(timeout=600)["starts"]]
+    images = (await repository.batch_snapshot("rv")).images
+    current = [i for i in images if i.state is not ImageState.SUPERSEDED]
+    by_key: dict[str, int] = {}
+    for image in current:
+        by_key[image.key] = by_key.get(image.key, 0) + 1
+    assert all(count == 1 for count in by_key.values()), f"one current version per key: {by_key}"
+    assert len([k for k in by_key if "/same-" in k]) == 10
+    holders = [i.output_key for i in current if i.output_key is not None]
+    assert len(holders) == len(set(holders)), "no result key is held by two inputs"
+    assert sum(1 for i in current if i.output_key and "/shared-" in i.output_key) == 10  # one winner per shared key
+    claimed_keys = [(key, out) for key, _id, claimed, out in starts if claimed and out is not None]
+    assert len({out for _key, out in claimed_keys if "/shared-" in out}) == 10
+    batch = await repository.get_batch("rv")
+    assert batch is not None and batch.total == 10 + 4 * 10  # one per key, new versions do not add
+
+
+class Statements:
+    """The statements a repository's engine runs, in order, with its commits marked."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.seen: list[str] = []
+        self._engine = repo.db.engine.sync_engine
+        event.listen(self._engine, "before_cursor_execute", self._on_execute)
+        event.listen(self._engine, "commit", self._on_commit)
+
+    def _on_execute(self, _conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        self.seen.append(" ".join(statement.split()))
+
+    def _on_commit(self, _conn: object) -> None:
+        self.seen.append("COMMIT")
+
+    def close(self) -> None:
+        event.remove(self._engine, "before_cursor_execute", self._on_execute)
+        event.remove(self._engine, "commit", self._on_commit)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+async def test_the_batch_is_locked_for_the_last_statements_only(repository: Repository, database_url: str) -> None:
+    # A prefetch window's steady state: one image starts while another completes. Everything
+    # that can be done before the batch is locked is; under the lock only the re-check of the
+    # start (PostgreSQL) and the events are left before the commit.
+    await new_batch(repository, "b1")
+    first = await repository.start_image(version("b1", "0.jpg"), "w1", 60, keys("b1/0.jpg"))
+    statements = Statements(repository)
+    done, started = await asyncio.gather(
+        repository.complete_image(first.image.id, "w1", output_key="b1/0.jpg", batch_id="b1"),
+        repository.start_image(version("b1", "1.jpg"), "w1", 60, keys("b1/1.jpg")),
+    )
+    statements.close()
+    assert [e.seq for e in done] == [1] and started.claimed is not None and started.output_key == "b1/1.jpg"
+    seen = statements.seen[: statements.seen.index("COMMIT") + 1]
+    locks = [n for n, s in enumerate(seen) if s.startswith("UPDATE batches") or s.endswith("FOR UPDATE")]
+    assert locks and seen[locks[0]].startswith("UPDATE batches SET"), seen
+    under_lock = [" ".join(s.split()[:3]) if s.startswith("INSERT") else s.split()[0] + " FROM " + s.split(" FROM ")[1].split()[0]
+                  for s in seen[locks[0] + 1 : -1]]
+    expected = ["INSERT INTO events"] if database_url.startswith("sqlite") else ["SELECT FROM images", "INSERT INTO events"]
+    assert under_lock == expected, seen
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+async def test_a_batch_remembered_open_is_checked_again_once_locked(database_url: str, repository: Repository) -> None:
+    # This process remembers b1 open (its start decides from that before locking); another
+    # process then cancels it, and changes b2's options so that its keys move. Both starts find
+    # the batch otherwise under the lock and are done as the batch stands: nothing processed
+    # in the cancelled batch, b2's key reserved from its new options.
+    await new_batch(repository, "b1")
+    await new_batch(repository, "b2")
+    await repository.start_image(version("b1", "a.jpg"), "w1", 60, keys("b1/a.jpg"))
+    await repository.start_image(version("b2", "a.jpg"), "w1", 60, keys("b2/a.jpg"))
+    other = Database(database_url)
+    try:
+        assert (await Repository(other).cancel_batch("b1")).cancelled == 0
+        async with other.write() as conn:
+            await conn.execute(update(Batch).where(Batch.id == "b2").values(options={"quality": "fast", "format": "png"}))
+    finally:
+        await other.dispose()
+    late = await repository.start_image(version("b1", "b.jpg"), "w1", 60, keys("b1/b.jpg"))
+    assert late.claimed is None and late.image.state is ImageState.SUPERSEDED and late.image.code == "cancelled"
+    b1 = await repository.get_batch("b1")
+    assert b1 is not None and b1.total == 1 and b1.state is BatchState.CANCELLING
+
+    def by_format(batch) -> list[str]:  # noqa: ANN001 - a candidates_for callable
+        return [f"b2/b.{(batch.options or {}).get('format', 'jpg')}"]
+
+    started = await repository.start_image(version("b2", "b.jpg"), "w1", 60, by_format)
+    assert started.claimed is not None and started.output_key == "b2/b.png"
+    assert started.batch.options == {"quality": "fast", "format": "png"}
