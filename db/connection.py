@@ -5,6 +5,13 @@ SQLite is opened in WAL mode with a busy timeout, and write transactions begin w
 stale once another process has committed, and then fails at once instead of waiting. Reads keep
 deferred transactions so they never wait for a writer.
 
+A pooled PostgreSQL connection is pinged before it is handed out only when it has been idle for
+``ping_after_idle_s`` (HikariCP's "alive bypass window"), not at every checkout as SQLAlchemy's
+``pool_pre_ping`` does: asyncpg's ping is three round trips (BEGIN, an empty statement,
+ROLLBACK), which a worker paid for every transaction, about one per image, though a connection
+it used a moment ago is as alive as a connection can be known to be. A dead one found by the ping
+is replaced; one that dies mid-use fails that transaction, as it would have with a ping.
+
 SQLite has one writer at a time. Within a process, writers queue on an asyncio lock before they
 begin: otherwise every in-flight image opens its own ``BEGIN IMMEDIATE`` and all but one sleep in
 SQLite's busy handler, whose growing sleeps (up to 100 ms) leave the lock idle between them.
@@ -14,6 +21,7 @@ Between processes the busy timeout still arbitrates.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,15 +29,21 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-__all__ = ["Database"]
+__all__ = ["PING_AFTER_IDLE_S", "Database"]
+
+#: Seconds a pooled PostgreSQL connection may sit idle and still be handed out without a ping.
+PING_AFTER_IDLE_S = 1.0
 
 
 class Database:
     """The process's database engines: :meth:`write` and :meth:`read` open transactions."""
 
-    def __init__(self, url: str, *, busy_timeout_ms: int = 30_000, echo: bool = False) -> None:
+    def __init__(
+        self, url: str, *, busy_timeout_ms: int = 30_000, echo: bool = False, ping_after_idle_s: float = PING_AFTER_IDLE_S
+    ) -> None:
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite:
@@ -38,7 +52,8 @@ class Database:
             self._reader = _sqlite_engine(url, busy_timeout_ms, immediate=False, echo=echo)
             self._write_gate: asyncio.Lock | None = asyncio.Lock()
         else:
-            self._writer = create_async_engine(url, echo=echo, pool_pre_ping=True)
+            self._writer = create_async_engine(url, echo=echo)
+            _ping_when_idle(self._writer, ping_after_idle_s)
             self._reader = self._writer
             self._write_gate = None
 
@@ -75,6 +90,25 @@ class Database:
         await self._writer.dispose()
         if self._reader is not self._writer:
             await self._reader.dispose()
+
+
+def _ping_when_idle(engine: AsyncEngine, idle_s: float) -> None:
+    """Ping a pooled connection at checkout only if it has been idle for ``idle_s`` or more; a
+    failed ping makes the pool replace it (``DisconnectionError``)."""
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < idle_s:
+            return  # new, or used a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # noqa: BLE001 - any failure means this connection is not usable
+            raise DisconnectionError(f"a pooled connection idle for {idle_s:g} s or more failed its ping") from exc
 
 
 def _ensure_sqlite_folder(database: str | None) -> None:
