@@ -38,16 +38,18 @@ LOCK_BATCH = select(*Batch.__table__.c).where(Batch.id == bindparam("batch_id"))
 BATCHES = select(*Batch.__table__.c).where(Batch.id.in_(bindparam("batch_ids", expanding=True)))
 
 #: Every version of one key (the one being registered among them, if known), and in the same
-#: read the images of other keys of the batch that hold one of ``candidates`` as their result key
-#: (processing or completed): the caller tells them apart by key.
+#: read the images of other keys of the batch that hold one of two candidate result keys
+#: (``first_key``, ``second_key``; None for none) as their result key (processing or completed):
+#: the caller tells them apart by key. Two slots, not an expanding list: a list's length is
+#: rendered into the SQL at every execution, which cost more CPU than the rest of the statement.
 KEY_VERSIONS_AND_HOLDERS = select(*_IMAGE).where(
     or_(
         and_(Image.bucket == bindparam("bucket"), Image.key == bindparam("key")),
         and_(
             Image.batch_id == bindparam("batch_id"),
             Image.key != bindparam("key"),
-            Image.output_key.in_(bindparam("candidates", expanding=True)),
-            Image.state.in_((_PROCESSING, ImageState.COMPLETED.value)),
+            or_(Image.output_key == bindparam("first_key"), Image.output_key == bindparam("second_key")),
+            or_(Image.state == _PROCESSING, Image.state == ImageState.COMPLETED.value),
         ),
     )
 )
@@ -130,7 +132,9 @@ COUNT_UNFINISHED = select(func.count()).select_from(Image).where(
     Image.state.in_((ImageState.PENDING.value, _PROCESSING)),
 )
 
-_ENDED = (BatchState.CANCELLING.value, BatchState.CANCELLED.value)
+#: A batch that takes uploads: neither being cancelled nor cancelled (two comparisons, not an IN
+#: list, which would be rendered again at every execution).
+_TAKES_UPLOADS = and_(Batch.state != BatchState.CANCELLING.value, Batch.state != BatchState.CANCELLED.value)
 
 #: Lock a batch and move it on by what one transaction of the worker's path did before it (new
 #: keys started, images completed, their events), in one statement that returns the batch as it
@@ -145,11 +149,11 @@ OPEN_AND_COUNT_BATCH = (
         completed=Batch.completed + bindparam("completed"),
         last_seq=Batch.last_seq + bindparam("events"),
         state=case(
-            (and_(bindparam("added") > 0, Batch.state.not_in(_ENDED)), BatchState.OPEN.value),
+            (and_(bindparam("added") > 0, _TAKES_UPLOADS), BatchState.OPEN.value),
             else_=Batch.state,
         ),
         completed_at=case(
-            (and_(bindparam("added") > 0, Batch.state.not_in(_ENDED)), None),
+            (and_(bindparam("added") > 0, _TAKES_UPLOADS), None),
             else_=Batch.completed_at,
         ),
         last_upload_at=case(

@@ -439,12 +439,10 @@ class WorkerPath(ImageOperations):
                 raise _LockFirst
             if self.db.is_sqlite:
                 continue  # one writer at a time: nothing has changed since the unlocked read
+            result_keys = [image.output_key] if image.output_key else []
             rows = (
-                await conn.execute(
-                    sql.KEY_VERSIONS_AND_HOLDERS,
-                    {"bucket": image.bucket, "key": image.key, "batch_id": batch.id,
-                     "candidates": [image.output_key] if image.output_key else []},
-                )
+                await conn.execute(sql.KEY_VERSIONS_AND_HOLDERS,
+                                   _key_and_result_keys(batch.id, image.bucket, image.key, result_keys))
             ).all()
             if any(r.id != image.id for r in rows):
                 raise _LockFirst
@@ -485,19 +483,21 @@ async def _versions_and_free_key(
 ) -> tuple[list[ImageRecord], str | None]:
     """Every version of ``version``'s key, and the first of ``candidates`` no other key of the
     batch holds (versions of one key share their result key); None when all are held."""
-    rows = [
-        image_record(r)
-        for r in (
-            await conn.execute(
-                sql.KEY_VERSIONS_AND_HOLDERS,
-                {"bucket": version.bucket, "key": version.key, "batch_id": batch_id, "candidates": list(candidates)},
-            )
-        ).all()
-    ]
-    versions = [r for r in rows if r.bucket == version.bucket and r.key == version.key]
-    held = {r.output_key for r in rows if r.batch_id == batch_id and r.key != version.key
+    rows: dict[int, ImageRecord] = {}
+    for pair in [candidates[i:i + 2] for i in range(0, len(candidates), 2)] or [()]:  # two per read
+        parameters = _key_and_result_keys(batch_id, version.bucket, version.key, pair)
+        found = await conn.execute(sql.KEY_VERSIONS_AND_HOLDERS, parameters)
+        rows.update((r.id, image_record(r)) for r in found.all())
+    versions = [r for r in rows.values() if r.bucket == version.bucket and r.key == version.key]
+    held = {r.output_key for r in rows.values() if r.batch_id == batch_id and r.key != version.key
             and r.output_key in candidates and r.state in _HOLDING}
     return versions, next((c for c in candidates if c not in held), None)
+
+
+def _key_and_result_keys(batch_id: str, bucket: str, key: str, result_keys: Sequence[str]) -> dict[str, Any]:
+    """The parameters of ``KEY_VERSIONS_AND_HOLDERS`` for a key and up to two result keys."""
+    first, second = (*result_keys, None, None)[:2]
+    return {"bucket": bucket, "key": key, "batch_id": batch_id, "first_key": first, "second_key": second}
 
 
 def _new_version_row(start: _Start, key: str | None, now: datetime) -> dict[str, Any]:
