@@ -15,7 +15,8 @@ Counted inside the process (the tree's own code is wrapped, not changed):
 - read transactions: each ``Database.read()`` block;
 - batch lock: from the moment a transaction's first batch-row lock statement returned (``_lock_batch``,
   or ``_lock_and_count`` where the tree locks the batch last) to the moment its COMMIT (or ROLLBACK)
-  returned, one span per transaction;
+  returned, one span per transaction; on SQLite, whose write lock is the whole database's, from
+  the moment the transaction had begun (``BEGIN IMMEDIATE``);
 - codec CPU: the thread CPU time spent in ``decode_image`` and ``encode_image``.
 
 On SIGUSR1 the counters so far are written to ``DIR/<worker-id>-<n>.json`` (n counts from 1): the
@@ -109,6 +110,8 @@ def instrument() -> None:
         try:
             async with original_write(self, *args, **kwargs) as conn:
                 dbapi_id = id(await conn.get_raw_connection())  # what do_commit is handed
+                if self.is_sqlite:
+                    holder[0] = time.perf_counter()  # BEGIN IMMEDIATE: SQLite's one write lock is held from here
                 yield conn
             ok = True
         finally:
