@@ -14,7 +14,8 @@ cannot show on a machine whose two cores the store and the broker share.
 Rounds alternate the trees (control, change, control, change, ...) so that the machine's drift
 falls on both. Reported per tree, database and process count, as the median over the rounds
 (min-max beside): CPU ms per image of the worker processes (from getrusage, user + system),
-images/s, write transactions and statements per image. Writes ``db-path-<UTC time>.json`` and
+images/s, write transactions and statements per image; and each tree's CPU per image and images/s
+over the first tree's (the control) in the same round, as the median of those ratios. Writes ``db-path-<UTC time>.json`` and
 ``.png`` into ``--out``, prints a Markdown table.
 """
 
@@ -126,24 +127,36 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "config": {"trees": dict(zip(labels, map(str, trees), strict=True)), "images": args.images,
                    "lanes": args.lanes, "rounds": args.rounds},
         "runs": [
-            {"tree": label, "database": database, "processes": processes, **summarise(runs)}
+            {"tree": label, "database": database, "processes": processes, **summarise(runs),
+             "vs_control": paired_ratios(runs, raw[(labels[0], database, processes)]),
+             "rounds": [{name: round(value, 3) for name, value in r.items()} for r in runs]}
             for (label, database, processes), runs in raw.items()
         ],
+    }
+
+
+def paired_ratios(runs: list[dict[str, Any]], control: list[dict[str, Any]]) -> dict[str, float]:
+    """Each figure over the control's in the same round, the median of those ratios: the machine
+    drifts between rounds (here by up to 2x), much less between two runs side by side."""
+    return {
+        name: round(statistics.median(r[name] / c[name] for r, c in zip(runs, control, strict=True)), 3)
+        for name in ("cpu_ms_per_image", "images_per_s")
     }
 
 
 def table(result: dict[str, Any]) -> str:
     """One row per tree and configuration: medians, with the range of CPU per image."""
     lines = [
-        "| tree | db | processes | CPU ms/img (min-max) | images/s | writes/img | statements/img |",
-        "|---|---|---|---|---|---|---|",
+        "| tree | db | processes | CPU ms/img (min-max) | images/s | writes/img | statements/img "
+        "| CPU, images/s over the control's (same round, median) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(result["runs"], key=lambda r: (r["database"], r["processes"])):
-        cpu = r["cpu_ms_per_image"]
+        cpu, ratio = r["cpu_ms_per_image"], r["vs_control"]
         lines.append(
             f"| {r['tree']} | {r['database']} | {r['processes']} | {cpu['median']} ({cpu['min']}-{cpu['max']}) "
             f"| {r['images_per_s']['median']:.0f} | {r['writes_per_image']['median']} "
-            f"| {r['statements_per_image']['median']} |"
+            f"| {r['statements_per_image']['median']} | {ratio['cpu_ms_per_image']}, {ratio['images_per_s']} |"
         )
     return "\n".join(lines)
 
