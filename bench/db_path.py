@@ -162,26 +162,38 @@ def table(result: dict[str, Any]) -> str:
 
 
 def write_plot(path: Path, result: dict[str, Any]) -> None:
-    """CPU ms per image per configuration, one bar per tree (median, min-max whiskers)."""
+    """Left: CPU ms per image per configuration, one bar per tree (median, min-max whiskers).
+    Right: each tree's CPU per image and images/s over the control's in the same round (median)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     configs = sorted({(r["database"], r["processes"]) for r in result["runs"]})
+    names = [f"{d}, {p} process{'es' if p > 1 else ''}" for d, p in configs]
     trees = list(result["config"]["trees"])
     width = 0.8 / len(trees)
-    fig, ax = plt.subplots(figsize=(max(6, 2 * len(configs)), 4))
+    centres = [n + width * (len(trees) - 1) / 2 for n in range(len(configs))]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(10, 4 * len(configs)), 4.5))
     for i, label in enumerate(trees):
-        rows = {(r["database"], r["processes"]): r["cpu_ms_per_image"] for r in result["runs"] if r["tree"] == label}
+        rows = {(r["database"], r["processes"]): r for r in result["runs"] if r["tree"] == label}
         xs = [n + i * width for n in range(len(configs))]
-        medians = [rows[c]["median"] for c in configs]
-        errors = [[rows[c]["median"] - rows[c]["min"] for c in configs], [rows[c]["max"] - rows[c]["median"] for c in configs]]
-        ax.bar(xs, medians, width, yerr=errors, capsize=3, label=label)
-    ax.set_xticks([n + width * (len(trees) - 1) / 2 for n in range(len(configs))])
-    ax.set_xticklabels([f"{d}, {p} process{'es' if p > 1 else ''}" for d, p in configs])
-    ax.set_ylabel("worker CPU ms per image (database path only)")
-    ax.legend()
+        cpu = [rows[c]["cpu_ms_per_image"] for c in configs]
+        errors = [[v["median"] - v["min"] for v in cpu], [v["max"] - v["median"] for v in cpu]]
+        left.bar(xs, [v["median"] for v in cpu], width, yerr=errors, capsize=3, label=label)
+    left.set_ylabel("worker CPU ms per image (database path only)")
+    for ax in (left, right):
+        ax.set_xticks(centres)
+        ax.set_xticklabels(names, fontsize=8)
+    left.legend()
+    for i, label in enumerate(trees[1:], start=1):
+        rows = {(r["database"], r["processes"]): r["vs_control"] for r in result["runs"] if r["tree"] == label}
+        xs = [n + (i - 1) * 0.4 for n in range(len(configs))]
+        right.bar(xs, [rows[c]["cpu_ms_per_image"] for c in configs], 0.38, label=f"{label}: CPU per image")
+        right.bar([x + 0.4 for x in xs], [rows[c]["images_per_s"] for c in configs], 0.38, label=f"{label}: images/s")
+    right.axhline(1.0, color="grey", linewidth=1)
+    right.set_ylabel(f"over {trees[0]}'s, same round (median)")
+    right.legend(fontsize=8)
     fig.suptitle(f"The worker's database path, {result['config']['images']} images x {result['config']['rounds']} "
                  f"rounds, {result['machine']['date_utc']}")
     fig.tight_layout()

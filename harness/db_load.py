@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from datetime import UTC, datetime
+
+from sqlalchemy import text
 
 from db.connection import Database
 from db.records import ImageVersion
@@ -89,30 +92,41 @@ async def _race_with_start(url: str, batch_ids: list[str], names: list[str], own
     return {"claimed": len(claimed), "completed": completed}
 
 
-def race_versions_and_result_keys(url: str, batch_id: str, keys: int, owner: str, seed: int) -> dict[str, list]:
+def race_versions_and_result_keys(
+    url: str, batch_id: str, keys: int, owner: str, seed: int, start_at: float, waves: int = 3
+) -> dict[str, list]:
     """Start, all at once, this racer's own version (etag ``owner``) of each of ``keys`` keys,
     and a key of its own whose only result key is the one every racer's key of that name wants:
     what several workers do when a key is uploaded again while the first upload is being started,
-    and when two inputs of a batch map to one result. Returns, per start, what it got:
+    and when two inputs of a batch map to one result. ``waves`` times, each with keys of its own,
+    every racer beginning wave ``w`` at ``start_at + w`` (a ``time.time()``), so that processes
+    spawned one after another still start together. Returns, per start, what it got:
     ``[key, image id, claimed, result key]``.
     """
-    return asyncio.run(_race_versions(url, batch_id, keys, owner, seed))
+    return asyncio.run(_race_versions(url, batch_id, keys, owner, seed, start_at, waves))
 
 
-async def _race_versions(url: str, batch_id: str, keys: int, owner: str, seed: int) -> dict[str, list]:
+async def _race_versions(
+    url: str, batch_id: str, keys: int, owner: str, seed: int, start_at: float, waves: int
+) -> dict[str, list]:
     db = Database(url)
     repo = Repository(db)
+    async with db.read() as conn:  # connected before the start
+        await conn.execute(text("SELECT 1"))
     uploaded = datetime(2026, 1, 1, tzinfo=UTC)
-    starts = []
-    for n in range(keys):
-        for key, wanted in ((f"{batch_id}/same-{n}.jpg", f"{batch_id}/out-{n}"),
-                            (f"{batch_id}/{owner}-{n}.png", f"{batch_id}/shared-{n}")):
-            version = ImageVersion(bucket="in", batch_id=batch_id, key=key, name=key.split("/", 1)[1], etag=owner,
-                                   size=1, uploaded_at=uploaded)
-            starts.append(repo.start_image(version, owner, 300, lambda _batch, k=wanted: [k]))
-    random.Random(seed).shuffle(starts)
+    results = []
     try:
-        results = await asyncio.gather(*starts)
+        for wave in range(waves):
+            starts = []
+            for n in range(wave * keys, (wave + 1) * keys):
+                for key, wanted in ((f"{batch_id}/same-{n}.jpg", f"{batch_id}/out-{n}"),
+                                    (f"{batch_id}/{owner}-{n}.png", f"{batch_id}/shared-{n}")):
+                    version = ImageVersion(bucket="in", batch_id=batch_id, key=key, name=key.split("/", 1)[1],
+                                           etag=owner, size=1, uploaded_at=uploaded)
+                    starts.append(repo.start_image(version, owner, 300, lambda _batch, k=wanted: [k]))
+            random.Random(seed + wave).shuffle(starts)
+            await asyncio.sleep(max(0.0, start_at + wave - time.time()))
+            results += await asyncio.gather(*starts)
     finally:
         await db.dispose()
     return {"starts": [[s.image.key, s.image.id, s.claimed is not None, s.output_key] for s in results]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -250,26 +251,32 @@ async def test_starts_and_completions_arriving_together_share_one_transaction(re
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 async def test_racing_versions_of_a_key_and_inputs_sharing_a_result_key(database_url: str, repository: Repository) -> None:
     # Four processes start at once their own version of each "same-N" key (a key uploaded again
-    # while being started elsewhere) and their own key whose one result key all of them want.
-    # The batch is locked last on the common path: what one found unlocked must still hold.
+    # while being started elsewhere) and their own key whose one result key all of them want;
+    # five waves of ten keys each. The batch is locked last on the common path: what one found
+    # unlocked must still hold once it is locked. (Without the re-read under the lock this failed
+    # five runs in five here: each wave is one more chance for two starts to miss each other.)
     await new_batch(repository, "rv")
+    keys, waves = 10, 5
     with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(race_versions_and_result_keys, database_url, "rv", 10, f"w{n}", n) for n in range(4)]
+        start_at = time.time() + 8  # after the four processes have spawned and connected
+        futures = [pool.submit(race_versions_and_result_keys, database_url, "rv", keys, f"w{n}", n, start_at, waves)
+                   for n in range(4)]
         starts = [s for f in futures for s in f.result(timeout=600)["starts"]]
+    names = keys * waves
     images = (await repository.batch_snapshot("rv")).images
     current = [i for i in images if i.state is not ImageState.SUPERSEDED]
     by_key: dict[str, int] = {}
     for image in current:
         by_key[image.key] = by_key.get(image.key, 0) + 1
     assert all(count == 1 for count in by_key.values()), f"one current version per key: {by_key}"
-    assert len([k for k in by_key if "/same-" in k]) == 10
+    assert len([k for k in by_key if "/same-" in k]) == names
     holders = [i.output_key for i in current if i.output_key is not None]
     assert len(holders) == len(set(holders)), "no result key is held by two inputs"
-    assert sum(1 for i in current if i.output_key and "/shared-" in i.output_key) == 10  # one winner per shared key
+    assert sum(1 for i in current if i.output_key and "/shared-" in i.output_key) == names  # one winner each
     claimed_keys = [(key, out) for key, _id, claimed, out in starts if claimed and out is not None]
-    assert len({out for _key, out in claimed_keys if "/shared-" in out}) == 10
+    assert len({out for _key, out in claimed_keys if "/shared-" in out}) == names
     batch = await repository.get_batch("rv")
-    assert batch is not None and batch.total == 10 + 4 * 10  # one per key, new versions do not add
+    assert batch is not None and batch.total == names + 4 * names  # one per key, new versions do not add
 
 
 class Statements:
