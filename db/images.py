@@ -63,6 +63,11 @@ class ImageOperations(EventLog):
                 for old in current_images
             )
             state = ImageState.SUPERSEDED if stale else ImageState.PENDING
+            superseded: tuple[int, ...] = ()
+            if not stale:
+                # Retired before the insert: one current version per key (a unique index).
+                superseded = tuple(old.id for old in current_images)
+                await self._supersede(conn, batch, current_images, now)
             image_id = (
                 await conn.execute(
                     insert(Image)
@@ -83,10 +88,7 @@ class ImageOperations(EventLog):
                     .returning(Image.id)
                 )
             ).scalar_one()
-            superseded: tuple[int, ...] = ()
             if not stale:
-                superseded = tuple(old.id for old in current_images)
-                await self._supersede(conn, batch, current_images, now)
                 last_upload = max(
                     t for t in (batch.last_upload_at, version.uploaded_at or now) if t is not None
                 )
@@ -165,6 +167,7 @@ class ImageOperations(EventLog):
                         lease_owner=owner,
                         lease_expires_at=now + timedelta(seconds=lease_seconds),
                         attempts=Image.attempts + 1,
+                        output_key=None,  # each attempt reserves its own (reserve_output_key)
                         updated_at=now,
                     )
                     .returning(*Image.__table__.c)
@@ -222,7 +225,9 @@ class ImageOperations(EventLog):
             )
             return free[0] if result.rowcount == 1 else None
 
-        return await self._write(op)
+        # A start that took the key meanwhile, unlocked (db.worker_path), is refused by the unique
+        # index of result keys; the retry reads it as a holder.
+        return await self._write(op, retry_on_integrity=True)
 
     async def fail_image(
         self,
@@ -266,6 +271,7 @@ class ImageOperations(EventLog):
                     state=ImageState.PENDING.value,
                     lease_owner=None,
                     lease_expires_at=None,
+                    output_key=None,  # no longer held: another key of the batch may take it meanwhile
                     updated_at=self._now(),
                 )
             )

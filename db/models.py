@@ -20,11 +20,16 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = ["Base", "Batch", "BatchFile", "Event", "Image", "RateCounter", "UTCDateTime", "WebhookDelivery",
            "WebhookRefusal", "WebhookSubscription", "WorkerRow", "utcnow"]
+
+#: The predicates of the two partial unique indexes of ``images``, as migration 0007 writes them.
+_CURRENT_VERSION_WHERE = "state IN ('pending', 'processing', 'completed', 'failed')"
+_HOLDS_RESULT_KEY_WHERE = "state IN ('processing', 'completed') AND output_key IS NOT NULL"
 
 #: A 64-bit id on PostgreSQL; SQLite only auto-increments a column declared INTEGER.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -179,6 +184,13 @@ class Image(Base):
         Index("ix_images_batch_name", "batch_id", "name"),
         Index("ix_images_bucket_key", "bucket", "key"),
         Index("ix_images_state_lease", "state", "lease_expires_at"),
+        # One current version per key, and one holder per result key of a batch (migration 0007):
+        # the database itself refuses what two workers' concurrent starts could otherwise both
+        # decide, so the worker's path need not read the keys again under the batch lock.
+        Index("uq_images_current_key", "bucket", "key", unique=True,
+              postgresql_where=text(_CURRENT_VERSION_WHERE), sqlite_where=text(_CURRENT_VERSION_WHERE)),
+        Index("uq_images_result_key", "batch_id", "output_key", unique=True,
+              postgresql_where=text(_HOLDS_RESULT_KEY_WHERE), sqlite_where=text(_HOLDS_RESULT_KEY_WHERE)),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

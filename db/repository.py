@@ -7,7 +7,9 @@ Exactness under concurrent writers (several processes, several machines) rests o
    order means no deadlocks, and counter and sequence updates of one batch never interleave.
    One exception, for the batch lock's sake: the worker's common path (new keys started, claims
    completed) writes its own image rows first and locks the batch last, in the statement that
-   moves its counters, then checks under the lock what it decided before (:mod:`db.worker_path`).
+   moves its counters (and, on PostgreSQL, logs its events), then checks what it decided before
+   against the batch as locked (:mod:`db.worker_path`); unique indexes keep two such
+   transactions from both taking one key or one result key (migration 0007).
    The one cycle that order allows is broken by PostgreSQL's deadlock detection and retried.
 2. State changes are compare-and-set updates (``WHERE state = ... AND lease_owner = ...``): a
    completion counts only if this call moved the image out of ``processing``.

@@ -9,15 +9,34 @@ pass through :class:`db.models.UTCDateTime` as everywhere else.
 
 from __future__ import annotations
 
-from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    and_,
+    bindparam,
+    case,
+    cast,
+    column,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSON, JSONB
 
 from db.models import Batch, Event, Image
+from photoenhance.contracts.progress import EventType
 from photoenhance.contracts.states import BatchState, ImageState
 
 __all__ = [
     "BATCHES",
     "CLAIM_IMAGE",
     "COMPLETE_IMAGE",
+    "COUNT_AND_LOG_COMPLETIONS",
     "IMAGE_BATCHES",
     "INSERT_EVENT",
     "INSERT_IMAGE",
@@ -25,7 +44,6 @@ __all__ = [
     "LOCK_BATCH",
     "OPEN_AND_COUNT_BATCH",
     "REGISTER_IN_BATCH",
-    "SET_OUTPUT_KEY",
 ]
 
 _PROCESSING = ImageState.PROCESSING.value
@@ -70,7 +88,8 @@ REGISTER_IN_BATCH = (
     )
 )
 
-#: Claim a known version: pending, or processing under a lease that has run out.
+#: Claim a known version: pending, or processing under a lease that has run out, with the result
+#: key this attempt holds (None: none is free; the worker reserves one or fails the image).
 CLAIM_IMAGE = (
     update(Image)
     .where(
@@ -85,16 +104,10 @@ CLAIM_IMAGE = (
         lease_owner=bindparam("owner"),
         lease_expires_at=bindparam("lease_until", type_=Image.lease_expires_at.type),
         attempts=Image.attempts + 1,
+        output_key=bindparam("output_key"),
         updated_at=bindparam("now", type_=Image.updated_at.type),
     )
     .returning(*_IMAGE)
-)
-
-#: Record a reserved result key while ``owner`` holds the image.
-SET_OUTPUT_KEY = (
-    update(Image)
-    .where(Image.id == bindparam("image_id"), Image.state == _PROCESSING, Image.lease_owner == bindparam("owner"))
-    .values(output_key=bindparam("output_key"), updated_at=bindparam("now", type_=Image.updated_at.type))
 )
 
 #: The batch of each of some images.
@@ -173,3 +186,49 @@ OPEN_AND_COUNT_BATCH = (
     )
     .returning(*Batch.__table__.c)
 )
+
+
+def _count_and_log_completions() -> Any:
+    """:data:`COUNT_AND_LOG_COMPLETIONS`, built once."""
+    counted = OPEN_AND_COUNT_BATCH.cte("counted")
+    # One element per completion, in order: {"image_id": ..., "event": ProgressEvent.to_dict()}.
+    completions = (
+        func.jsonb_array_elements(bindparam("completions", type_=JSONB))
+        .table_valued(column("value", JSONB), with_ordinality="n")
+        .render_derived(name="completion")
+    )
+    # The events are the last ``events`` numbers of the batch as the update left it, in order;
+    # each one's counts are the batch's as of that event.
+    seq = counted.c.last_seq - bindparam("events") + completions.c.n
+    counts = func.jsonb_build_object(
+        literal_column("'total'"), counted.c.total,
+        literal_column("'completed'"), counted.c.completed - bindparam("completed") + completions.c.n,
+        literal_column("'failed'"), counted.c.failed,
+        literal_column("'expected'"), counted.c.expected_count,
+        literal_column("'cancelled'"), counted.c.cancelled,
+    )
+    payload = completions.c.value["event"].op("||")(
+        func.jsonb_build_object(literal_column("'seq'"), seq, literal_column("'counts'"), counts)
+    )
+    logged = insert(Event).from_select(
+        ["batch_id", "seq", "type", "image_id", "payload", "created_at"],
+        select(
+            counted.c.id,
+            seq,
+            literal_column(f"'{EventType.IMAGE_COMPLETED.value}'"),
+            cast(completions.c.value["image_id"].astext, BigInteger),
+            cast(payload, JSON),
+            bindparam("now", type_=Event.created_at.type),
+        ).select_from(counted.join(completions, true())),
+    ).cte("logged")
+    return select(*counted.c).add_cte(logged)
+
+
+#: PostgreSQL only: :data:`OPEN_AND_COUNT_BATCH` and, in the same statement, the ``image.completed``
+#: events of the images it counts as completed (``completions``, a JSON list in order; ``events``
+#: and ``completed`` its length), numbered and counted from the batch as the update left it. Why
+#: one statement: the batch is locked from this statement until the commit, and every statement
+#: more under the lock is a round trip that each worker of the batch waits for. The payload is
+#: the caller's ``ProgressEvent.to_dict()`` with ``seq`` and ``counts`` set here, so it equals
+#: the events the caller builds from the batch returned (a test compares them).
+COUNT_AND_LOG_COMPLETIONS = _count_and_log_completions()

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from db.connection import Database
 from db.models import Batch, BatchFile, Image, utcnow
 from db.records import BatchRecord, ImageRecord
-from db.statements import LOCK_BATCH, OPEN_AND_COUNT_BATCH
+from db.statements import COUNT_AND_LOG_COMPLETIONS, LOCK_BATCH, OPEN_AND_COUNT_BATCH
 from photoenhance.contracts.states import BatchState, ImageState
 
 __all__ = [
@@ -136,8 +136,11 @@ class Transactions:
 
     async def _lock_and_count(self, conn: AsyncConnection, values: dict[str, Any]) -> BatchRecord | None:
         """Lock a batch by moving its counters on (:data:`~db.statements.OPEN_AND_COUNT_BATCH`,
-        ``values`` its parameters); the batch as it now stands, None when there is no such batch."""
-        row = (await conn.execute(OPEN_AND_COUNT_BATCH, values)).one_or_none()
+        ``values`` its parameters; with ``completions``, PostgreSQL's
+        :data:`~db.statements.COUNT_AND_LOG_COMPLETIONS`, which logs their events too); the batch
+        as it now stands, None when there is no such batch."""
+        statement = COUNT_AND_LOG_COMPLETIONS if "completions" in values else OPEN_AND_COUNT_BATCH
+        row = (await conn.execute(statement, values)).one_or_none()
         return None if row is None else batch_record(row)
 
     async def _load_batch(self, conn: AsyncConnection, batch_id: str) -> BatchRecord:

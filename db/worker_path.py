@@ -192,19 +192,14 @@ class WorkerPath(ImageOperations):
             row = (
                 await conn.execute(
                     sql.CLAIM_IMAGE,
-                    {"image_id": existing.id, "owner": owner, "lease_until": lease_until, "now": now},
+                    {"image_id": existing.id, "owner": owner, "lease_until": lease_until, "output_key": free_key,
+                     "now": now},
                 )
             ).one_or_none()
             if row is None:
                 return StartedImage(batch, existing, None, candidates)
             claimed = image_record(row)
-            key = free_key
-            if key is not None:
-                await conn.execute(
-                    sql.SET_OUTPUT_KEY, {"image_id": claimed.id, "owner": owner, "output_key": key, "now": now}
-                )
-                claimed = replace(claimed, output_key=key, updated_at=now)
-            return StartedImage(batch, claimed, claimed, candidates, key)
+            return StartedImage(batch, claimed, claimed, candidates, free_key)
         if batch.state in (BatchState.CANCELLING, BatchState.CANCELLED):
             # Uploaded after the cancel: recorded final (a redelivery finds it so), never processed.
             return StartedImage(batch, await self._ignored_upload(conn, version, now), None, candidates)
@@ -214,6 +209,9 @@ class WorkerPath(ImageOperations):
             for old in current
         )
         key = None if stale else free_key
+        # The older versions retire first: the new one may take their place in the unique
+        # indexes of current versions and result keys (versions of one key share theirs).
+        taken_completed, taken_failed = (0, 0) if stale else await self._supersede(conn, batch, current, now)
         row = (
             await conn.execute(
                 sql.INSERT_IMAGE,
@@ -239,7 +237,6 @@ class WorkerPath(ImageOperations):
         image = image_record(row)
         if stale:
             return StartedImage(batch, image, None, candidates)
-        taken_completed, taken_failed = await self._supersede(conn, batch, current, now)
         last_upload = max(t for t in (batch.last_upload_at, version.uploaded_at or now) if t is not None)
         await conn.execute(
             sql.REGISTER_IN_BATCH,
@@ -347,19 +344,24 @@ class WorkerPath(ImageOperations):
         has not), its key's versions read (none) and the holders of its candidate result keys,
         then it is inserted already claimed with its free key; each completion is completed by
         compare-and-set. Then each batch concerned, in id order, is locked by the one statement
-        that moves its counters and sequence by what was done (``OPEN_AND_COUNT_BATCH``); under
-        that lock, on PostgreSQL, each start's key and result key are read again, then the
-        events are inserted and the transaction commits.
+        that moves its counters and sequence by what was done (``OPEN_AND_COUNT_BATCH``; on
+        PostgreSQL ``COUNT_AND_LOG_COMPLETIONS``, which logs the completions' events in the same
+        statement); under that lock the starts are checked against the batch as locked (pure,
+        no statement), the events are inserted on SQLite, and the transaction commits.
         Whatever this path does not take (a known key, a lost claim, a batch unknown, being
-        cancelled, or whose options changed the start's level or keys, a key or result key found
-        taken under the lock) raises :class:`_LockFirst` before the commit.
+        cancelled, or whose options changed the start's level or keys) raises
+        :class:`_LockFirst` before the commit.
 
-        Why the check under the lock holds: a start that passed it committed before the lock
-        was released, so the next one's check sees it. Image rows here are written before their
-        batch is locked, the other order from every other write; the one cycle that can form (a
-        supersede or an expired-lease claim of an image this group completes, at that moment) is
-        broken by PostgreSQL's deadlock detection and retried (``_write``). SQLite runs one
-        write transaction at a time, so neither the check nor a cycle arises there.
+        Why nothing is read again under the lock: two transactions that start the same key, or
+        two keys with the same result key, at once would both find them free unlocked. The
+        database refuses the second row itself (the unique indexes of migration 0007: one
+        current version per key, one holder per result key of a batch): the second insert waits
+        for the first transaction, fails once it commits, and the group is retried, finding the
+        key taken. Image rows here are written before their batch is locked, the other order
+        from every other write; the one cycle that can form (a supersede or an expired-lease
+        claim of an image this group completes, or a locked-first insert of the same key, at
+        that moment) is broken by PostgreSQL's deadlock detection and retried (``_write``).
+        SQLite runs one write transaction at a time, so no cycle arises there.
         """
         results: list[StartedImage | list[ProgressEvent] | Exception] = [[] for _ in items]
         now = self._now()
@@ -408,66 +410,45 @@ class WorkerPath(ImageOperations):
         for batch_id in sorted(inserted.keys() | completed.keys()):
             new, done = inserted.get(batch_id, []), completed.get(batch_id, [])
             uploads = [start.version.uploaded_at or now for _, start, _, _ in new]
-            batch = await self._lock_and_count(
-                conn,
-                {"batch_id": batch_id, "added": len(new), "completed": len(done), "events": len(done),
-                 "last_upload": max(uploads) if uploads else None, "now": now},
-            )
-            if batch is None:
-                raise _LockFirst
+            values = {"batch_id": batch_id, "added": len(new), "completed": len(done), "events": len(done),
+                      "last_upload": max(uploads) if uploads else None, "now": now}
+            # On PostgreSQL the events go in with the statement that locks the batch, so that
+            # the lock is held for that statement and the commit only; that statement numbers
+            # and counts them from the batch as it locked it.
+            logged = bool(done) and not self.db.is_sqlite
+            if logged:
+                values["completions"] = [
+                    {"image_id": image.id, "event": event.to_dict()}
+                    for image, event in _completion_events(batch_id, None, done, now)
+                ]
+            batch = await self._lock_and_count(conn, values)
+            if batch is None or (new and not _starts_hold(batch, new)):
+                raise _LockFirst  # rolled back, the events with it
             self._remember(batch)
-            if new:
-                await self._check_starts_locked(conn, batch, new)
             # The batch as the starts left it, before the completions counted.
             started = replace(batch, completed=batch.completed - len(done), last_seq=batch.last_seq - len(done))
             for n, _start, candidates, image in new:
                 results[n] = StartedImage(started, image, image, candidates, image.output_key)
             if done:
-                await self._log_completions(conn, started, done, results, now)
+                await self._log_completions(conn, started, done, results, now, logged=logged)
         return results
-
-    async def _check_starts_locked(
-        self, conn: AsyncConnection, batch: BatchRecord, new: list[tuple[int, _Start, tuple[str, ...], ImageRecord]]
-    ) -> None:
-        """Under the batch lock, what the starts decided unlocked still holds; else :class:`_LockFirst`."""
-        if batch.state in _ENDED:
-            raise _LockFirst
-        for _, start, candidates, image in new:
-            if start.level_holds is not None and not start.level_holds(batch):
-                raise _LockFirst
-            if tuple(start.candidates_for(batch)) != candidates:
-                raise _LockFirst
-            if self.db.is_sqlite:
-                continue  # one writer at a time: nothing has changed since the unlocked read
-            result_keys = [image.output_key] if image.output_key else []
-            rows = (
-                await conn.execute(sql.KEY_VERSIONS_AND_HOLDERS,
-                                   _key_and_result_keys(batch.id, image.bucket, image.key, result_keys))
-            ).all()
-            if any(r.id != image.id for r in rows):
-                raise _LockFirst
 
     async def _log_completions(
         self, conn: AsyncConnection, batch: BatchRecord, done: list[tuple[int, ImageRecord]],
-        results: list[Any], now: datetime,
+        results: list[Any], now: datetime, *, logged: bool = False,
     ) -> None:
         """The events of completions already counted in ``batch`` (given as it was before them),
-        numbered after its ``last_seq``; and the batch completed if they completed it."""
-        rows = []
-        for i, (n, image) in enumerate(done, start=1):
-            event = ProgressEvent(
-                batch_id=batch.id,
-                seq=batch.last_seq + i,
-                type=EventType.IMAGE_COMPLETED,
-                time=now,
-                counts=BatchCounts(total=batch.total, completed=batch.completed + i, failed=batch.failed,
-                                   expected=batch.expected_count, cancelled=batch.cancelled),
-                image=image.progress(),
-            )
+        numbered after its ``last_seq``, inserted unless the counting statement ``logged`` them;
+        and the batch completed if they completed it."""
+        events = _completion_events(batch.id, batch, done, now)
+        for (n, _), (_, event) in zip(done, events, strict=True):
             results[n] = [event]
-            rows.append({"batch_id": batch.id, "seq": event.seq, "type": event.type.value, "image_id": image.id,
-                         "payload": event.to_dict(), "created_at": now})
-        await conn.execute(sql.INSERT_EVENT, rows)
+        if not logged:
+            await conn.execute(sql.INSERT_EVENT, [
+                {"batch_id": batch.id, "seq": event.seq, "type": event.type.value, "image_id": image.id,
+                 "payload": event.to_dict(), "created_at": now}
+                for image, event in events
+            ])
         final = batch.completed + len(done) + batch.failed
         # A cancelling batch ends once its last in-flight image is final (db.cancel).
         if batch.state is BatchState.CANCELLING or (
@@ -476,6 +457,32 @@ class WorkerPath(ImageOperations):
             last = results[done[-1][0]]
             assert isinstance(last, list)
             last += await self._maybe_complete(conn, batch.id, idle_cutoff=None)
+
+
+def _completion_events(
+    batch_id: str, before: BatchRecord | None, done: list[tuple[int, ImageRecord]], now: datetime
+) -> list[tuple[ImageRecord, ProgressEvent]]:
+    """The ``image.completed`` events of ``done``, numbered and counted after ``before`` (the batch
+    as it was before them); None: from zero, for the statement that logs them to number and count
+    (:data:`~db.statements.COUNT_AND_LOG_COMPLETIONS`)."""
+    counts = BatchCounts() if before is None else before.counts
+    last_seq = 0 if before is None else before.last_seq
+    return [
+        (image, ProgressEvent(batch_id=batch_id, seq=last_seq + i, type=EventType.IMAGE_COMPLETED, time=now,
+                              counts=replace(counts, completed=counts.completed + i), image=image.progress()))
+        for i, (_, image) in enumerate(done, start=1)
+    ]
+
+
+def _starts_hold(batch: BatchRecord, new: list[tuple[int, _Start, tuple[str, ...], ImageRecord]]) -> bool:
+    """Whether what the starts decided unlocked still holds for ``batch`` as locked: it takes
+    uploads, and resolves each start to the level and the result keys it was started with. (That
+    no other version of the key or holder of the result key appeared meanwhile, the database's
+    unique indexes see to: migration 0007.)"""
+    return batch.state not in _ENDED and all(
+        (start.level_holds is None or start.level_holds(batch)) and tuple(start.candidates_for(batch)) == candidates
+        for _, start, candidates, _image in new
+    )
 
 
 async def _versions_and_free_key(
