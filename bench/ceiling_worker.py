@@ -53,6 +53,8 @@ class Counters:
         self.reads = 0
         self.write_s = 0.0
         self.lock_holds_s: list[float] = []
+        #: Of each hold (same order), the part from entering COMMIT (or ROLLBACK) to its return.
+        self.lock_commits_s: list[float] = []
         self.codec_cpu_s = 0.0
 
     def snapshot(self) -> dict[str, Any]:
@@ -63,6 +65,7 @@ class Counters:
                 "reads": self.reads,
                 "write_s": self.write_s,
                 "lock_holds_s": list(self.lock_holds_s),
+                "lock_commits_s": list(self.lock_commits_s),
                 "codec_cpu_s": self.codec_cpu_s,
                 "process_cpu_s": time.process_time(),
                 "time": time.time(),
@@ -85,17 +88,21 @@ def instrument() -> None:
 
     from sqlalchemy.engine.default import DefaultDialect
 
-    #: When each DBAPI connection's last COMMIT or ROLLBACK returned (the lock's end), by id.
-    ended_at: dict[int, float] = {}
+    #: When each DBAPI connection's first COMMIT or ROLLBACK since its write transaction began was
+    #: entered and returned (the lock's end), by id. The first only: the pool's reset-on-return
+    #: (a no-op ROLLBACK) follows the COMMIT before the write block has closed.
+    ended_at: dict[int, tuple[float, float]] = {}
     original_commit, original_rollback = DefaultDialect.do_commit, DefaultDialect.do_rollback
 
     def do_commit(self: Any, dbapi_connection: Any) -> None:
+        entered = time.perf_counter()
         original_commit(self, dbapi_connection)
-        ended_at[id(dbapi_connection)] = time.perf_counter()
+        ended_at.setdefault(id(dbapi_connection), (entered, time.perf_counter()))
 
     def do_rollback(self: Any, dbapi_connection: Any) -> None:
+        entered = time.perf_counter()
         original_rollback(self, dbapi_connection)
-        ended_at[id(dbapi_connection)] = time.perf_counter()
+        ended_at.setdefault(id(dbapi_connection), (entered, time.perf_counter()))
 
     DefaultDialect.do_commit = do_commit  # type: ignore[method-assign]
     DefaultDialect.do_rollback = do_rollback  # type: ignore[method-assign]
@@ -110,6 +117,7 @@ def instrument() -> None:
         try:
             async with original_write(self, *args, **kwargs) as conn:
                 dbapi_id = id(await conn.get_raw_connection())  # what do_commit is handed
+                ended_at.pop(dbapi_id, None)  # a read's reset-on-return, from before this block
                 if self.is_sqlite:
                     holder[0] = time.perf_counter()  # BEGIN IMMEDIATE: SQLite's one write lock is held from here
                 yield conn
@@ -117,7 +125,7 @@ def instrument() -> None:
         finally:
             ended = time.perf_counter()
             _lock_started.reset(token)
-            lock_end = ended_at.pop(dbapi_id, ended) if dbapi_id is not None else ended
+            commit_entered, lock_end = ended_at.pop(dbapi_id, (ended, ended)) if dbapi_id is not None else (ended, ended)
             with COUNTERS.lock:
                 COUNTERS.write_s += ended - started
                 if ok:
@@ -126,6 +134,7 @@ def instrument() -> None:
                     COUNTERS.writes_failed += 1
                 if holder[0] is not None:
                     COUNTERS.lock_holds_s.append(max(0.0, lock_end - holder[0]))
+                    COUNTERS.lock_commits_s.append(max(0.0, lock_end - max(commit_entered, holder[0])))
 
     @asynccontextmanager
     async def read(self: Any, *args: Any, **kwargs: Any) -> Any:

@@ -1,0 +1,59 @@
+"""bench/ceiling_worker.py's batch-lock measure ends at the transaction's COMMIT, not later.
+
+The pool hands the connection back with a ROLLBACK of its own (reset on return) after the
+COMMIT; the measure once took that one as the lock's end. Run in a child process: the
+instrument patches SQLAlchemy and ``db.connection`` for the whole process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A deferred constraint trigger that sleeps runs inside COMMIT: that COMMIT takes >= 80 ms.
+_CHILD = r"""
+import asyncio, json, sys, time
+sys.path.insert(0, "bench")
+import ceiling_worker
+ceiling_worker.instrument()
+from sqlalchemy import text
+from db.connection import Database
+
+async def main(url):
+    db = Database(url)
+    async with db.write() as conn:
+        await conn.execute(text("CREATE TABLE slow_commit (x int)"))
+        await conn.execute(text(
+            "CREATE FUNCTION sleep_a_little() RETURNS trigger LANGUAGE plpgsql AS "
+            "'BEGIN PERFORM pg_sleep(0.08); RETURN NULL; END'"))
+        await conn.execute(text(
+            "CREATE CONSTRAINT TRIGGER at_commit AFTER INSERT ON slow_commit DEFERRABLE INITIALLY DEFERRED "
+            "FOR EACH ROW EXECUTE FUNCTION sleep_a_little()"))
+    async with db.read() as conn:  # leaves its own reset-on-return behind on a pooled connection
+        await conn.execute(text("SELECT 1"))
+    async with db.write() as conn:
+        await conn.execute(text("INSERT INTO slow_commit VALUES (1)"))
+        ceiling_worker._lock_started.get()[0] = time.perf_counter()  # as if the batch were locked here
+        await asyncio.sleep(0.03)
+    await db.dispose()
+    print(json.dumps(ceiling_worker.COUNTERS.snapshot()))
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_lock_ends_when_commit_returns_and_its_commit_part_is_the_commit(database_url: str) -> None:
+    child = subprocess.run([sys.executable, "-c", _CHILD, database_url], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+    assert child.returncode == 0, child.stderr
+    counters = json.loads(child.stdout.strip().splitlines()[-1])
+    (hold,), (commit,) = counters["lock_holds_s"], counters["lock_commits_s"]
+    assert 0.08 <= commit < hold  # the sleeping COMMIT, not the pool's no-op ROLLBACK after it
+    assert hold >= 0.03 + 0.08
