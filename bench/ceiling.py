@@ -6,6 +6,7 @@
     .venv/bin/python -m bench.ceiling --tree /tmp/ctl     # the same, measuring another checkout
     .venv/bin/python -m bench.ceiling --engine fast --workers 1 --batches 1   # the real fast level
     .venv/bin/python -m bench.ceiling --engine-process    # the workers feed one engine process
+    .venv/bin/python -m bench.ceiling --sample-locks      # PostgreSQL: the batch lock as the server holds it
 
 The pipeline is the real one (bench/stack.py: its own Ceph RGW, the local RabbitMQ, a fresh
 SQLite or PostgreSQL database, ingest and notifier as processes); the workers are
@@ -25,7 +26,10 @@ uploaded by presigned PUT 8 at a time; done when every image is final in the dat
 - the processor's CPU in the codec (decode + encode, thread CPU time) and outside it;
 - write and read transactions per image, counted inside the workers;
 - batch lock: each transaction's span from its batch-row lock to its end, p50/p99 ms, the sum per
-  image, and that sum x images/s (the share of the time one batch's lock is held, for one batch).
+  image, the part of it spent in COMMIT, and that sum x images/s (the share of the time one
+  batch's lock is held, for one batch), all as the workers see it; with ``--sample-locks`` (on
+  PostgreSQL) also the share as the server holds it, sampled (bench/row_locks.py), which counts
+  the time a worker takes to read the locking statement's reply and leaves out the COMMIT's.
 
 Writes ``ceiling-<UTC time>.json`` and ``.png`` into ``--out``, prints the JSON and a Markdown
 table; ``--compare CONTROL.json`` adds a before/after table against an earlier run.
@@ -58,6 +62,7 @@ from sqlalchemy import text  # noqa: E402
 from bench.clients import create_batch, upload_all, with_presigned_puts  # noqa: E402
 from bench.machine import machine_facts  # noqa: E402
 from bench.procstats import ProcSample, sample  # noqa: E402
+from bench.row_locks import RowLockSampler, mean_locked  # noqa: E402
 from bench.runs import make_images  # noqa: E402
 from bench.stack import BenchStack, bench_stack  # noqa: E402
 from client.api import Api  # noqa: E402
@@ -170,6 +175,8 @@ class Config:
     prefetch: int
     #: The workers feed one engine process (``photoenhance engine``) instead of each holding one.
     engine_process: bool = False
+    #: Sample the batch rows' locks on the server meanwhile (PostgreSQL; bench.row_locks).
+    sample_locks: bool = False
 
 
 async def _final_count(db: Database, batch_ids: list[str]) -> int:
@@ -228,6 +235,10 @@ def _cpu(before: ProcSample | None, after: ProcSample | None) -> float | None:
     return None if before is None or after is None else after.cpu_s - before.cpu_s
 
 
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return 0.0
@@ -260,7 +271,13 @@ async def run_config(
             pids["engine process"] = engine_process.process.pid
         first = [await w.snapshot() for w in workers]
         before = {name: sample(pid) for name, pid in pids.items()}
-        ids, started, seen_done = await _run_batches(stack, session, db, files, config.batches)
+        sampler = None
+        if config.sample_locks and config.database == "postgresql":
+            sampler = await asyncio.to_thread(RowLockSampler(stack.settings.database_url).start)
+        try:
+            ids, started, seen_done = await _run_batches(stack, session, db, files, config.batches)
+        finally:
+            lock_samples = [] if sampler is None else await asyncio.to_thread(sampler.stop)
         after = {name: sample(pid) for name, pid in pids.items()}
         last = [await w.snapshot() for w in workers]
         finished_at, failed = await _batch_figures(db, ids)
@@ -316,6 +333,9 @@ async def run_config(
             "commit_per_image": round(sum(commits) / n * 1000, 2) if commits else None,
         },
         "lock_per_image_x_images_per_s": round(lock_per_image_s * images_per_s, 3),
+        # The same share as the server holds it (pgrowlocks, sampled): None unless sampled.
+        "server_locked_share": _rounded(mean_locked(lock_samples, started, finished_at), 3),
+        "server_lock_samples": len([at for at, _ in lock_samples if started <= at <= finished_at]),
     }
 
 
@@ -342,7 +362,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     for workers in _ints(args.workers):
                         seed += 1
                         config = Config(database, workers, batches, args.images, args.engine, args.prefetch,
-                                        args.engine_process)
+                                        args.engine_process, args.sample_locks)
                         print(f"{database}: {workers} worker(s), {batches} batch(es), {args.images} images"
                               f"{', one engine process' if args.engine_process else ''}", file=sys.stderr)
                         figures = await run_config(stack, session, db, config, tree, seed)
@@ -378,7 +398,7 @@ def table(result: dict[str, Any]) -> str:
         "| db | workers | batches | images/s | processor | own (no codec) | codec | engine process | radosgw | ceph-osd "
         "| notifier "
         "| broker | own/radosgw | writes/img | reads/img | lock p50 ms | lock p99 ms | lock ms/img | of it COMMIT "
-        "| lock×img/s |"
+        "| lock×img/s | locked (server) |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in result["runs"]:
@@ -391,7 +411,8 @@ def table(result: dict[str, Any]) -> str:
             f"| {_f(r['processor_own_over_radosgw'])} | {_f(r['write_transactions_per_image'])} "
             f"| {_f(r['read_transactions_per_image'])} | {_f(r['lock_hold_ms']['p50'])} "
             f"| {_f(r['lock_hold_ms']['p99'])} | {_f(r['lock_hold_ms']['per_image'])} "
-            f"| {_f(r['lock_hold_ms'].get('commit_per_image'))} | {_f(r['lock_per_image_x_images_per_s'])} |"
+            f"| {_f(r['lock_hold_ms'].get('commit_per_image'))} | {_f(r['lock_per_image_x_images_per_s'])} "
+            f"| {_f(r.get('server_locked_share'))} |"
         )
     return "\n".join(lines)
 
@@ -464,6 +485,8 @@ def main() -> int:
     parser.add_argument("--workers", default="1,2,4", help="worker process counts")
     parser.add_argument("--batches", default="1,8", help="concurrent batch counts")
     parser.add_argument("--database", default="sqlite,postgresql", help="sqlite, postgresql, or both comma-separated")
+    parser.add_argument("--sample-locks", action="store_true",
+                        help="PostgreSQL: sample the batch rows' locks on the server too (bench/row_locks.py)")
     parser.add_argument("--engine-process", action="store_true",
                         help="the workers feed one engine process (photoenhance engine) instead of each holding one")
     parser.add_argument("--engine", choices=["passthrough", "fast"], default="passthrough",
