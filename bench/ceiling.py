@@ -461,7 +461,8 @@ def write_plot(path: Path, result: dict[str, Any], control: dict[str, Any] | Non
         "processor (codec)": [r["processor_codec_cpu_ms_per_image"] for _, r in runs],
         **{name: [r["cpu_ms_per_image"].get(name) or 0 for _, r in runs] for name in PROCESSES[1:]},
     }
-    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5 + len(runs) * 0.12))
+    fig, (left, right, locks) = plt.subplots(1, 3, figsize=(18, 5 + len(runs) * 0.12),
+                                             gridspec_kw={"width_ratios": [2, 1, 1]})
     bottom = [0.0] * len(runs)
     for name, values in parts.items():
         left.barh(labels, values, left=bottom, label=name)
@@ -472,6 +473,17 @@ def write_plot(path: Path, result: dict[str, Any], control: dict[str, Any] | Non
     right.barh(labels, [r["images_per_s"] for _, r in runs], color="tab:green")
     right.set_xlabel("images/s (engine stand-in)" if result["config"]["engine"] == "passthrough" else "images/s")
     right.invert_yaxis()
+    # The batch lock's share of the time: as the workers time it, and as the server holds it.
+    rows = list(range(len(runs)))
+    locks.barh([y - 0.2 for y in rows], [r["lock_per_image_x_images_per_s"] for _, r in runs], height=0.4,
+               label="workers' timing", color="tab:purple")
+    locks.barh([y + 0.2 for y in rows], [r.get("server_locked_share") or 0 for _, r in runs], height=0.4,
+               label="server (sampled; 0: not sampled)", color="tab:orange")
+    locks.set_yticks(rows, labels)
+    locks.axvline(0.3, color="grey", linestyle="--", linewidth=1)
+    locks.set_xlabel("batch lock held, share of the time")
+    locks.invert_yaxis()
+    locks.legend(fontsize=8)
     fig.suptitle(f"PhotoEnhance worker ceiling, {result['config']['images']} images per run, "
                  f"{result['machine']['cpu_cores']} cores, {result['machine']['date_utc']}")
     fig.tight_layout()
