@@ -285,3 +285,20 @@ async def test_missing_uploads_fail_once_and_a_late_upload_supersedes_them(repos
     await finish(repository, late.image.id)
     batch = await repository.get_batch("b1")
     assert (batch.total, batch.completed, batch.failed) == (3, 2, 1)
+
+
+async def test_a_released_image_gives_its_result_key_back(repository: Repository) -> None:
+    # a.png and a.jpg both want a.jpg. The first to claim it hands its claim back (a retry later):
+    # the key is free for the other meanwhile, and the first takes the fallback when it comes back.
+    await new_batch(repository)
+    first = (await repository.register_image(version("b1", "a.png"))).image
+    second = (await repository.register_image(version("b1", "a.jpg"))).image
+    candidates = ["b1/a.jpg", "b1/a.png.jpg"]
+    await repository.claim_image(first.id, "w1", 60)
+    assert await repository.reserve_output_key(first.id, "w1", candidates) == "b1/a.jpg"
+    assert await repository.release_image(first.id, "w1")
+    await repository.claim_image(second.id, "w2", 60)
+    assert await repository.reserve_output_key(second.id, "w2", ["b1/a.jpg", "b1/a.jpg.jpg"]) == "b1/a.jpg"
+    again = await repository.claim_image(first.id, "w1", 60)
+    assert again is not None and again.output_key is None
+    assert await repository.reserve_output_key(first.id, "w1", candidates) == "b1/a.png.jpg"
