@@ -9,6 +9,7 @@ pass through :class:`db.models.UTCDateTime` as everywhere else.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import (
@@ -44,6 +45,7 @@ __all__ = [
     "LOCK_BATCH",
     "OPEN_AND_COUNT_BATCH",
     "REGISTER_IN_BATCH",
+    "jsonb_can_hold",
 ]
 
 _PROCESSING = ImageState.PROCESSING.value
@@ -188,6 +190,22 @@ OPEN_AND_COUNT_BATCH = (
 )
 
 
+def jsonb_can_hold(value: Any) -> bool:
+    """Whether PostgreSQL's ``jsonb`` can hold ``value`` (JSON-able) exactly as ``json`` does:
+    not when a string in it has a NUL or a lone surrogate, which ``jsonb`` refuses."""
+    if isinstance(value, str):
+        return _JSONB_REFUSES.search(value) is None
+    if isinstance(value, dict):
+        return all(jsonb_can_hold(k) and jsonb_can_hold(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(jsonb_can_hold(v) for v in value)
+    return True
+
+
+#: What ``jsonb`` refuses in a string: NUL, and UTF-16 surrogates (in a Python string only lone ones).
+_JSONB_REFUSES = re.compile("[\x00\ud800-\udfff]")
+
+
 def _count_and_log_completions() -> Any:
     """:data:`COUNT_AND_LOG_COMPLETIONS`, built once."""
     counted = OPEN_AND_COUNT_BATCH.cte("counted")
@@ -225,10 +243,11 @@ def _count_and_log_completions() -> Any:
 
 
 #: PostgreSQL only: :data:`OPEN_AND_COUNT_BATCH` and, in the same statement, the ``image.completed``
-#: events of the images it counts as completed (``completions``, a JSON list in order; ``events``
-#: and ``completed`` its length), numbered and counted from the batch as the update left it. Why
-#: one statement: the batch is locked from this statement until the commit, and every statement
-#: more under the lock is a round trip that each worker of the batch waits for. The payload is
-#: the caller's ``ProgressEvent.to_dict()`` with ``seq`` and ``counts`` set here, so it equals
-#: the events the caller builds from the batch returned (a test compares them).
+#: events of the images it counts as completed (``completions``, a JSON list in order, which
+#: :func:`jsonb_can_hold`; ``events`` and ``completed`` its length), numbered and counted from the
+#: batch as the update left it. Why one statement: the batch is locked from this statement until
+#: the commit, and every statement more under the lock is a round trip that each worker of the
+#: batch waits for. The payload is the caller's ``ProgressEvent.to_dict()`` with ``seq`` and
+#: ``counts`` set here, so it equals the events the caller builds from the batch returned (a test
+#: compares them).
 COUNT_AND_LOG_COMPLETIONS = _count_and_log_completions()

@@ -415,12 +415,15 @@ class WorkerPath(ImageOperations):
             # On PostgreSQL the events go in with the statement that locks the batch, so that
             # the lock is held for that statement and the commit only; that statement numbers
             # and counts them from the batch as it locked it.
-            logged = bool(done) and not self.db.is_sqlite
+            completions = [] if not done or self.db.is_sqlite else [
+                {"image_id": image.id, "event": event.to_dict()}
+                for image, event in _completion_events(batch_id, None, done, now)
+            ]
+            # A report may carry text from the upload (a colour profile's name) that jsonb cannot
+            # hold: such a group's events are inserted after, as plain json, like SQLite's.
+            logged = bool(completions) and sql.jsonb_can_hold(completions)
             if logged:
-                values["completions"] = [
-                    {"image_id": image.id, "event": event.to_dict()}
-                    for image, event in _completion_events(batch_id, None, done, now)
-                ]
+                values["completions"] = completions
             batch = await self._lock_and_count(conn, values)
             if batch is None or (new and not _starts_hold(batch, new)):
                 raise _LockFirst  # rolled back, the events with it

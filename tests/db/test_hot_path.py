@@ -16,6 +16,7 @@ from db.connection import Database
 from db.models import Batch, Event
 from db.records import ImageVersion
 from db.repository import Repository, UnknownBatch
+from db.statements import jsonb_can_hold
 from harness.db_load import race_versions_and_result_keys, race_with_start
 from photoenhance.contracts.progress import EventType
 from photoenhance.contracts.states import BatchState, ImageState
@@ -181,6 +182,33 @@ async def test_the_events_logged_are_the_events_returned(repository: Repository)
         payloads = (await conn.execute(select(Event.payload).where(Event.batch_id == "b1", Event.seq > 2)
                                        .order_by(Event.seq))).scalars().all()
     assert payloads == [e.to_dict() for e in events]  # the stored form exactly, no more and no less
+
+
+def test_what_jsonb_cannot_hold_is_found_anywhere_in_a_payload() -> None:
+    assert jsonb_can_hold({"name": "ok 😀 é", "report": {"n": [1, 2.5, None, True]}})  # a surrogate pair is fine
+    assert not jsonb_can_hold({"report": {"colour": ["x", "nul\x00"]}})
+    assert not jsonb_can_hold([{"a": "lone \udc80"}])
+    assert not jsonb_can_hold({"\ud800": 1})
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+async def test_completions_whose_reports_jsonb_refuses_complete_with_the_rest(repository: Repository) -> None:
+    # A report carries text from the upload (a colour profile's name). PostgreSQL's jsonb refuses
+    # NUL and lone surrogates, which the json column holds; the statement that logs the events
+    # on PostgreSQL goes through jsonb, so such a group logs them after. None may fail, nor the
+    # plain completions grouped with them.
+    await new_batch(repository, "b1")
+    texts = ["plain", "nul\x00inside", "lone \ud800 surrogate", "also plain"]
+    started = [await repository.start_image(version("b1", f"{n}.jpg"), "w1", 60, keys(f"b1/{n}.jpg"))
+               for n in range(len(texts))]
+    returned = await asyncio.gather(*(
+        repository.complete_image(s.image.id, "w1", output_key=f"b1/{n}.jpg", report={"colour": text}, batch_id="b1")
+        for n, (s, text) in enumerate(zip(started, texts))
+    ))
+    events = sorted((e for r in returned for e in r), key=lambda e: e.seq)
+    assert [e.seq for e in events] == [1, 2, 3, 4]
+    assert sorted(e.image.report["colour"] for e in events) == sorted(texts)
+    assert await repository.events_since("b1", 0) == events
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
