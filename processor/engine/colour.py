@@ -20,6 +20,7 @@ report says the profile was ignored.
 from __future__ import annotations
 
 import io
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -151,11 +152,16 @@ def _resized_rows(codes: np.ndarray, scale_x: float, scale_y: float, top: int, b
 
 
 def profile_name(profile: ImageCms.ImageCmsProfile) -> str:
-    """The profile's own description (``"Display P3"``), or ``"unnamed"``."""
+    """The profile's own description (``"Display P3"``), or ``"unnamed"``.
+
+    The description is the uploader's text: control characters (a terminal escape, a NUL) and
+    lone surrogates are dropped, since it goes into reports, logs, events and webhooks."""
     try:
-        return (ImageCms.getProfileDescription(profile) or "unnamed").strip()[:100]
+        described = ImageCms.getProfileDescription(profile) or ""
     except ImageCms.PyCMSError:
         return "unnamed"
+    shown = "".join(ch for ch in described if unicodedata.category(ch) not in {"Cc", "Cs"})
+    return " ".join(shown.split())[:100] or "unnamed"
 
 
 @lru_cache(maxsize=32)

@@ -241,6 +241,18 @@ def test_colours_sRGB_holds_leave_no_residual_and_get_srgb() -> None:
     ).startswith("sRGB")
 
 
+def test_a_profile_name_is_reported_without_the_control_characters_it_carried() -> None:
+    # The description is the uploader's text and goes into reports, logs and webhooks: a
+    # terminal escape or a bell in it must not (a NUL already ends it in LittleCMS). "Display"
+    # of the test profile's UTF-16 name is overwritten in place: the profile stays valid.
+    icc = display_p3_icc()
+    name_at = icc.find("Display".encode("utf-16-be"))
+    assert name_at > 0
+    hostile = icc[:name_at] + "\x1b[31m\x07D".encode("utf-16-be") + icc[name_at + 14:]
+    decoded = decode_image(profiled_patches(hostile), max_pixels=MAX)
+    assert decoded.notes == {"colour_profile": "converted", "from": "[31mD P3 (test)"}
+
+
 def test_grey_and_cmyk_inputs_with_profiles_are_converted() -> None:
     grey = Image.fromarray(np.tile(np.arange(0, 256, 4, dtype=np.uint8), (16, 1)), "L")
     buffer = io.BytesIO()
