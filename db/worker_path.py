@@ -415,9 +415,9 @@ class WorkerPath(ImageOperations):
             # On PostgreSQL the events go in with the statement that locks the batch, so that
             # the lock is held for that statement and the commit only; that statement numbers
             # and counts them from the batch as it locked it.
-            completions = [] if not done or self.db.is_sqlite else [
-                {"image_id": image.id, "event": event.to_dict()}
-                for image, event in _completion_events(batch_id, None, done, now)
+            unnumbered = _completion_events(batch_id, done, now)
+            completions = [] if self.db.is_sqlite else [
+                {"image_id": image.id, "event": event.to_dict()} for image, event in unnumbered
             ]
             # A report may carry text from the upload (a colour profile's name) that jsonb cannot
             # hold: such a group's events are inserted after, as plain json, like SQLite's.
@@ -433,17 +433,18 @@ class WorkerPath(ImageOperations):
             for n, _start, candidates, image in new:
                 results[n] = StartedImage(started, image, image, candidates, image.output_key)
             if done:
-                await self._log_completions(conn, started, done, results, now, logged=logged)
+                await self._log_completions(conn, started, done, results, now, unnumbered=unnumbered, logged=logged)
         return results
 
     async def _log_completions(
         self, conn: AsyncConnection, batch: BatchRecord, done: list[tuple[int, ImageRecord]],
-        results: list[Any], now: datetime, *, logged: bool = False,
+        results: list[Any], now: datetime, *, unnumbered: list[tuple[ImageRecord, ProgressEvent]] | None = None,
+        logged: bool = False,
     ) -> None:
         """The events of completions already counted in ``batch`` (given as it was before them),
-        numbered after its ``last_seq``, inserted unless the counting statement ``logged`` them;
-        and the batch completed if they completed it."""
-        events = _completion_events(batch.id, batch, done, now)
+        numbered after its ``last_seq`` (``unnumbered``: already built for them), inserted unless
+        the counting statement ``logged`` them; and the batch completed if they completed it."""
+        events = _numbered(_completion_events(batch.id, done, now) if unnumbered is None else unnumbered, batch)
         for (n, _), (_, event) in zip(done, events, strict=True):
             results[n] = [event]
         if not logged:
@@ -463,17 +464,26 @@ class WorkerPath(ImageOperations):
 
 
 def _completion_events(
-    batch_id: str, before: BatchRecord | None, done: list[tuple[int, ImageRecord]], now: datetime
+    batch_id: str, done: list[tuple[int, ImageRecord]], now: datetime
 ) -> list[tuple[ImageRecord, ProgressEvent]]:
-    """The ``image.completed`` events of ``done``, numbered and counted after ``before`` (the batch
-    as it was before them); None: from zero, for the statement that logs them to number and count
-    (:data:`~db.statements.COUNT_AND_LOG_COMPLETIONS`)."""
-    counts = BatchCounts() if before is None else before.counts
-    last_seq = 0 if before is None else before.last_seq
+    """The ``image.completed`` events of ``done``, in order, not yet numbered or counted (seq 0):
+    :func:`_numbered` does that from the batch, or the statement that logs them
+    (:data:`~db.statements.COUNT_AND_LOG_COMPLETIONS`) from the row it locked."""
     return [
-        (image, ProgressEvent(batch_id=batch_id, seq=last_seq + i, type=EventType.IMAGE_COMPLETED, time=now,
-                              counts=replace(counts, completed=counts.completed + i), image=image.progress()))
-        for i, (_, image) in enumerate(done, start=1)
+        (image, ProgressEvent(batch_id=batch_id, seq=0, type=EventType.IMAGE_COMPLETED, time=now,
+                              counts=BatchCounts(), image=image.progress()))
+        for _, image in done
+    ]
+
+
+def _numbered(
+    events: list[tuple[ImageRecord, ProgressEvent]], before: BatchRecord
+) -> list[tuple[ImageRecord, ProgressEvent]]:
+    """``events`` numbered and counted after ``before``, the batch as it was before them."""
+    counts = before.counts
+    return [
+        (image, replace(event, seq=before.last_seq + i, counts=replace(counts, completed=counts.completed + i)))
+        for i, (image, event) in enumerate(events, start=1)
     ]
 
 
