@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -124,35 +125,53 @@ def main(argv: list[str] | None = None) -> int:
     result["engine"] = json.loads(args.engine_json.read_text())
     section_s: dict[str, float] = {}
 
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    failed: list[str] = []
+
     def timed(name: str, measure: Any) -> Any:
-        # Each section's wall seconds go into the JSON and the log: the GPU run has a hard time limit.
+        # Each section's wall seconds go into the JSON and the log, and the JSON is written again
+        # after each section: the GPU run has a hard time limit, and what it has measured when cut
+        # off still comes back. A section that raises is recorded with its error and the others
+        # still run: the GPU is lent once, and one broken step must not cost the rest.
         began = time.perf_counter()
-        value = measure()
+        try:
+            value = measure()
+        except Exception as exc:  # noqa: BLE001 - recorded in the JSON, and the exit status says so
+            traceback.print_exc()
+            value = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]}
+            failed.append(name)
         section_s[name] = round(time.perf_counter() - began, 1)
         print(f"[device_check.py] {name}: {section_s[name]} s", flush=True)
+        result["section_seconds"] = section_s
+        result["device_check_seconds"] = round(time.perf_counter() - started, 1)
+        (args.out / "device_check.json").write_text(json.dumps(result, indent=2) + "\n")
         return value
 
-    result["cold_start"] = [timed("cold_start", lambda: cold_start(args.weights, device, size, "off"))]
-    if device.type == "cuda":
-        result["cold_start"].append(timed("cold_start_compile", lambda: cold_start(args.weights, device, size, "compile")))
+    result["cold_start"] = []
+    result["cold_start"].append(timed("cold_start", lambda: cold_start(args.weights, device, size, "off")))
     # Peak memory is a CUDA figure; on the CPU (the dry run) it is None per micro-batch, stated as such.
     result["memory"] = timed("memory", lambda: peak_memory(args.weights, device, size, batches))
     result["precision_vs_fp32"] = timed("precision", lambda: precision_rows(
         args.weights, device, 64 if args.dry_run else 512, ("bf16",) if args.dry_run else ("bf16", "fp16")))
     result["paths"] = timed("paths", lambda: compare_paths(args.weights, device, size=size,
                                                            rounds=1 if args.dry_run else 5, warm_up=not args.dry_run))
-    result["section_seconds"] = section_s
-    result["device_check_seconds"] = round(time.perf_counter() - started, 1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "device_check.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result["engine"].get("sweep", {}), args.out / "device_check.png")
-    summary = {"best_images_per_s": {e["batch"]: e["images_per_s"] for e in result["engine"]["sweep"].get("best", [])},
-               "balanced_megapixels_per_s": {e["batch"]: e["megapixels_per_s"]
-                                             for e in result["engine"]["sweep"].get("balanced", [])},
-               "cold_start": result["cold_start"], "peak_memory": result["memory"]["peak_mib_by_micro_batch"],
-               "paths_ratio_reference_over_device": result["paths"]["ratio_reference_over_device"]}
+    if device.type == "cuda":  # last: compiling can take minutes, and the sections above must not wait for it
+        result["cold_start"].append(timed("cold_start_compile", lambda: cold_start(args.weights, device, size, "compile")))
+    sweep = result["engine"].get("sweep", {})
+    plot(sweep, args.out / "device_check.png")
+    if "error" in result["engine"]:
+        failed.insert(0, "sweep")
+    summary = {"best_images_per_s": {e["batch"]: e["images_per_s"] for e in sweep.get("best", [])},
+               "best_gpu_busy": {e["batch"]: e.get("gpu_busy") for e in sweep.get("best", [])},
+               "balanced_megapixels_per_s": {e["batch"]: e["megapixels_per_s"] for e in sweep.get("balanced", [])},
+               "cold_start": result["cold_start"],
+               "peak_memory": result["memory"].get("peak_mib_by_micro_batch", result["memory"].get("error")),
+               "paths_ratio_reference_over_device": result["paths"].get("ratio_reference_over_device",
+                                                                        result["paths"].get("error")),
+               "failed_sections": failed}
     print(json.dumps(summary, indent=2))
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -59,6 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import flops
+from bench.gpu_busy import GpuBusy
 from bench.planted import planted
 from bench.sweep import face_layout, parse_batch_sizes, speedups, summarize
 from harness.weights import stock_gfpganer, write_random_weights
@@ -152,12 +154,13 @@ def run_sweep(engine: Engine, quality: Quality, profile: Profile, layout: list[n
         if profile.warm_each:
             _timed_call(engine, requests, device)
         seconds, reports, outputs, cpu = [], [], [], 0.0
-        for _ in range(profile.repeats):
-            elapsed, cpu_seconds, results = _timed_call(engine, requests, device)
-            seconds.append(elapsed)
-            cpu += cpu_seconds
-            reports += [r.report for r in results]
-            outputs = [r.pixels for r in results]
+        with GpuBusy(device) as busy:  # over the timed calls only
+            for _ in range(profile.repeats):
+                elapsed, cpu_seconds, results = _timed_call(engine, requests, device)
+                seconds.append(elapsed)
+                cpu += cpu_seconds
+                reports += [r.report for r in results]
+                outputs = [r.pixels for r in results]
         if quality is Quality.BEST and any(r["faces_found"] != len(layout) for r in reports):
             raise RuntimeError(f"planted {len(layout)} faces per picture, the engine found "
                                f"{sorted({r['faces_found'] for r in reports})}")
@@ -168,6 +171,7 @@ def run_sweep(engine: Engine, quality: Quality, profile: Profile, layout: list[n
         # Share of torch's threads' time this process got: below 1, neighbours held the cores.
         entry["cpu_share"] = round(cpu / (sum(seconds) * torch.get_num_threads()), 3)
         entry["cpu_s_per_image"] = round(cpu / entry["images"], 3)
+        entry.update(busy.summary())
         entries.append(entry)
         kept[batch] = (pictures, outputs)
         between()
@@ -386,14 +390,16 @@ def print_tables(result: dict[str, Any]) -> None:
     for quality, entries in result["sweep"].items():
         steps = list(entries[0]["step_ms_per_image"])
         print(f"\n{quality}: per image, ms per step (speed-up vs B={entries[0]['speedup_base_batch']}); "
-              "cpu: share of torch's threads' time the process got; cpu s/img: its CPU seconds per image")
-        print(f"{'B':>3}{'images/s':>10}{'faces/s':>9}{'s/image':>9}{'(x)':>7}{'cpu':>6}{'cpu s/img':>10}"
+              "cpu: share of torch's threads' time the process got; cpu s/img: its CPU seconds per image; "
+              "gpu: NVML busy share over the timed calls")
+        print(f"{'B':>3}{'images/s':>10}{'faces/s':>9}{'s/image':>9}{'(x)':>7}{'cpu':>6}{'cpu s/img':>10}{'gpu':>6}"
               + "".join(f"{step:>19}" for step in steps))
         for e in entries:
             cells = "".join(f"{e['step_ms_per_image'].get(s, 0):>11.1f} ({e['speedup'].get(s, 0):>4.2f})"
                             for s in steps)
             print(f"{e['batch']:>3}{e['images_per_s']:>10.4f}{e['faces_per_s']:>9.4f}{e['s_per_image']:>9.3f}"
-                  f"{e['speedup']['per_image']:>7.2f}{e['cpu_share']:>6.2f}{e['cpu_s_per_image']:>10.2f}{cells}")
+                  f"{e['speedup']['per_image']:>7.2f}{e['cpu_share']:>6.2f}{e['cpu_s_per_image']:>10.2f}"
+                  f"{'-' if e.get('gpu_busy') is None else format(e['gpu_busy'], '.2f'):>6}{cells}")
         print(f"{quality}: achieved GFLOP/s (% of peak)")
         print(f"{'network':<11}{'GFLOP/img':>10}" + "".join(f"{'B=' + str(e['batch']):>18}" for e in entries))
         for network, row in entries[0]["efficiency"].items():
@@ -429,6 +435,16 @@ def print_tables(result: dict[str, Any]) -> None:
             print(f"{'' if label == 'control' else chr(10)}x4plus tiled ({tiling['tile']} px, context {t['context']}) "
                   f"vs untiled: max {t['max_abs_diff']} levels, {t['max_abs_diff_at_tile_borders']} at tile borders, "
                   f"{t['pixels_over_2_levels']} of {t['pixels']} pixels over 2 levels")
+
+
+def _or_error(measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``measure()``, or its error as a dict: a part measured after the sweep (which has already
+    run, and which the device check's one GPU run must not lose) that fails is reported instead."""
+    try:
+        return measure()
+    except Exception as exc:  # noqa: BLE001 - reported in the JSON and on stderr
+        traceback.print_exc()
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def _load() -> list[float] | None:
@@ -529,7 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for quality, (entries, _) in kept.items():
         add_efficiency(entries, counts[quality], choices)
     if device.type == "cuda":
-        result["fp16_vs_fp32_max_levels"] = precision_check(engine, min(profile.size, 256))
+        result["fp16_vs_fp32_max_levels"] = _or_error(lambda: precision_check(engine, min(profile.size, 256)))
     engine.close()
 
     if profile.stock_batch:
@@ -538,8 +554,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         images, outputs = pictures[profile.stock_batch]
         result.update({"images": len(images), "size": profile.size, "faces_per_image": profile.faces,
                        "micro_batch": profile.stock_batch})
-        result.update(stock_comparison(weights, Path(scratch.name), device, layout, entry, images, outputs,
-                                       profile.repeats))
+        compared = _or_error(lambda: stock_comparison(weights, Path(scratch.name), device, layout, entry, images,
+                                                      outputs, profile.repeats))
+        result.update(compared if "error" not in compared else {"stock_comparison": compared})
     if args.x4plus_tiling:
         result["x4plus_tiling"] = x4plus_tiling(Path(scratch.name), str(device))
     result["load_average_after"] = _load()
