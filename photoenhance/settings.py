@@ -142,6 +142,18 @@ class Settings:
         "`off`, `compile` (torch.compile) or `cudagraphs` (torch.compile, mode reduce-overhead) for the "
         "fixed-shape networks, warmed up at start-up (device path).",
     )
+    engine_cudnn_benchmark: bool = _env(
+        "ENGINE_CUDNN_BENCHMARK",
+        False,
+        "Let cuDNN time its convolution algorithms for each new input shape and keep the fastest (CUDA): "
+        "faster networks, a pause at each picture size it has not seen.",
+    )
+    engine_step_sync: bool = _env(
+        "ENGINE_STEP_SYNC",
+        False,
+        "Wait for the device at each step's start and end, so the reported step times are the device's "
+        "(CUDA runs steps ahead of the host): for benchmarks, at the cost of the overlap.",
+    )
     device_memory_budget_mb: int = _env(
         "DEVICE_MEMORY_BUDGET_MB",
         0,

@@ -97,6 +97,8 @@ class Pipeline:
     qualities: frozenset[Quality]
     models: Models = field(default_factory=Models)
     limits: Limits = field(default_factory=Limits)
+    #: Wait for the device around each step, so step times are the device's (ENGINE_STEP_SYNC).
+    step_sync: bool = False
 
     @classmethod
     def build(cls, settings: Settings, qualities: frozenset[Quality], *, background: str | None = None) -> Pipeline:
@@ -104,7 +106,8 @@ class Pipeline:
         device = resolve_device(settings.device)
         models = load_models(settings.weights_dir, qualities, device,
                              allow_custom=settings.allow_custom_weights, background=background)
-        return cls(device=device, qualities=qualities, models=models, limits=Limits.for_device(device))
+        return cls(device=device, qualities=qualities, models=models, limits=Limits.for_device(device),
+                   step_sync=settings.engine_step_sync)
 
     def run(self, requests: Sequence[EnhanceRequest]) -> list[EnhanceResult | ImageError]:
         """Enhance a micro-batch; never raises for one image's fault."""
@@ -137,17 +140,17 @@ class Pipeline:
         face_jobs = [job for job in jobs if job.wants_faces]
         if face_jobs:
             self._detect(face_jobs)
-            _each(face_jobs, "align", self._align)
+            self._each(face_jobs, "align", self._align)
             self._shared(face_jobs, "restore", self._restore, weight=lambda job: len(job.crops))
             self._shared(face_jobs, "parse", self._parse, weight=lambda job: len(job.restored))
         self._shared(jobs, "background", self._background, weight=lambda job: job.request.image.pixels.size)
-        _each(face_jobs, "paste", self._paste)
+        self._each(face_jobs, "paste", self._paste)
 
     # -- steps over all images --------------------------------------------------------------
 
     def _detect(self, jobs: list[_Job]) -> None:
         given = [job for job in jobs if job.request.faces is not None]
-        _each(given, "detect", lambda job: setattr(
+        self._each(given, "detect", lambda job: setattr(
             job, "faces", [detect.Face.from_landmarks(points) for points in job.request.faces or ()]))
         to_detect = [job for job in jobs if job.request.faces is None and job.error is None]
         if to_detect:
@@ -249,7 +252,7 @@ class Pipeline:
         live = [job for job in jobs if job.error is None]
         if not live:
             return
-        started = time.perf_counter()
+        started = self._clock()
         try:
             step(live)
         except Exception as exc:  # noqa: BLE001 - isolate, then report per image
@@ -260,7 +263,29 @@ class Pipeline:
                 for job in live:
                     self._shared([job], name, step, weight=weight)
                 return
-        _charge(live, name, _ms(started), [weight(job) for job in live])
+        _charge(live, name, self._ms(started), [weight(job) for job in live])
+
+    def _each(self, jobs: list[_Job], name: str, step: Callable[[_Job], None]) -> None:
+        """Run a per-image step on every live job, timing each and isolating its failure."""
+        for job in jobs:
+            if job.error is not None:
+                continue
+            started = self._clock()
+            try:
+                step(job)
+            except Exception as exc:  # noqa: BLE001 - one image's failure is that image's result
+                job.error = as_image_error(exc, name)
+            job.timings[name] = self._ms(started)
+
+    def _clock(self) -> float:
+        """The time a step starts; with ``step_sync``, once the device has done all queued work."""
+        if self.step_sync and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def _ms(self, started: float) -> float:
+        """Milliseconds since ``started`` (:meth:`_clock`), the device's queued work included with ``step_sync``."""
+        return round((self._clock() - started) * 1000.0, 3)
 
     def _result(self, job: _Job) -> EnhanceResult:
         pixels = job.pixels
@@ -269,19 +294,6 @@ class Pipeline:
             report["background_model"] = self.models.background.key
             report["tile"] = job.tile
         return EnhanceResult(pixels, report)
-
-
-def _each(jobs: list[_Job], name: str, step: Callable[[_Job], None]) -> None:
-    """Run a per-image step on every live job, timing each and isolating its failure."""
-    for job in jobs:
-        if job.error is not None:
-            continue
-        started = time.perf_counter()
-        try:
-            step(job)
-        except Exception as exc:  # noqa: BLE001 - one image's failure is that image's result
-            job.error = as_image_error(exc, name)
-        job.timings[name] = _ms(started)
 
 
 def _charge(jobs: list[_Job], name: str, total_ms: float, weights: list[float]) -> None:
@@ -294,7 +306,3 @@ def _charge(jobs: list[_Job], name: str, total_ms: float, weights: list[float]) 
 def _is_out_of_memory(exc: BaseException) -> bool:
     text = str(exc).lower()
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in text or "can't allocate" in text
-
-
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000.0, 3)

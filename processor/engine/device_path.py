@@ -31,7 +31,7 @@ import torch
 from photoenhance.contracts.options import Quality
 from photoenhance.settings import Settings
 from processor.engine import align, background, detect, device_ops, paste
-from processor.engine.batch_steps import Pipeline, _each, _is_out_of_memory, _Job
+from processor.engine.batch_steps import Pipeline, _is_out_of_memory, _Job
 from processor.engine.device import resolve_device
 from processor.engine.memory import limits_for_budget
 from processor.engine.models import load_models
@@ -90,8 +90,10 @@ class DevicePipeline(Pipeline):
             models.background.module.to(dtype=dtype, memory_format=torch.channels_last)
         if device.type == "cuda":
             allow_tf32(any(choice == "tf32" for choice in precisions.values()))
+            torch.backends.cudnn.benchmark = settings.engine_cudnn_benchmark
         limits = limits_for_budget(device, settings.device_memory_budget_mb, precisions)
-        pipeline = cls(device=device, qualities=qualities, models=models, limits=limits, precisions=precisions)
+        pipeline = cls(device=device, qualities=qualities, models=models, limits=limits, precisions=precisions,
+                       step_sync=settings.engine_step_sync)
         if settings.engine_compile != "off":
             from processor.engine.compile import compile_and_warm_up
 
@@ -102,9 +104,9 @@ class DevicePipeline(Pipeline):
     # -- one copy in, one copy out ---------------------------------------------------------------
 
     def _networks(self, jobs: list[_Job]) -> None:
-        _each(jobs, "upload", self._upload)
+        self._each(jobs, "upload", self._upload)
         super()._networks(jobs)
-        _each(jobs, "download", self._download)
+        self._each(jobs, "download", self._download)
 
     def _upload(self, job: _Job) -> None:
         job.device_pixels = upload(job.request.image.pixels, self.device)
