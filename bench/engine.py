@@ -136,6 +136,17 @@ def _timed_call(engine: Engine, requests: list[EnhanceRequest],
     return seconds, cpu_seconds, results  # type: ignore[return-value]
 
 
+def _synced_steps(engine: Engine, requests: list[EnhanceRequest], device: torch.device) -> dict[str, float]:
+    """Each step's milliseconds per image in one call with the pipeline waiting for the device at every step."""
+    pipeline = engine._pipeline
+    pipeline.step_sync = True
+    try:
+        _, _, results = _timed_call(engine, requests, device)
+    finally:
+        pipeline.step_sync = False
+    return summarize(len(requests), [1.0], [r.report for r in results])["step_ms_per_image"]
+
+
 def run_sweep(engine: Engine, quality: Quality, profile: Profile, layout: list[np.ndarray], device: torch.device,
               *, warm_up: bool, between: Callable[[], None]) -> tuple[list[dict[str, Any]], dict[int, Any]]:
     """Every batch size's summary at ``quality``, and each size's pictures and last outputs.
@@ -165,6 +176,13 @@ def run_sweep(engine: Engine, quality: Quality, profile: Profile, layout: list[n
             raise RuntimeError(f"planted {len(layout)} faces per picture, the engine found "
                                f"{sorted({r['faces_found'] for r in reports})}")
         entry = summarize(batch, seconds, reports)
+        if device.type == "cuda":
+            # CUDA runs ahead of the host, so the timed calls' step times put a step's device work
+            # under whichever later step first waits for it (the first H200 run showed the
+            # background's under paste-back and download). One more call, waiting for the device
+            # at every step boundary (ENGINE_STEP_SYNC), gives each step's own time.
+            entry["step_ms_per_image"] = _synced_steps(engine, requests, device)
+            entry["step_ms_source"] = "one call with ENGINE_STEP_SYNC (device time per step)"
         entry["tiles"] = sorted({int(r.get("tile", 0)) for r in reports})
         # Input megapixels per second: the issue's `balanced` figure (pictures are profile.size squared).
         entry["megapixels_per_s"] = round(entry["images_per_s"] * profile.size * profile.size / 1e6, 6)

@@ -1,16 +1,19 @@
 """Which settings make the device path fast: each network under each cuDNN, precision and layout
 choice, then the engine end to end with cuDNN's autotuning off and on.
 
-    python bench/gpu_variants.py --weights DIR --out DIR [--dry-run]
+    python bench/gpu_variants.py --weights DIR --out DIR [--dry-run] [--compile]
 
-The first device check on an H200 (docs/BENCHMARKS.md, GPU) found the background network at about
-13 % of the fp16 data-sheet peak and the engine at 10 images/s at ``best``; this run asks why, in one
-short call: (1) Real-ESRGAN on 1-megapixel pictures, fp16 and bf16, cuDNN autotuning off and on,
-channels-last and contiguous, timed with CUDA events, with the first call at a new picture size
-when autotuning (what a worker pays per new size); (2) GFPGAN, ParseNet and the soft mask on 16
-faces, per precision, autotuning off and on; (3) the engine at ``best`` on 1-megapixel single-face
-portraits at micro-batch 1, 8 and 16 and ``balanced`` at 8, autotuning off and on: images/s from
-unsynchronised calls, and each step's device time from one more call with ENGINE_STEP_SYNC.
+The first device check on an H200 (docs/BENCHMARKS.md, GPU) put the engine at 10 images/s at
+``best``; this run asks why, in one short call:
+
+1. Real-ESRGAN on 1-megapixel pictures, fp16 and bf16, cuDNN autotuning off and on, channels-last
+   and contiguous, timed with CUDA events; the first call at a new picture size when autotuning
+   (what a worker pays per new size); with ``--compile``, eager against torch.compile.
+2. GFPGAN, ParseNet and the soft mask on 16 faces, per precision, autotuning off and on.
+3. The engine at ``best`` on 1-megapixel single-face portraits at micro-batch 1, 8 and 16, and
+   ``balanced`` at 16, autotuning off and on: images/s from unsynchronised calls, each step's
+   device time from one more call with ENGINE_STEP_SYNC.
+
 Every section records its error instead of stopping the rest. ``--dry-run``: the CPU, toy sizes.
 Writes OUT/gpu_variants.json.
 """
@@ -101,6 +104,27 @@ def background_variants(engine: Engine, device: torch.device, size: int, batch: 
     return rows
 
 
+def background_compiled(engine: Engine, device: torch.device, size: int, batch: int) -> dict[str, Any]:
+    """Real-ESRGAN eager and under ``torch.compile`` (default mode, one fixed shape), at the engine's
+    background precision, channels-last: ms per image each and the seconds the compile took."""
+    module = engine._pipeline.models.background.module
+    dtype = next(module.parameters()).dtype
+    x = torch.rand(batch, 3, size, size, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        eager = _timed_ms(device, lambda: module(x), warm=1, repeats=3)
+        began = time.perf_counter()
+        compiled = torch.compile(module, dynamic=False)
+        compiled(x)
+        _sync(device)
+        compile_s = time.perf_counter() - began
+        fast = _timed_ms(device, lambda: compiled(x), warm=1, repeats=3)
+    row = {"batch": batch, "size": size, "eager_ms_per_image": round(eager["ms"] / batch, 2),
+           "compiled_ms_per_image": round(fast["ms"] / batch, 2), "compile_s": round(compile_s, 1)}
+    print(f"  background eager {row['eager_ms_per_image']} ms/image, compiled {row['compiled_ms_per_image']} "
+          f"(compile {row['compile_s']} s)", flush=True)
+    return row
+
+
 def face_variants(engine: Engine, device: torch.device, faces: int) -> list[dict[str, Any]]:
     """GFPGAN, ParseNet and the soft mask on ``faces`` 512-pixel faces, per precision and autotuning."""
     models = engine._pipeline.models
@@ -184,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="also time the background under torch.compile")
     args = parser.parse_args(argv)
     device = resolve_device("cpu" if args.dry_run else "auto")
     size, faces, batches = (64, 1, [1]) if args.dry_run else (1024, 16, [1, 8, 16])
@@ -212,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     section("background", lambda: background_variants(engine, device, size, 1 if args.dry_run else 4,
                                                        counts["background"] / 1e9))
     section("faces", lambda: face_variants(engine, device, faces))
+    if args.compile:  # a minute or more on an H200: asked for, not by default
+        section("background_compiled", lambda: background_compiled(engine, device, size, 1 if args.dry_run else 4))
     engine.close()
     section("engine", lambda: engine_runs(args.weights, device, size, batches))
     print(json.dumps({"failed_sections": failed}))

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from photoenhance.contracts.options import EnhanceOptions, Quality
-from processor.engine.batch_steps import Limits, Pipeline
+from processor.engine.batch_steps import Limits, Pipeline, _Job
 from processor.engine.errors import ImageError
 from processor.engine.imageio import DecodedImage
 from processor.engine.models import Models
@@ -59,3 +59,23 @@ def test_out_of_memory_at_the_smallest_tile_fails_only_that_image() -> None:
     results = pipeline.run([_request(60)])
     assert isinstance(results[0], ImageError) and results[0].code == "processing_failed"
     assert "out of memory" in results[0].reason
+
+
+def test_step_sync_waits_for_the_device_around_each_step(monkeypatch) -> None:
+    """ENGINE_STEP_SYNC: a step's time covers its device work. No GPU here: the CUDA device is named
+    only, and torch.cuda.synchronize (the edge that needs one) is replaced by a recorder."""
+    calls: list[str] = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append("sync"))
+    jobs = [_Job(0, _request(8)), _Job(1, _request(8))]
+
+    def step(job: _Job) -> None:
+        calls.append(f"step {job.index}")
+
+    synced = Pipeline(torch.device("cuda"), frozenset({Quality.BALANCED}), step_sync=True)
+    synced._each(jobs, "paste", step)
+    assert calls == ["sync", "step 0", "sync", "sync", "step 1", "sync"]
+    assert all("paste" in job.timings for job in jobs)
+
+    calls.clear()
+    Pipeline(torch.device("cuda"), frozenset({Quality.BALANCED}))._each(jobs, "paste", step)
+    assert calls == ["step 0", "step 1"]  # off by default: the host runs ahead, as in production
