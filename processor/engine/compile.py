@@ -1,10 +1,13 @@
 """Optional ``torch.compile`` of the fixed-shape networks, warmed up at start-up (ENGINE_COMPILE).
 
-The face networks always see (B, 3, 512, 512) and background windows one shape per tile setting,
-so they compile once per batch size. ``cudagraphs`` uses torch.compile's ``reduce-overhead`` mode
-(CUDA graphs: one launch per forward instead of hundreds). Compiling happens here, once, with a
-warm-up forward at each face batch size up to the limit, so the first image does not pay for it;
-the seconds spent are the engine's cold start (logged, and reported by ``bench/device_check.sh``).
+The face networks always see (B, 3, 512, 512), so they compile once per batch size, here, with a
+warm-up forward at each size up to the limit (254 s on an H200). The background compiles at the
+first picture of each new shape: whole pictures by default (tile 0), so each new picture size
+pauses its batch for the compile (60 s on an H200, for 1.55x the eager speed), and after
+``torch._dynamo``'s cache limit of shapes it runs eager. Worth it where picture sizes repeat;
+hence off by default (docs/BENCHMARKS.md, GPU). ``cudagraphs`` uses torch.compile's
+``reduce-overhead`` mode (CUDA graphs: one launch per forward instead of hundreds). The seconds
+spent here are the engine's cold start (logged, and reported by ``bench/device_check.sh``).
 """
 
 from __future__ import annotations
