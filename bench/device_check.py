@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import traceback
@@ -129,11 +130,11 @@ def main(argv: list[str] | None = None) -> int:
 
     failed: list[str] = []
 
-    def timed(name: str, measure: Any) -> Any:
-        # Each section's wall seconds go into the JSON and the log, and the JSON is written again
-        # after each section: the GPU run has a hard time limit, and what it has measured when cut
-        # off still comes back. A section that raises is recorded with its error and the others
-        # still run: the GPU is lent once, and one broken step must not cost the rest.
+    def timed(name: str, key: str, measure: Any) -> None:
+        """Measure one section into ``result[key]`` (appended, where that is a list), then write the
+        JSON: the GPU run has a hard time limit, and what it has measured when cut off still comes
+        back. A section that raises is recorded with its error and the others still run: the GPU is
+        lent once, and one broken step must not cost the rest."""
         began = time.perf_counter()
         try:
             value = measure()
@@ -141,23 +142,28 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             value = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]}
             failed.append(name)
+        if isinstance(result.get(key), list):
+            result[key].append(value)
+        else:
+            result[key] = value
         section_s[name] = round(time.perf_counter() - began, 1)
         print(f"[device_check.py] {name}: {section_s[name]} s", flush=True)
         result["section_seconds"] = section_s
         result["device_check_seconds"] = round(time.perf_counter() - started, 1)
         (args.out / "device_check.json").write_text(json.dumps(result, indent=2) + "\n")
-        return value
 
     result["cold_start"] = []
-    result["cold_start"].append(timed("cold_start", lambda: cold_start(args.weights, device, size, "off")))
+    timed("cold_start", "cold_start", lambda: cold_start(args.weights, device, size, "off"))
     # Peak memory is a CUDA figure; on the CPU (the dry run) it is None per micro-batch, stated as such.
-    result["memory"] = timed("memory", lambda: peak_memory(args.weights, device, size, batches))
-    result["precision_vs_fp32"] = timed("precision", lambda: precision_rows(
+    timed("memory", "memory", lambda: peak_memory(args.weights, device, size, batches))
+    timed("precision", "precision_vs_fp32", lambda: precision_rows(
         args.weights, device, 64 if args.dry_run else 512, ("bf16",) if args.dry_run else ("bf16", "fp16")))
-    result["paths"] = timed("paths", lambda: compare_paths(args.weights, device, size=size,
-                                                           rounds=1 if args.dry_run else 5, warm_up=not args.dry_run))
-    if device.type == "cuda":  # last: compiling can take minutes, and the sections above must not wait for it
-        result["cold_start"].append(timed("cold_start_compile", lambda: cold_start(args.weights, device, size, "compile")))
+    timed("paths", "paths", lambda: compare_paths(args.weights, device, size=size,
+                                                  rounds=1 if args.dry_run else 5, warm_up=not args.dry_run))
+    # Opt-in (DEVICE_CHECK_COMPILE=1): on an H200 it took 294 s (docs/BENCHMARKS.md, GPU), more than
+    # the rest of the check together; gpu_variants.py --compile times the background compiled instead.
+    if device.type == "cuda" and os.environ.get("DEVICE_CHECK_COMPILE") == "1":
+        timed("cold_start_compile", "cold_start", lambda: cold_start(args.weights, device, size, "compile"))
     sweep = result["engine"].get("sweep", {})
     plot(sweep, args.out / "device_check.png")
     if "error" in result["engine"]:

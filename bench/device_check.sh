@@ -7,7 +7,7 @@
 # Prepare first, on a connected machine: bench/prepare_device.sh (builds .device/, 34 MiB with the
 # x4plus files); then through the device tool, carrying .device:
 #   run(command="bash bench/device_check.sh $OUT", carry=[".device"], timeout_s=560)
-# Writes OUTDIR/engine.json (bench/engine.py: best images/s for 1-MP single-face portraits at micro-batch
+# Writes OUTDIR/gpu_variants.json (bench/gpu_variants.py), OUTDIR/engine.json (bench/engine.py: best images/s for 1-MP single-face portraits at micro-batch
 # 1, 2, 4, 8, 16, balanced MP/s, time per step, TFLOP/s against the data-sheet peak, fp16 vs fp32, the
 # stock GFPGANer loop), OUTDIR/device_check.json (all of it plus cold start, peak GPU memory, bf16/fp16
 # vs fp32 per network, device path vs reference path) and OUTDIR/device_check.png.
@@ -51,6 +51,7 @@ fi
 log "weights ready"
 
 # 3. The sweep (bench/engine.py), then the rest (bench/device_check.py).
+# DEVICE_CHECK_COMPILE=1 adds the engine's cold start with ENGINE_COMPILE (~5 minutes on an H200).
 if [ "$DRY" = 1 ]; then
     SWEEP=(--device cpu --size 64 --faces 1 --batch-sizes 1 --repeats 1 --batch 1 --qualities best,balanced)
 else
@@ -71,5 +72,10 @@ fi
 EXTRA=()
 [ "$DRY" = 1 ] && EXTRA=(--dry-run)
 "$PY" "$ROOT/bench/device_check.py" --weights "$WORK/weights" --engine-json "$OUT/engine.json" --out "$OUT" "${EXTRA[@]}" || STATUS=1
+log "device_check.py done"
+# 4. Why the speed is what it is: each network per precision, autotuning and layout, the
+# background compiled, and the engine's steps as the device spends them (~3 minutes on an H200).
+if [ "$DRY" = 0 ]; then EXTRA=(--compile); fi
+"$PY" "$ROOT/bench/gpu_variants.py" --weights "$WORK/weights" --out "$OUT" "${EXTRA[@]}" || STATUS=1
 log "done (status $STATUS): $(ls "$OUT" | tr '\n' ' ')"
 exit "$STATUS"

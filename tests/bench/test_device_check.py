@@ -75,3 +75,21 @@ def test_dry_run_writes_every_section_of_the_gpu_run(tmp_path: Path) -> None:
     picture = cv2.imread(str(out / "device_check.png"))
     assert picture is not None and picture.shape[0] > 100 and picture.shape[1] > 100
 
+    # bench/gpu_variants.py, run by the same script: each network per autotuning and layout, the
+    # engine with and without waiting for the device at each step (step times only from the latter).
+    variants = json.loads((out / "gpu_variants.json").read_text())
+    assert variants["device"] == "cpu" and variants["gflop_per_image"]["background"] > 0
+    background = variants["background"]
+    assert {(r["cudnn_benchmark"], r["layout"]) for r in background} == {
+        (False, "channels_last"), (False, "contiguous"), (True, "channels_last"), (True, "contiguous")}
+    assert all(r["ms_per_image"] > 0 and r["tflops"] > 0 for r in background)
+    faces = [r for r in variants["faces"] if "restorer_ms_per_face" in r]
+    assert {r["cudnn_benchmark"] for r in faces} == {False, True}
+    assert all(r["restorer_ms_per_face"] > 0 and r["parser_ms_per_face"] > 0 for r in faces)
+    runs = variants["engine"]
+    assert {(r["quality"], r["step_sync"]) for r in runs} == {
+        ("best", False), ("best", True), ("balanced", False), ("balanced", True)}
+    assert all(r["images_per_s"] > 0 and ("step_ms_per_image" in r) == r["step_sync"] for r in runs)
+    synced = next(r for r in runs if r["quality"] == "best" and r["step_sync"])
+    assert {"detect", "restore", "parse", "background", "paste"} <= set(synced["step_ms_per_image"])
+
