@@ -202,6 +202,18 @@ class PassthroughEngine:
         """Nothing to free."""
 
 
+def _run_loop(main: Any, settings: Any) -> None:
+    """Run ``main`` on the event loop the tree's services use (EVENT_LOOP), or asyncio's in a tree
+    from before that setting, so the benchmark measures what ``photoenhance processor`` runs."""
+    choice = getattr(settings, "event_loop", None)  # the tree's own Settings: None before EVENT_LOOP
+    if choice is None:
+        asyncio.run(main)
+        return
+    from photoenhance.event_loop import run
+
+    run(main, choice)
+
+
 def serve_engine(path: Path, kind: str) -> int:
     """The tree's engine process, serving the stand-in (or the real ``fast`` level) on ``path``."""
     import logging
@@ -218,7 +230,7 @@ def serve_engine(path: Path, kind: str) -> int:
         from processor.engine import Engine
 
         engine = Engine.load(settings, qualities=[Quality.FAST])
-    asyncio.run(serve(engine, settings, str(path)))
+    _run_loop(serve(engine, settings, str(path)), settings)
     engine.close()
     return 0
 
@@ -259,10 +271,10 @@ def main() -> int:
     if profile_to:
         import cProfile
 
-        cProfile.runctx("asyncio.run(worker.run())", globals(), {"asyncio": asyncio, "worker": worker},
+        cProfile.runctx("_run_loop(worker.run(), settings)", globals(), {"worker": worker, "settings": settings},
                         f"{profile_to}.{args.worker_id}")
     else:
-        asyncio.run(worker.run())
+        _run_loop(worker.run(), settings)
     return 0
 
 

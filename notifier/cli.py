@@ -18,6 +18,7 @@ from db.repository import Repository
 from notifier.app import create_app, create_metrics_app
 from notifier.hub import Hub
 from notifier.metrics import NotifierMetrics
+from photoenhance import event_loop
 from photoenhance.settings import Settings
 
 __all__ = ["add_arguments", "run"]
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """Serve until a signal arrives; returns the exit status."""
     host = args.host or settings.notifier_host
     port = settings.notifier_port if args.port is None else args.port
-    asyncio.run(serve(settings, host, port))
+    event_loop.run(serve(settings, host, port), settings.event_loop)
     return 0
 
 

@@ -162,6 +162,12 @@ class Settings:
     )
 
     # -- processor ---------------------------------------------------------------------------
+    event_loop: str = _env(
+        "EVENT_LOOP",
+        "auto",
+        "Event loop of the processor, engine process, notifier and webhooks: `auto` (uvloop when installed), "
+        "`uvloop` or `asyncio`.",
+    )
     prefetch: int = _env("PREFETCH", 4, "Unacknowledged messages one worker holds (its in-flight window).")
     worker_memory_budget_mb: int = _env(
         "WORKER_MEMORY_BUDGET_MB",

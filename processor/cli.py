@@ -11,9 +11,9 @@ bad settings.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
+from photoenhance import event_loop
 from photoenhance.contracts.options import Quality
 from photoenhance.settings import Settings
 
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
         return run_group(settings, args.workers, args.worker_id)
     try:
-        asyncio.run(Worker(settings, worker_id=args.worker_id).run())
+        event_loop.run(Worker(settings, worker_id=args.worker_id).run(), settings.event_loop)
     except (WeightsError, EngineUnavailable, VersionMismatch) as exc:
         print(f"photoenhance processor: cannot start the engine: {exc}", file=sys.stderr)
         return 3

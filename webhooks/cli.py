@@ -14,6 +14,7 @@ from aiohttp import web
 
 from db.connection import Database
 from db.repository import Repository
+from photoenhance import event_loop
 from photoenhance.settings import Settings
 from webhooks.queues import declare_webhook_queues
 from webhooks.sender import Sender, open_channel
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     host = args.host or settings.webhooks_host
     port = settings.webhooks_port if args.port is None else args.port
-    asyncio.run(serve(settings, host, port))
+    event_loop.run(serve(settings, host, port), settings.event_loop)
     return 0
 
 

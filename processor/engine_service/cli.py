@@ -12,9 +12,9 @@ Exit status: 0 after a graceful stop, 2 for bad settings, 3 when the engine cann
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
+from photoenhance import event_loop
 from photoenhance.contracts.options import Quality
 from photoenhance.settings import Settings
 from processor.cli import levels_are_known
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"photoenhance engine: cannot start the engine: {exc}", file=sys.stderr)
         return 3
     try:
-        asyncio.run(serve(engine, settings, path))
+        event_loop.run(serve(engine, settings, path), settings.event_loop)
     finally:
         engine.close()
     return 0
