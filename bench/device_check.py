@@ -35,7 +35,7 @@ from processor.engine.imageio import DecodedImage  # noqa: E402
 from processor.engine.precision_check import compare_precisions  # noqa: E402
 
 
-def _portraits(count: int, size: int) -> list[EnhanceRequest]:
+def portraits(count: int, size: int) -> list[EnhanceRequest]:
     """Single-face portraits: the face given by landmarks covering the middle third."""
     points = np.array([[50, 55], [78, 55], [64, 70], [53, 85], [75, 85]], np.float32) * (size / 128)
     options = EnhanceOptions(quality=Quality.BEST, upscale=2, fidelity=1.0)
@@ -49,7 +49,7 @@ def cold_start(weights: Path, device: torch.device, size: int, compile_mode: str
     engine = Engine.load(Settings(weights_dir=weights, allow_custom_weights=True, device=str(device),
                                   engine_compile=compile_mode), qualities=[Quality.BEST])
     loaded = time.perf_counter() - started
-    engine.enhance_batch(_portraits(1, size))
+    engine.enhance_batch(portraits(1, size))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     first = time.perf_counter() - started - loaded
@@ -74,7 +74,7 @@ def peak_memory(weights: Path, device: torch.device, size: int, batches: list[in
             continue
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-        engine.enhance_batch(_portraits(batch, size))
+        engine.enhance_batch(portraits(batch, size))
         peaks[str(batch)] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     limits = engine._pipeline.limits
     engine.close()

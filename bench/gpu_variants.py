@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import flops  # noqa: E402
-from bench.device_check import _portraits  # noqa: E402
+from bench.device_check import portraits  # noqa: E402
 from bench.engine import image_flops, make_images  # noqa: E402
 from bench.gpu_busy import GpuBusy  # noqa: E402
 from photoenhance.contracts.options import EnhanceOptions, Quality  # noqa: E402
@@ -164,7 +164,7 @@ def engine_runs(weights: Path, device: torch.device, size: int, batches: list[in
             for quality, sizes in ((Quality.BEST, batches), (Quality.BALANCED, batches[-1:])):
                 for batch in sizes:
                     if quality is Quality.BEST:
-                        requests = _portraits(batch, size)
+                        requests = portraits(batch, size)
                     else:
                         options = EnhanceOptions(quality=Quality.BALANCED, upscale=2)
                         requests = [EnhanceRequest(DecodedImage(p, "png", size, size, False, 8), options)
