@@ -2,7 +2,7 @@
 
 uvloop is libuv under asyncio's interface. On the worker's path (a broker consumer, asyncpg, the
 object store's threads handing results back, a web server for health) it cut the worker's CPU per
-image by 7-10 % against asyncio's own loop, measured side by side (docs/BENCHMARKS.md, Worker
+image by 7-13 % against asyncio's own loop (one worker), measured side by side (docs/BENCHMARKS.md, Worker
 ceiling, fifth round). ``auto`` takes it when importable and asyncio's loop otherwise; ``asyncio``
 keeps the standard one (to rule the loop out when chasing a problem); ``uvloop`` insists on it.
 """
