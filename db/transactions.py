@@ -32,6 +32,7 @@ __all__ = [
     "finish_then_cancel",
     "held_by",
     "image_record",
+    "is_lock_race",
 ]
 
 log = logging.getLogger("db.repository")
@@ -103,16 +104,23 @@ class Transactions:
         self.db = db
         self._now = clock
 
-    async def _write(self, op: Callable[[AsyncConnection], Awaitable[T]], *, retry_on_integrity: bool = False) -> T:
-        """Run ``op`` in a write transaction, retrying lost lock races with jittered back-off.
+    async def _write(
+        self, op: Callable[[AsyncConnection], Awaitable[T]], *, retry_on_integrity: bool = False,
+        retry_lock_races: bool = True,
+    ) -> T:
+        """Run ``op`` in a write transaction, retrying lost lock races with jittered back-off
+        (unless ``retry_lock_races`` is false: then the caller gets the :class:`DBAPIError`, which
+        :func:`is_lock_race` recognises).
 
         A cancellation (a worker's shutdown past its grace) takes effect only once the transaction
         has ended: see :func:`finish_then_cancel`. The caller then gets the ``CancelledError``,
         though the transaction may have committed; it must not assume it did not.
         """
-        return await finish_then_cancel(self._write_retried(op, retry_on_integrity))
+        return await finish_then_cancel(self._write_retried(op, retry_on_integrity, retry_lock_races))
 
-    async def _write_retried(self, op: Callable[[AsyncConnection], Awaitable[T]], retry_on_integrity: bool) -> T:
+    async def _write_retried(
+        self, op: Callable[[AsyncConnection], Awaitable[T]], retry_on_integrity: bool, retry_lock_races: bool
+    ) -> T:
         for attempt in range(1, RETRY_ATTEMPTS + 1):
             try:
                 async with self.db.write() as conn:
@@ -121,7 +129,7 @@ class Transactions:
                 if not retry_on_integrity or attempt == RETRY_ATTEMPTS:
                     raise
             except DBAPIError as exc:
-                if not _is_lock_race(exc) or attempt == RETRY_ATTEMPTS:
+                if not retry_lock_races or not is_lock_race(exc) or attempt == RETRY_ATTEMPTS:
                     raise
                 log.debug("lock race (attempt %d): %s", attempt, exc.orig)
             await asyncio.sleep(random.uniform(0, 0.02 * 2**attempt))
@@ -172,7 +180,7 @@ def held_by(owner: str) -> list[Any]:
     return [Image.state == ImageState.PROCESSING.value, Image.lease_owner == owner]
 
 
-def _is_lock_race(exc: DBAPIError) -> bool:
+def is_lock_race(exc: DBAPIError) -> bool:
     """Whether the failure was losing a lock race that a retry resolves."""
     text = str(exc.orig).lower()
     code = getattr(exc.orig, "sqlstate", None) or getattr(getattr(exc.orig, "__cause__", None), "sqlstate", None)

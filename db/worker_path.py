@@ -16,23 +16,35 @@ the commit only. Any other group is done with its batches locked first, as every
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db import statements as sql
 from db.group_commit import GroupCommit
 from db.images import ImageOperations
 from db.records import BatchRecord, ImageRecord, ImageVersion, StartedImage
-from db.transactions import CURRENT, LevelChanged, UnknownBatch, batch_record, finish_then_cancel, image_record
+from db.transactions import (
+    CURRENT,
+    LevelChanged,
+    UnknownBatch,
+    batch_record,
+    finish_then_cancel,
+    image_record,
+    is_lock_race,
+)
 from photoenhance.contracts.progress import BatchCounts, EventType, ProgressEvent
 from photoenhance.contracts.states import BatchState, ImageState
 
 __all__ = ["Completion", "WorkerPath"]
+
+log = logging.getLogger("db.repository")
 
 
 @dataclass(frozen=True)
@@ -143,10 +155,20 @@ class WorkerPath(ImageOperations):
         completions = [(n, item) for n, item in enumerate(items) if isinstance(item, Completion)]
         try:
             return await self._write(
-                lambda conn: self._lock_last(conn, items, starts, completions), retry_on_integrity=bool(starts)
+                lambda conn: self._lock_last(conn, items, starts, completions), retry_on_integrity=bool(starts),
+                retry_lock_races=False,
             )
         except _LockFirst:
             pass  # rolled back: done again the general way, the batches locked first
+        except DBAPIError as exc:
+            if not is_lock_race(exc):
+                raise
+            # A deadlock between this group's unlocked inserts and another transaction's locks
+            # (see _lock_last): done again locked-first, where transactions queue on the batch
+            # lock instead of meeting again in the unique indexes. Retried as lock-last, the same
+            # groups could keep colliding: a race test (4 processes, the same keys) once lost all
+            # eight attempts so, on a loaded machine.
+            log.debug("lock-last group lost a lock race; done again locked-first: %s", exc.orig)
 
         async def op(conn: AsyncConnection) -> list[StartedImage | list[ProgressEvent] | Exception]:
             results: list[StartedImage | list[ProgressEvent] | Exception] = [[] for _ in items]
@@ -360,7 +382,8 @@ class WorkerPath(ImageOperations):
         key taken. Image rows here are written before their batch is locked, the other order
         from every other write; the one cycle that can form (a supersede or an expired-lease
         claim of an image this group completes, or a locked-first insert of the same key, at
-        that moment) is broken by PostgreSQL's deadlock detection and retried (``_write``).
+        that moment) is broken by PostgreSQL's deadlock detection, and the group done again locked-first
+        (:meth:`_write_group`).
         SQLite runs one write transaction at a time, so no cycle arises there.
         """
         results: list[StartedImage | list[ProgressEvent] | Exception] = [[] for _ in items]

@@ -11,12 +11,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import event, select, update
+from sqlalchemy.exc import DBAPIError
 
 from db.connection import Database
 from db.models import Batch, Event
 from db.records import ImageVersion
 from db.repository import Repository, UnknownBatch
 from db.statements import jsonb_can_hold
+from db.worker_path import WorkerPath
 from harness.db_load import race_versions_and_result_keys, race_with_start
 from photoenhance.contracts.progress import EventType
 from photoenhance.contracts.states import BatchState, ImageState
@@ -407,3 +409,29 @@ async def test_a_batch_remembered_open_is_checked_again_once_locked(database_url
     started = await repository.start_image(version("b2", "b.jpg"), "w1", 60, by_format)
     assert started.claimed is not None and started.output_key == "b2/b.png"
     assert started.batch.options == {"quality": "fast", "format": "png"}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+async def test_a_lock_last_group_that_loses_a_lock_race_is_done_locked_first(repository: Repository, monkeypatch) -> None:
+    # The one deadlock the lock-last path allows (its unlocked inserts against another
+    # transaction's locks) is raised here once, as PostgreSQL reports it: the group must not be
+    # retried lock-last (groups racing on the same keys can keep colliding: CI once saw all eight
+    # attempts lost) but done again with its batch locked first, and succeed.
+    real = WorkerPath._lock_last
+    calls: list[int] = []
+
+    async def deadlocked_once(self, conn, items, starts, completions):
+        calls.append(len(items))
+        if len(calls) == 1:
+            raise DBAPIError("INSERT INTO images ...", None, Exception("deadlock detected"))
+        return await real(self, conn, items, starts, completions)
+
+    monkeypatch.setattr(WorkerPath, "_lock_last", deadlocked_once)
+    await new_batch(repository, "b1")
+    started = await repository.start_image(version("b1", "a.jpg"), "w1", 60, keys("b1/a.jpg"))
+    assert calls == [1], "lock-last is tried once; the lost race goes to the locked-first path"
+    assert started.claimed is not None and started.output_key == "b1/a.jpg"
+    stored = await repository.get_image(started.image.id)
+    assert (stored.state, stored.lease_owner, stored.output_key) == (ImageState.PROCESSING, "w1", "b1/a.jpg")
+    batch = await repository.get_batch("b1")
+    assert batch is not None and batch.total == 1
