@@ -16,7 +16,6 @@ import json
 import os
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.engine import compare_paths, make_images  # noqa: E402
+from bench.sections import Sections  # noqa: E402
 from photoenhance.contracts.options import EnhanceOptions, Quality  # noqa: E402
 from photoenhance.settings import Settings  # noqa: E402
 from processor.engine import Engine, EnhanceRequest  # noqa: E402
@@ -119,55 +119,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = resolve_device("cpu" if args.dry_run else "auto")
     size, batches = (64, [1]) if args.dry_run else (1024, [1, 2, 4, 8, 16])  # 1024 x 1024: 1-MP portraits
-    started = time.perf_counter()
     result: dict[str, Any] = {"device": str(device), "dry_run": args.dry_run,
                               "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                               "torch": torch.__version__}
     result["engine"] = json.loads(args.engine_json.read_text())
-    section_s: dict[str, float] = {}
-
     args.out.mkdir(parents=True, exist_ok=True)
-
-    failed: list[str] = []
-
-    def timed(name: str, key: str, measure: Any) -> None:
-        """Measure one section into ``result[key]`` (appended, where that is a list), then write the
-        JSON: the GPU run has a hard time limit, and what it has measured when cut off still comes
-        back. A section that raises is recorded with its error and the others still run: the GPU is
-        lent once, and one broken step must not cost the rest."""
-        began = time.perf_counter()
-        try:
-            value = measure()
-        except Exception as exc:  # noqa: BLE001 - recorded in the JSON, and the exit status says so
-            traceback.print_exc()
-            value = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]}
-            failed.append(name)
-        if isinstance(result.get(key), list):
-            result[key].append(value)
-        else:
-            result[key] = value
-        section_s[name] = round(time.perf_counter() - began, 1)
-        print(f"[device_check.py] {name}: {section_s[name]} s", flush=True)
-        result["section_seconds"] = section_s
-        result["device_check_seconds"] = round(time.perf_counter() - started, 1)
-        (args.out / "device_check.json").write_text(json.dumps(result, indent=2) + "\n")
-
+    sections = Sections(result, args.out / "device_check.json", "device_check.py")
     result["cold_start"] = []
-    timed("cold_start", "cold_start", lambda: cold_start(args.weights, device, size, "off"))
+    sections.run("cold_start", lambda: cold_start(args.weights, device, size, "off"))
     # Peak memory is a CUDA figure; on the CPU (the dry run) it is None per micro-batch, stated as such.
-    timed("memory", "memory", lambda: peak_memory(args.weights, device, size, batches))
-    timed("precision", "precision_vs_fp32", lambda: precision_rows(
-        args.weights, device, 64 if args.dry_run else 512, ("bf16",) if args.dry_run else ("bf16", "fp16")))
-    timed("paths", "paths", lambda: compare_paths(args.weights, device, size=size,
-                                                  rounds=1 if args.dry_run else 5, warm_up=not args.dry_run))
+    sections.run("memory", lambda: peak_memory(args.weights, device, size, batches))
+    sections.run("precision", lambda: precision_rows(
+        args.weights, device, 64 if args.dry_run else 512, ("bf16",) if args.dry_run else ("bf16", "fp16")),
+        key="precision_vs_fp32")
+    sections.run("paths", lambda: compare_paths(args.weights, device, size=size,
+                                                rounds=1 if args.dry_run else 5, warm_up=not args.dry_run))
     # Opt-in (DEVICE_CHECK_COMPILE=1): on an H200 it took 294 s (docs/BENCHMARKS.md, GPU), more than
     # the rest of the check together; gpu_variants.py --compile times the background compiled instead.
     if device.type == "cuda" and os.environ.get("DEVICE_CHECK_COMPILE") == "1":
-        timed("cold_start_compile", "cold_start", lambda: cold_start(args.weights, device, size, "compile"))
+        sections.run("cold_start_compile", lambda: cold_start(args.weights, device, size, "compile"), key="cold_start")
     sweep = result["engine"].get("sweep", {})
     plot(sweep, args.out / "device_check.png")
     if "error" in result["engine"]:
-        failed.insert(0, "sweep")
+        sections.failed.insert(0, "sweep")
     summary = {"best_images_per_s": {e["batch"]: e["images_per_s"] for e in sweep.get("best", [])},
                "best_gpu_busy": {e["batch"]: e.get("gpu_busy") for e in sweep.get("best", [])},
                "balanced_megapixels_per_s": {e["batch"]: e["megapixels_per_s"] for e in sweep.get("balanced", [])},
@@ -175,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
                "peak_memory": result["memory"].get("peak_mib_by_micro_batch", result["memory"].get("error")),
                "paths_ratio_reference_over_device": result["paths"].get("ratio_reference_over_device",
                                                                         result["paths"].get("error")),
-               "failed_sections": failed}
+               "failed_sections": sections.failed}
     print(json.dumps(summary, indent=2))
-    return 1 if failed else 0
+    return 1 if sections.failed else 0
 
 
 if __name__ == "__main__":

@@ -44,7 +44,6 @@ import os
 import sys
 import tempfile
 import time
-import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -62,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 from bench import flops
 from bench.gpu_busy import GpuBusy
 from bench.planted import planted
+from bench.sections import or_error
 from bench.sweep import face_layout, parse_batch_sizes, speedups, summarize
 from harness.weights import stock_gfpganer, write_random_weights
 from photoenhance.contracts.options import EnhanceOptions, Quality
@@ -116,19 +116,19 @@ def _request(pixels: np.ndarray, options: EnhanceOptions) -> EnhanceRequest:
     return EnhanceRequest(DecodedImage(pixels, "png", pixels.shape[1], pixels.shape[0], False, 8), options)
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
     """Wait for the device's queued work, so a timer read after it covers that work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _timed_call(engine: Engine, requests: list[EnhanceRequest],
+def timed_call(engine: Engine, requests: list[EnhanceRequest],
                 device: torch.device) -> tuple[float, float, list[EnhanceResult]]:
     """Wall seconds, this process's CPU seconds (all threads) and the results of one engine call."""
-    _sync(device)
+    sync_device(device)
     started, cpu_started = time.perf_counter(), time.process_time()
     results = engine.enhance_batch(requests)
-    _sync(device)
+    sync_device(device)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     failed = [r for r in results if not isinstance(r, EnhanceResult)]
     if failed:
@@ -141,7 +141,7 @@ def _synced_steps(engine: Engine, requests: list[EnhanceRequest], device: torch.
     pipeline = engine._pipeline
     pipeline.step_sync = True
     try:
-        _, _, results = _timed_call(engine, requests, device)
+        _, _, results = timed_call(engine, requests, device)
     finally:
         pipeline.step_sync = False
     return summarize(len(requests), [1.0], [r.report for r in results])["step_ms_per_image"]
@@ -158,16 +158,16 @@ def run_sweep(engine: Engine, quality: Quality, profile: Profile, layout: list[n
     options = EnhanceOptions(quality=quality, upscale=2, fidelity=1.0)
     entries, kept = [], {}
     if warm_up:  # first-call allocations and kernel choices
-        _timed_call(engine, [_request(p, options) for p in make_images(1, profile.size, seed=999)], device)
+        timed_call(engine, [_request(p, options) for p in make_images(1, profile.size, seed=999)], device)
     for batch in profile.batch_sizes:
         pictures = make_images(batch, profile.size, seed=1000 * batch)
         requests = [_request(p, options) for p in pictures]
         if profile.warm_each:
-            _timed_call(engine, requests, device)
+            timed_call(engine, requests, device)
         seconds, reports, outputs, cpu = [], [], [], 0.0
         with GpuBusy(device) as busy:  # over the timed calls only
             for _ in range(profile.repeats):
-                elapsed, cpu_seconds, results = _timed_call(engine, requests, device)
+                elapsed, cpu_seconds, results = timed_call(engine, requests, device)
                 seconds.append(elapsed)
                 cpu += cpu_seconds
                 reports += [r.report for r in results]
@@ -245,7 +245,7 @@ def run_stock(restorer, pictures: list[np.ndarray], repeats: int,
               device: torch.device) -> tuple[float, float, list[np.ndarray]]:
     """Wall and CPU seconds for ``repeats`` passes of the stock loop over ``pictures``, and the last outputs (RGB)."""
     restorer.enhance(np.ascontiguousarray(pictures[0][:, :, ::-1]), paste_back=True)  # warm-up
-    _sync(device)
+    sync_device(device)
     started, cpu_started = time.perf_counter(), time.process_time()
     outputs: list[np.ndarray] = []
     for _ in range(repeats):
@@ -253,7 +253,7 @@ def run_stock(restorer, pictures: list[np.ndarray], repeats: int,
         for pixels in pictures:
             _, _, out = restorer.enhance(np.ascontiguousarray(pixels[:, :, ::-1]), paste_back=True)
             outputs.append(out[:, :, ::-1])
-    _sync(device)
+    sync_device(device)
     return time.perf_counter() - started, time.process_time() - cpu_started, outputs
 
 
@@ -379,11 +379,11 @@ def compare_paths(weights: Path, device: torch.device, *, size: int, rounds: int
     outputs = {}
     for engine in engines.values():
         if warm_up:
-            _timed_call(engine, [request], device)
+            timed_call(engine, [request], device)
     for index in range(rounds):
         order = list(engines) if index % 2 == 0 else list(engines)[::-1]
         for path in order:
-            _, cpu_seconds, [result] = _timed_call(engines[path], [request], device)
+            _, cpu_seconds, [result] = timed_call(engines[path], [request], device)
             cpu[path].append(cpu_seconds)
             outputs[path] = result.pixels
             for step, ms in result.report["timings_ms"].items():
@@ -453,16 +453,6 @@ def print_tables(result: dict[str, Any]) -> None:
             print(f"{'' if label == 'control' else chr(10)}x4plus tiled ({tiling['tile']} px, context {t['context']}) "
                   f"vs untiled: max {t['max_abs_diff']} levels, {t['max_abs_diff_at_tile_borders']} at tile borders, "
                   f"{t['pixels_over_2_levels']} of {t['pixels']} pixels over 2 levels")
-
-
-def _or_error(measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """``measure()``, or its error as a dict: a part measured after the sweep (which has already
-    run, and which the device check's one GPU run must not lose) that fails is reported instead."""
-    try:
-        return measure()
-    except Exception as exc:  # noqa: BLE001 - reported in the JSON and on stderr
-        traceback.print_exc()
-        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def _load() -> list[float] | None:
@@ -563,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for quality, (entries, _) in kept.items():
         add_efficiency(entries, counts[quality], choices)
     if device.type == "cuda":
-        result["fp16_vs_fp32_max_levels"] = _or_error(lambda: precision_check(engine, min(profile.size, 256)))
+        result["fp16_vs_fp32_max_levels"] = or_error(lambda: precision_check(engine, min(profile.size, 256)))
     engine.close()
 
     if profile.stock_batch:
@@ -572,7 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         images, outputs = pictures[profile.stock_batch]
         result.update({"images": len(images), "size": profile.size, "faces_per_image": profile.faces,
                        "micro_batch": profile.stock_batch})
-        compared = _or_error(lambda: stock_comparison(weights, Path(scratch.name), device, layout, entry, images,
+        compared = or_error(lambda: stock_comparison(weights, Path(scratch.name), device, layout, entry, images,
                                                       outputs, profile.repeats))
         result.update(compared if "error" not in compared else {"stock_comparison": compared})
     if args.x4plus_tiling:

@@ -24,7 +24,6 @@ import argparse
 import json
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench import flops  # noqa: E402
 from bench.device_check import portraits  # noqa: E402
-from bench.engine import image_flops, make_images  # noqa: E402
+from bench.engine import image_flops, make_images, sync_device, timed_call  # noqa: E402
 from bench.gpu_busy import GpuBusy  # noqa: E402
+from bench.sections import Sections  # noqa: E402
+from bench.sweep import summarize  # noqa: E402
 from photoenhance.contracts.options import EnhanceOptions, Quality  # noqa: E402
 from photoenhance.settings import Settings  # noqa: E402
 from processor.engine import Engine, EnhanceRequest, device_ops  # noqa: E402
@@ -115,7 +116,7 @@ def background_compiled(engine: Engine, device: torch.device, size: int, batch: 
         began = time.perf_counter()
         compiled = torch.compile(module, dynamic=False)
         compiled(x)
-        _sync(device)
+        sync_device(device)
         compile_s = time.perf_counter() - began
         fast = _timed_ms(device, lambda: compiled(x), warm=1, repeats=3)
     row = {"batch": batch, "size": size, "eager_ms_per_image": round(eager["ms"] / batch, 2),
@@ -154,53 +155,39 @@ def face_variants(engine: Engine, device: torch.device, faces: int) -> list[dict
 
 
 def engine_runs(weights: Path, device: torch.device, size: int, batches: list[int]) -> list[dict[str, Any]]:
-    """The engine at ``best`` (and ``balanced`` at the largest batch), cuDNN autotuning off and on."""
+    """The engine at ``best`` (and ``balanced`` at the largest batch), cuDNN autotuning off and on:
+    images/s over three calls as the worker makes them, then the device's time per step from one
+    call waiting for the device at each step (ENGINE_STEP_SYNC, switched on the loaded engine)."""
     rows = []
     for tuned in (False, True):
-        for sync in (False, True):
-            settings = Settings(weights_dir=weights, allow_custom_weights=True, device=str(device),
-                                engine_cudnn_benchmark=tuned, engine_step_sync=sync)
-            engine = Engine.load(settings, qualities=[Quality.BEST, Quality.BALANCED])
-            for quality, sizes in ((Quality.BEST, batches), (Quality.BALANCED, batches[-1:])):
-                for batch in sizes:
-                    if quality is Quality.BEST:
-                        requests = portraits(batch, size)
-                    else:
-                        options = EnhanceOptions(quality=Quality.BALANCED, upscale=2)
-                        requests = [EnhanceRequest(DecodedImage(p, "png", size, size, False, 8), options)
-                                    for p in make_images(batch, size, seed=7)]
-                    engine.enhance_batch(requests)  # warm-up (and autotuning)
-                    calls = 1 if sync else 3
-                    _sync(device)
+        engine = Engine.load(Settings(weights_dir=weights, allow_custom_weights=True, device=str(device),
+                                      engine_cudnn_benchmark=tuned), qualities=[Quality.BEST, Quality.BALANCED])
+        for quality, sizes in ((Quality.BEST, batches), (Quality.BALANCED, batches[-1:])):
+            for batch in sizes:
+                if quality is Quality.BEST:
+                    requests = portraits(batch, size)
+                else:
+                    options = EnhanceOptions(quality=Quality.BALANCED, upscale=2)
+                    requests = [EnhanceRequest(DecodedImage(p, "png", size, size, False, 8), options)
+                                for p in make_images(batch, size, seed=7)]
+                timed_call(engine, requests, device)  # warm-up (and autotuning)
+                for sync, calls in ((False, 3), (True, 1)):
+                    engine._pipeline.step_sync = sync
                     with GpuBusy(device) as busy:
-                        began = time.perf_counter()
-                        for _ in range(calls):
-                            results = engine.enhance_batch(requests)
-                        _sync(device)
-                        seconds = time.perf_counter() - began
-                    failed = [r for r in results if not hasattr(r, "report")]
-                    if failed:
-                        raise RuntimeError(f"the engine failed an image: {failed[0]!r}")
+                        timed = [timed_call(engine, requests, device) for _ in range(calls)]
+                    engine._pipeline.step_sync = False
+                    entry = summarize(batch, [t[0] for t in timed], [r.report for t in timed for r in t[2]])
                     row = {"quality": quality.value, "batch": batch, "cudnn_benchmark": tuned, "step_sync": sync,
-                           "images_per_s": round(batch * calls / seconds, 3), **busy.summary()}
+                           "images_per_s": round(entry["images_per_s"], 3), **busy.summary()}
                     if sync:  # the device's own time per step, per image
-                        steps: dict[str, float] = {}
-                        for r in results:
-                            for step, ms in r.report["timings_ms"].items():
-                                steps[step] = steps.get(step, 0.0) + ms / batch
-                        row["step_ms_per_image"] = {k: round(v, 2) for k, v in steps.items()}
+                        row["step_ms_per_image"] = entry["step_ms_per_image"]
                     rows.append(row)
                     print(f"  engine {quality.value} B={batch} benchmark={tuned} sync={sync}: "
                           f"{row['images_per_s']} images/s" + (f" steps {row.get('step_ms_per_image')}" if sync else ""),
                           flush=True)
-            engine.close()
+        engine.close()
     torch.backends.cudnn.benchmark = False
     return rows
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,34 +202,22 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "size": size,
                               "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
-    failed: list[str] = []
-
-    def section(name: str, measure: Callable[[], Any]) -> None:
-        began = time.perf_counter()
-        try:
-            result[name] = measure()
-        except Exception as exc:  # noqa: BLE001 - recorded; the other sections still run
-            traceback.print_exc()
-            result[name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]}
-            failed.append(name)
-        result.setdefault("section_seconds", {})[name] = round(time.perf_counter() - began, 1)
-        print(f"[gpu_variants] {name}: {result['section_seconds'][name]} s", flush=True)
-        (args.out / "gpu_variants.json").write_text(json.dumps(result, indent=2) + "\n")
+    sections = Sections(result, args.out / "gpu_variants.json", "gpu_variants")
 
     engine = Engine.load(Settings(weights_dir=args.weights, allow_custom_weights=True, device=str(device)),
                          qualities=[Quality.BEST])
     counter = flops.NetworkFlops(engine._pipeline.models.background.key, faces=True)
     counts = image_flops(counter, engine, Quality.BEST, size, 1, 0)
     result["gflop_per_image"] = {k: round(v / 1e9, 2) for k, v in counts.items()}
-    section("background", lambda: background_variants(engine, device, size, 1 if args.dry_run else 4,
+    sections.run("background", lambda: background_variants(engine, device, size, 1 if args.dry_run else 4,
                                                        counts["background"] / 1e9))
-    section("faces", lambda: face_variants(engine, device, faces))
+    sections.run("faces", lambda: face_variants(engine, device, faces))
     if args.compile:  # a minute or more on an H200: asked for, not by default
-        section("background_compiled", lambda: background_compiled(engine, device, size, 1 if args.dry_run else 4))
+        sections.run("background_compiled", lambda: background_compiled(engine, device, size, 1 if args.dry_run else 4))
     engine.close()
-    section("engine", lambda: engine_runs(args.weights, device, size, batches))
-    print(json.dumps({"failed_sections": failed}))
-    return 1 if failed else 0
+    sections.run("engine", lambda: engine_runs(args.weights, device, size, batches))
+    print(json.dumps({"failed_sections": sections.failed}))
+    return 1 if sections.failed else 0
 
 
 if __name__ == "__main__":
