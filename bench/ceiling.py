@@ -297,6 +297,9 @@ async def run_config(
     writes = sum(b["writes_committed"] - a["writes_committed"] for a, b in zip(first, last))
     failed_writes = sum(b["writes_failed"] - a["writes_failed"] for a, b in zip(first, last))
     reads = sum(b["reads"] - a["reads"] for a, b in zip(first, last))
+    # Instruments before 2026-12-05 did not count statements: None there.
+    statements = sum(b["statements"] - a["statements"] for a, b in zip(first, last)) if all(
+        "statements" in b for b in first + last) else None
     images_per_s = n / span_s
     lock_per_image_s = sum(holds) / n
     per_image_ms = {"processor": processor_cpu / n * 1000}
@@ -322,6 +325,7 @@ async def run_config(
         "write_transactions_per_image": round(writes / n, 2),
         "failed_write_transactions": failed_writes,
         "read_transactions_per_image": round(reads / n, 2),
+        "statements_per_image": None if statements is None else round(statements / n, 2),
         "lock_hold_ms": {
             "p50": round(_pct(holds, 0.5) * 1000, 2),
             "p99": round(_pct(holds, 0.99) * 1000, 2),
@@ -396,9 +400,8 @@ def table(result: dict[str, Any]) -> str:
     """One row per configuration."""
     head = (
         "| db | workers | batches | images/s | processor | own (no codec) | codec | engine process | radosgw | ceph-osd "
-        "| notifier "
-        "| broker | own/radosgw | writes/img | reads/img | lock p50 ms | lock p99 ms | lock ms/img | of it COMMIT "
-        "| lock×img/s | locked (server) |"
+        "| notifier | broker | own/radosgw | writes/img | statements/img | reads/img "
+        "| lock p50 ms | lock p99 ms | lock ms/img | of it COMMIT | lock×img/s | locked (server) |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in result["runs"]:
@@ -409,6 +412,7 @@ def table(result: dict[str, Any]) -> str:
             f"| {_f(c.get('engine process'))} | {_f(c['radosgw'])} | {_f(c['ceph-osd'])} | {_f(c['notifier'])} "
             f"| {_f(c['broker'])} "
             f"| {_f(r['processor_own_over_radosgw'])} | {_f(r['write_transactions_per_image'])} "
+            f"| {_f(r.get('statements_per_image'))} "
             f"| {_f(r['read_transactions_per_image'])} | {_f(r['lock_hold_ms']['p50'])} "
             f"| {_f(r['lock_hold_ms']['p99'])} | {_f(r['lock_hold_ms']['per_image'])} "
             f"| {_f(r['lock_hold_ms'].get('commit_per_image'))} | {_f(r['lock_per_image_x_images_per_s'])} "
@@ -425,8 +429,8 @@ def comparison(control: dict[str, Any], change: dict[str, Any]) -> str:
     lines = [
         "| db | workers | batches | images/s before → after | processor CPU ms/img before → after "
         "| own (no codec) before → after | radosgw ms/img | writes/img before → after "
-        "| lock ms/img before → after | lock×img/s before → after |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| statements/img before → after | lock ms/img before → after | lock×img/s before → after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in change["runs"]:
         o = old.get(key(r))
@@ -438,6 +442,7 @@ def comparison(control: dict[str, Any], change: dict[str, Any]) -> str:
             f"| {_f(o['processor_own_cpu_ms_per_image'])} → {_f(r['processor_own_cpu_ms_per_image'])} "
             f"| {_f(o['cpu_ms_per_image']['radosgw'])} → {_f(r['cpu_ms_per_image']['radosgw'])} "
             f"| {_f(o['write_transactions_per_image'])} → {_f(r['write_transactions_per_image'])} "
+            f"| {_f(o.get('statements_per_image'))} → {_f(r.get('statements_per_image'))} "
             f"| {_f(o['lock_hold_ms']['per_image'])} → {_f(r['lock_hold_ms']['per_image'])} "
             f"| {_f(o['lock_per_image_x_images_per_s'])} → {_f(r['lock_per_image_x_images_per_s'])} |"
         )

@@ -17,7 +17,10 @@ Counted inside the process (the tree's own code is wrapped, not changed):
   or ``_lock_and_count`` where the tree locks the batch last) to the moment its COMMIT (or ROLLBACK)
   returned, one span per transaction; on SQLite, whose write lock is the whole database's, from
   the moment the transaction had begun (``BEGIN IMMEDIATE``);
-- codec CPU: the thread CPU time spent in ``decode_image`` and ``encode_image``.
+- codec CPU: the thread CPU time spent in ``decode_image`` and ``encode_image``;
+- statements: each one the dialect hands its driver (a multi-row insert is one; COMMIT and
+  ROLLBACK are not counted, nor PostgreSQL's BEGIN, which the driver sends itself; SQLite's
+  ``BEGIN IMMEDIATE``, which the tree sends as a statement, is).
 
 On SIGUSR1 the counters so far are written to ``DIR/<worker-id>-<n>.json`` (n counts from 1): the
 benchmark takes one snapshot before and one after the measured batches and subtracts.
@@ -56,6 +59,7 @@ class Counters:
         #: Of each hold (same order), the part from entering COMMIT (or ROLLBACK) to its return.
         self.lock_commits_s: list[float] = []
         self.codec_cpu_s = 0.0
+        self.statements = 0
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -67,6 +71,7 @@ class Counters:
                 "lock_holds_s": list(self.lock_holds_s),
                 "lock_commits_s": list(self.lock_commits_s),
                 "codec_cpu_s": self.codec_cpu_s,
+                "statements": self.statements,
                 "process_cpu_s": time.process_time(),
                 "time": time.time(),
             }
@@ -106,6 +111,17 @@ def instrument() -> None:
 
     DefaultDialect.do_commit = do_commit  # type: ignore[method-assign]
     DefaultDialect.do_rollback = do_rollback  # type: ignore[method-assign]
+
+    def counted(execute: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with COUNTERS.lock:
+                COUNTERS.statements += 1
+            return execute(*args, **kwargs)
+
+        return call
+
+    for name in ("do_execute", "do_executemany", "do_execute_no_params"):
+        setattr(DefaultDialect, name, counted(getattr(DefaultDialect, name)))
 
     @asynccontextmanager
     async def write(self: Any, *args: Any, **kwargs: Any) -> Any:

@@ -1,4 +1,5 @@
-"""bench/ceiling_worker.py's batch-lock measure ends at the transaction's COMMIT, not later.
+"""bench/ceiling_worker.py's batch-lock measure ends at the transaction's COMMIT, not later; its
+statement count counts what reaches the driver.
 
 The pool hands the connection back with a ROLLBACK of its own (reset on return) after the
 COMMIT; the measure once took that one as the lock's end. Run in a child process: the
@@ -35,14 +36,16 @@ async def main(url):
         await conn.execute(text(
             "CREATE CONSTRAINT TRIGGER at_commit AFTER INSERT ON slow_commit DEFERRABLE INITIALLY DEFERRED "
             "FOR EACH ROW EXECUTE FUNCTION sleep_a_little()"))
+    before = ceiling_worker.COUNTERS.statements
     async with db.read() as conn:  # leaves its own reset-on-return behind on a pooled connection
         await conn.execute(text("SELECT 1"))
     async with db.write() as conn:
         await conn.execute(text("INSERT INTO slow_commit VALUES (1)"))
+        await conn.execute(text("INSERT INTO slow_commit VALUES (:x)"), [{"x": 2}, {"x": 3}])  # one executemany
         ceiling_worker._lock_started.get()[0] = time.perf_counter()  # as if the batch were locked here
         await asyncio.sleep(0.03)
     await db.dispose()
-    print(json.dumps(ceiling_worker.COUNTERS.snapshot()))
+    print(json.dumps({**ceiling_worker.COUNTERS.snapshot(), "statements_before": before}))
 
 asyncio.run(main(sys.argv[1]))
 """
@@ -57,3 +60,5 @@ def test_the_lock_ends_when_commit_returns_and_its_commit_part_is_the_commit(dat
     (hold,), (commit,) = counters["lock_holds_s"], counters["lock_commits_s"]
     assert 0.08 <= commit < hold  # the sleeping COMMIT, not the pool's no-op ROLLBACK after it
     assert hold >= 0.03 + 0.08
+    # SELECT 1, the insert and the executemany; BEGIN, COMMIT and the pool's ROLLBACK are not counted.
+    assert counters["statements"] - counters["statements_before"] == 3
