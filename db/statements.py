@@ -27,6 +27,7 @@ from sqlalchemy import (
     true,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSON, JSONB
 
 from db.models import Batch, Event, Image
@@ -41,6 +42,7 @@ __all__ = [
     "IMAGE_BATCHES",
     "INSERT_EVENT",
     "INSERT_IMAGE",
+    "INSERT_IMAGES_IF_FREE",
     "KEY_VERSIONS_AND_HOLDERS",
     "LOCK_BATCH",
     "OPEN_AND_COUNT_BATCH",
@@ -76,6 +78,15 @@ KEY_VERSIONS_AND_HOLDERS = select(*_IMAGE).where(
 
 #: A new version, inserted in its first state (claimed at once when it is the current one).
 INSERT_IMAGE = insert(Image).returning(*_IMAGE)
+
+#: New current versions, one row per parameter set (a multi-row insert), each skipped, and not
+#: returned, where one of the database's unique indexes refuses it: its version is known, its
+#: key has a current version, or another key of its batch holds its result key (migration 0007).
+#: By dialect name: each dialect writes the clause with its own construct.
+INSERT_IMAGES_IF_FREE = {
+    name: dialect_insert(Image).on_conflict_do_nothing().returning(*_IMAGE)
+    for name, dialect_insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
+}
 
 #: A batch's counters after a new key (``added`` 1) or a new version of a known key (0) arrived.
 REGISTER_IN_BATCH = (

@@ -363,28 +363,30 @@ class WorkerPath(ImageOperations):
         whose batch takes uploads, every completion a claim that still holds.
 
         First, unlocked: each start's batch is taken as this process last found it (read if it
-        has not), its key's versions read (none) and the holders of its candidate result keys,
-        then it is inserted already claimed with its free key; each completion is completed by
-        compare-and-set. Then each batch concerned, in id order, is locked by the one statement
-        that moves its counters and sequence by what was done (``OPEN_AND_COUNT_BATCH``; on
-        PostgreSQL ``COUNT_AND_LOG_COMPLETIONS``, which logs the completions' events in the same
-        statement); under that lock the starts are checked against the batch as locked (pure,
-        no statement), the events are inserted on SQLite, and the transaction commits.
-        Whatever this path does not take (a known key, a lost claim, a batch unknown, being
-        cancelled, or whose options changed the start's level or keys) raises
-        :class:`_LockFirst` before the commit.
+        has not), and all starts are inserted by one multi-row statement, already claimed with
+        their first candidate result key, each row skipped where a unique index refuses it (its
+        key known, or its result key held: then the group goes locked-first, which reads them);
+        each completion is completed by compare-and-set. Then each batch concerned, in id order,
+        is locked by the one statement that moves its counters and sequence by what was done
+        (``OPEN_AND_COUNT_BATCH``; on PostgreSQL ``COUNT_AND_LOG_COMPLETIONS``, which logs the
+        completions' events in the same statement); under that lock the starts are checked
+        against the batch as locked (pure, no statement), the events are inserted on SQLite, and
+        the transaction commits. Whatever this path does not take (a known key, a held result
+        key, a lost claim, a batch unknown, being cancelled, or whose options changed the start's
+        level or keys) raises :class:`_LockFirst` before the commit.
 
-        Why nothing is read again under the lock: two transactions that start the same key, or
-        two keys with the same result key, at once would both find them free unlocked. The
-        database refuses the second row itself (the unique indexes of migration 0007: one
-        current version per key, one holder per result key of a batch): the second insert waits
-        for the first transaction, fails once it commits, and the group is retried, finding the
-        key taken. Image rows here are written before their batch is locked, the other order
-        from every other write; the one cycle that can form (a supersede or an expired-lease
-        claim of an image this group completes, or a locked-first insert of the same key, at
-        that moment) is broken by PostgreSQL's deadlock detection, and the group done again locked-first
-        (:meth:`_write_group`).
-        SQLite runs one write transaction at a time, so no cycle arises there.
+        Why nothing is read, before or under the lock: the database decides whether a key or a
+        result key is free (the unique indexes of migration 0007: one current version per key,
+        one holder per result key of a batch; a superseded version always has a current one the
+        index sees, and a cancelled one's batch takes no uploads, which the lock checks). Two
+        transactions that start the same key, or two keys with the same result key, at once:
+        the second insert waits for the first transaction, skips its row once that commits, and
+        its group goes locked-first. Image rows here are written before their batch is locked,
+        the other order from every other write; the one cycle that can form (a supersede or an
+        expired-lease claim of an image this group completes, or a locked-first insert of the
+        same key, at that moment) is broken by PostgreSQL's deadlock detection, and the group
+        done again locked-first (:meth:`_write_group`). SQLite runs one write transaction at a
+        time, so no cycle arises there.
         """
         results: list[StartedImage | list[ProgressEvent] | Exception] = [[] for _ in items]
         now = self._now()
@@ -396,6 +398,8 @@ class WorkerPath(ImageOperations):
             for row in (await conn.execute(sql.BATCHES, {"batch_ids": unread})).all():
                 found[row.id] = batch_record(row)
         inserted: dict[str, list[tuple[int, _Start, tuple[str, ...], ImageRecord]]] = {}
+        planned: list[tuple[int, _Start, tuple[str, ...]]] = []
+        rows: list[dict[str, Any]] = []
         names: set[tuple[str, str]] = set()
         keys: set[str] = set()
         for n, start in starts:
@@ -404,16 +408,25 @@ class WorkerPath(ImageOperations):
             if batch is None or batch.state in _ENDED or (start.level_holds is not None and not start.level_holds(batch)):
                 raise _LockFirst
             candidates = tuple(start.candidates_for(batch))
-            versions, key = await _versions_and_free_key(conn, batch.id, version, candidates)
-            if versions or (version.bucket, version.key) in names or (key is not None and key in keys):
-                raise _LockFirst
+            key = candidates[0] if candidates else None
+            if (version.bucket, version.key) in names or (key is not None and key in keys):
+                raise _LockFirst  # two starts of this group would meet in the unique indexes
             names.add((version.bucket, version.key))
             if key is not None:
                 keys.add(key)
-            image = image_record(
-                (await conn.execute(sql.INSERT_IMAGE, _new_version_row(start, key, now))).one()
-            )
-            inserted.setdefault(batch.id, []).append((n, start, candidates, image))
+            planned.append((n, start, candidates))
+            rows.append(_new_version_row(start, key, now))
+        if rows:
+            # One multi-row insert, each row refused by the unique indexes if its version is
+            # known, its key has a current version, or its first result key is held: what the
+            # locked-first path decides from reading them, which this path need not read.
+            result = await conn.execute(sql.INSERT_IMAGES_IF_FREE[conn.dialect.name], rows)
+            images = {(r.bucket, r.key): image_record(r) for r in result.all()}
+            if len(images) != len(rows):
+                raise _LockFirst
+            for n, start, candidates in planned:
+                image = images[(start.version.bucket, start.version.key)]
+                inserted.setdefault(image.batch_id, []).append((n, start, candidates, image))
         completed: dict[str, list[tuple[int, ImageRecord]]] = {}
         batch_of = await self._completion_batches(conn, [item for _, item in completions])
         for n, item in completions:

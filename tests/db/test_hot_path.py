@@ -435,3 +435,27 @@ async def test_a_lock_last_group_that_loses_a_lock_race_is_done_locked_first(rep
     assert (stored.state, stored.lease_owner, stored.output_key) == (ImageState.PROCESSING, "w1", "b1/a.jpg")
     batch = await repository.get_batch("b1")
     assert batch is not None and batch.total == 1
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+async def test_new_keys_starting_together_are_inserted_by_one_statement(repository: Repository) -> None:
+    # Starts of keys never seen are the common case: the database's unique indexes decide
+    # whether each is free, so no image row is read and one multi-row insert writes them all.
+    # One whose result key turns out held (a.png wants a.jpg's) is still given its own.
+    await new_batch(repository, "b1")
+    await repository.start_image(version("b1", "0.jpg"), "w1", 60, keys("b1/0.jpg"))  # b1 remembered
+    statements = Statements(repository)
+    started = await asyncio.gather(
+        *(repository.start_image(version("b1", f"{n}.jpg"), "w1", 60, keys(f"b1/{n}.jpg")) for n in range(1, 5))
+    )
+    statements.close()
+    assert [s.output_key for s in started] == [f"b1/{n}.jpg" for n in range(1, 5)]
+    assert all(s.claimed is not None and s.claimed.lease_owner == "w1" for s in started)
+    seen = statements.seen
+    assert seen.count("COMMIT") == 1, seen
+    assert sum(s.startswith("INSERT INTO images") for s in seen) == 1, seen
+    assert not [s for s in seen if s.startswith("SELECT") and "FROM images" in s], seen
+    held = await repository.start_image(version("b1", "1.png"), "w1", 60, keys("b1/1.jpg", "b1/1.png.jpg"))
+    assert held.claimed is not None and held.output_key == "b1/1.png.jpg"
+    batch = await repository.get_batch("b1")
+    assert batch is not None and batch.total == 6
