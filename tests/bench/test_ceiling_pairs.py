@@ -5,11 +5,13 @@ from __future__ import annotations
 from bench.ceiling_pairs import pair_rows, summarise, table
 
 
-def _run(database: str, workers: int, processor_ms: float, statements: float | None = 3.0, failed: int = 0) -> dict:
+def _run(database: str, workers: int, processor_ms: float, statements: float | None = 3.0, failed: int = 0,
+         radosgw_ms: float = 2.5) -> dict:
     return {
         "database": database, "workers": workers, "batches": 1, "failed": failed, "images_per_s": 100.0,
-        "cpu_ms_per_image": {"processor": processor_ms, "radosgw": 2.5},
-        "processor_own_cpu_ms_per_image": processor_ms - 1.5, "processor_own_over_radosgw": (processor_ms - 1.5) / 2.5,
+        "cpu_ms_per_image": {"processor": processor_ms, "radosgw": radosgw_ms},
+        "processor_own_cpu_ms_per_image": processor_ms - 1.5,
+        "processor_own_over_radosgw": (processor_ms - 1.5) / radosgw_ms,
         "write_transactions_per_image": 1.4, "statements_per_image": statements, "lock_per_image_x_images_per_s": 0.2,
     }
 
@@ -38,4 +40,13 @@ def test_a_figure_an_older_run_lacks_is_marked_missing() -> None:
     summary = summarise(rows)
     assert summary[0]["control"]["statements_per_image"] is None and summary[0]["change"]["statements_per_image"] == 3
     line = table(summary).splitlines()[2]
-    assert "| – → 3 |" in line and "**1** (1–1)" in line
+    assert "| – → 3 |" in line and line.endswith("| **1** (1–1) | **1** (1–1) |")
+
+
+def test_the_ratio_over_radosgw_leaves_out_a_machine_that_slowed_within_the_pair() -> None:
+    # The change's run found the machine 20 % slower: radosgw, doing the same work, too.
+    rows = pair_rows([_result(_run("postgresql", 2, 6.0, radosgw_ms=2.5))],
+                     [_result(_run("postgresql", 2, 7.2, radosgw_ms=3.0))])
+    [summary] = summarise(rows)
+    assert summary["processor_cpu_pair_ratio"]["median"] == 1.2
+    assert summary["processor_over_radosgw_pair_ratio"] == {"median": 1.0, "min": 1.0, "max": 1.0}
