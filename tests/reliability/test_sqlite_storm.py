@@ -68,10 +68,10 @@ async def test_four_workers_and_a_writer_storm_on_one_sqlite_file(
                 pool.submit(race_for_batch, settings.database_url, "storm", race_names, f"racer-{n}", n)
                 for n in range(RACERS)
             ]
-            started = time.monotonic()
+            started, ticks_before = time.monotonic(), await _tick_count(db_path)
             sources = await upload_batch(settings, "stormy", IMAGES)
             await assert_exactly_once(repository, settings, "stormy", sources, recorder=progress)
-            batch_s = time.monotonic() - started
+            batch_s, ticks_during = time.monotonic() - started, await _tick_count(db_path) - ticks_before
             race_results = [await asyncio.wrap_future(r) for r in racers]
         finally:
             stop.touch()
@@ -79,8 +79,13 @@ async def test_four_workers_and_a_writer_storm_on_one_sqlite_file(
 
     record_property("batch_s", round(batch_s, 1))
     record_property("hog", hogged)
-    # The storm was real: the hog kept committing while the batch ran and had to wait for the lock.
-    assert hogged["commits"] >= 20, hogged
+    # The storm was real: the hog took turns at the lock all through the run, during the batch
+    # too, and had to wait for the others' locks. Its count of turns says little more: the faster
+    # the workers, the shorter the batch, and under the workers' and racers' writes the hog can
+    # wait most of a batch for one turn (2026-12-05: 3 turns in a 2.0 s batch, one wait 2.1 s;
+    # 19 turns in a 2.9 s run, which failed the earlier "at least 20").
+    record_property("hog_commits_during_batch", ticks_during)
+    assert hogged["commits"] >= 10 and ticks_during >= 1 and hogged["longest_wait_s"] >= 0.01, (ticks_during, hogged)
     assert await _tick_count(db_path) == hogged["commits"], "every row the hog committed is there"
 
     # The workers shared the batch and did nothing twice.
