@@ -417,9 +417,7 @@ class WorkerPath(ImageOperations):
             planned.append((n, start, candidates))
             rows.append(_new_version_row(start, key, now))
         if rows:
-            # One multi-row insert, each row refused by the unique indexes if its version is
-            # known, its key has a current version, or its first result key is held: what the
-            # locked-first path decides from reading them, which this path need not read.
+            # A row the unique indexes refused is missing from what comes back (see the docstring).
             result = await conn.execute(sql.INSERT_IMAGES_IF_FREE[conn.dialect.name], rows)
             images = {(r.bucket, r.key): image_record(r) for r in result.all()}
             if len(images) != len(rows):
