@@ -73,6 +73,19 @@ class Database:
             yield conn
 
     @asynccontextmanager
+    async def statement(self) -> AsyncIterator[AsyncConnection]:
+        """PostgreSQL: a connection on which each statement is a transaction of its own (the
+        server's implicit transaction: no BEGIN, no COMMIT, no round trip between a statement's
+        end and its commit). For writes that one statement says whole (``db.statements.WRITE_GROUP``)."""
+        if self.is_sqlite:
+            raise RuntimeError("one-statement transactions are PostgreSQL's; SQLite writes with write()")
+        async with self._writer.connect() as conn:
+            # Only an attribute of the driver's connection: no round trip, and the pool sets it
+            # back when the connection returns.
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+
+    @asynccontextmanager
     async def read(self, *, consistent: bool = False) -> AsyncIterator[AsyncConnection]:
         """A read-only transaction that never waits for writers.
 

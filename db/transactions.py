@@ -22,6 +22,7 @@ from photoenhance.contracts.states import BatchState, ImageState
 
 __all__ = [
     "CURRENT",
+    "REFUSED",
     "RETRY_ATTEMPTS",
     "UNFINISHED",
     "BatchExists",
@@ -29,10 +30,14 @@ __all__ = [
     "Transactions",
     "UnknownBatch",
     "batch_record",
+    "batch_from_values",
     "finish_then_cancel",
     "held_by",
+    "image_from_values",
     "image_record",
     "is_lock_race",
+    "is_refusal",
+    "sqlstate",
 ]
 
 log = logging.getLogger("db.repository")
@@ -41,6 +46,9 @@ T = TypeVar("T")
 
 #: Attempts at a transaction that lost a lock race (SQLite busy, PostgreSQL deadlock/serialisation).
 RETRY_ATTEMPTS = 8
+
+#: The SQLSTATE of a statement that refused itself (``photoenhance_refuse_unless``, migration 0008).
+REFUSED = "PE001"
 
 #: States of an image that still waits for an outcome.
 UNFINISHED = (ImageState.PENDING.value, ImageState.PROCESSING.value)
@@ -118,6 +126,17 @@ class Transactions:
         """
         return await finish_then_cancel(self._write_retried(op, retry_on_integrity, retry_lock_races))
 
+    async def _statement(self, op: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``op``, one statement that is its own transaction (:meth:`Database.statement`,
+        PostgreSQL), not retried: its caller has a general way to fall back on. A cancellation
+        waits for it, as for :meth:`_write`."""
+
+        async def run() -> T:
+            async with self.db.statement() as conn:
+                return await op(conn)
+
+        return await finish_then_cancel(run())
+
     async def _write_retried(
         self, op: Callable[[AsyncConnection], Awaitable[T]], retry_on_integrity: bool, retry_lock_races: bool
     ) -> T:
@@ -180,10 +199,21 @@ def held_by(owner: str) -> list[Any]:
     return [Image.state == ImageState.PROCESSING.value, Image.lease_owner == owner]
 
 
+def sqlstate(exc: DBAPIError) -> str | None:
+    """The SQLSTATE of a failure PostgreSQL reported (None for SQLite's, and for a driver's own)."""
+    return getattr(exc.orig, "sqlstate", None) or getattr(getattr(exc.orig, "__cause__", None), "sqlstate", None)
+
+
+def is_refusal(exc: DBAPIError) -> bool:
+    """Whether a statement refused itself (``photoenhance_refuse_unless``, migration 0008): what it
+    checks did not hold, and it did nothing."""
+    return sqlstate(exc) == REFUSED
+
+
 def is_lock_race(exc: DBAPIError) -> bool:
     """Whether the failure was losing a lock race that a retry resolves."""
     text = str(exc.orig).lower()
-    code = getattr(exc.orig, "sqlstate", None) or getattr(getattr(exc.orig, "__cause__", None), "sqlstate", None)
+    code = sqlstate(exc)
     return (
         "database is locked" in text
         or "database table is locked" in text
@@ -216,6 +246,9 @@ async def declared_not_uploaded(conn: AsyncConnection, batch_id: str) -> list[tu
 
 def image_record(row: Any) -> ImageRecord:
     """An images row as a record."""
-    values = dict(row._mapping)
-    values["state"] = ImageState(values["state"])
-    return ImageRecord(**values)
+    return image_from_values(dict(row._mapping))
+
+
+def image_from_values(values: dict[str, Any]) -> ImageRecord:
+    """A record from an images row's values by column name (``state`` as stored)."""
+    return ImageRecord(**{**values, "state": ImageState(values["state"])})

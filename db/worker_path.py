@@ -8,9 +8,12 @@ an image costs about one write transaction, one batch-lock span and one commit. 
 single-image operations of :mod:`db.images`, whose claims, keys and counters it keeps exact.
 
 A group of the common kind (every start a key not seen before, every completion a claim that
-holds) is written with its batches locked last (:meth:`WorkerPath._lock_last`): the batch lock,
-which every worker of a batch waits for, is held for the re-check of the starts, the events and
-the commit only. Any other group is done with its batches locked first, as every other write.
+holds) is written with its batches locked last. On PostgreSQL, when it is all of one batch, it is
+one statement that is its own transaction (:meth:`WorkerPath._in_one_statement`): the batch lock,
+which every worker of a batch waits for, is held from that statement's update to its commit, with
+no round trip to the worker between. Otherwise it is a transaction (:meth:`WorkerPath._lock_last`)
+whose lock is held for the re-check of the starts, the events and the commit only. Any other group
+is done with its batches locked first, as every other write.
 """
 
 from __future__ import annotations
@@ -18,16 +21,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db import statements as sql
 from db.group_commit import GroupCommit
+from db.group_items import ENDED, Completion, Start
+from db.group_statement import GroupValues, group_rows, group_values, planned_starts
 from db.images import ImageOperations
 from db.records import BatchRecord, ImageRecord, ImageVersion, StartedImage
 from db.transactions import (
@@ -38,50 +43,25 @@ from db.transactions import (
     finish_then_cancel,
     image_record,
     is_lock_race,
+    is_refusal,
 )
 from photoenhance.contracts.progress import BatchCounts, EventType, ProgressEvent
 from photoenhance.contracts.states import BatchState, ImageState
 
-__all__ = ["Completion", "WorkerPath"]
+__all__ = ["WorkerPath"]
 
 log = logging.getLogger("db.repository")
-
-
-@dataclass(frozen=True)
-class _Start:
-    """One version to start (:meth:`WorkerPath.start_image`)."""
-
-    version: ImageVersion
-    owner: str
-    lease_seconds: float
-    candidates_for: Callable[[BatchRecord], Sequence[str]]
-    #: Whether the batch, as locked, still resolves the version to its level (None: not asked).
-    level_holds: Callable[[BatchRecord], bool] | None = None
 
 
 #: States in which an image holds its result key against other keys of its batch.
 _HOLDING = (ImageState.PROCESSING, ImageState.COMPLETED)
 #: How many batches the worker's path remembers as its transactions last found them.
 REMEMBERED_BATCHES = 4096
-#: States of a batch in which a new upload is not processed.
-_ENDED = (BatchState.CANCELLING, BatchState.CANCELLED)
 
 
 class _LockFirst(Exception):
     """A group the batches-locked-last path does not take (:meth:`WorkerPath._lock_last`); its
     transaction is rolled back and the group done again with the batches locked first."""
-
-
-@dataclass(frozen=True)
-class Completion:
-    """One stored result to record (:meth:`WorkerPath.complete_image`)."""
-
-    image_id: int
-    owner: str
-    output_key: str
-    report: dict[str, Any]
-    #: The image's batch when the caller knows it (saves a read); checked by the update.
-    batch_id: str | None = None
 
 
 class WorkerPath(ImageOperations):
@@ -113,7 +93,7 @@ class WorkerPath(ImageOperations):
         images); starts are done in arrival order, each seeing the ones before it.
         """
         started = await finish_then_cancel(
-            self._grouped().submit(_Start(version, owner, lease_seconds, candidates_for, level_holds))
+            self._grouped().submit(Start(version, owner, lease_seconds, candidates_for, level_holds))
         )
         assert isinstance(started, StartedImage)
         return started
@@ -133,7 +113,7 @@ class WorkerPath(ImageOperations):
         while len(remembered) > REMEMBERED_BATCHES:
             remembered.popitem(last=False)
 
-    def _grouped(self) -> GroupCommit[_Start | Completion, StartedImage | list[ProgressEvent]]:
+    def _grouped(self) -> GroupCommit[Start | Completion, StartedImage | list[ProgressEvent]]:
         """The group commit that starts and completions share (one per event loop)."""
         group = getattr(self, "_writes", None)
         if group is None or group.loop is not asyncio.get_running_loop():
@@ -141,7 +121,7 @@ class WorkerPath(ImageOperations):
         return group
 
     async def _write_group(
-        self, items: list[_Start | Completion]
+        self, items: list[Start | Completion]
     ) -> list[StartedImage | list[ProgressEvent] | Exception]:
         """Starts and completions that queued together, in one transaction.
 
@@ -151,8 +131,19 @@ class WorkerPath(ImageOperations):
         from completing the batch under it). At a prefetch window's steady state an image's
         start shares the transaction of an earlier image's completion: one lock span, one commit.
         """
-        starts = [(n, item) for n, item in enumerate(items) if isinstance(item, _Start)]
+        starts = [(n, item) for n, item in enumerate(items) if isinstance(item, Start)]
         completions = [(n, item) for n, item in enumerate(items) if isinstance(item, Completion)]
+        values = None if self.db.is_sqlite else group_values(self._remembered(), starts, completions, self._now())
+        if values is not None:
+            try:
+                return await self._statement(lambda conn: self._in_one_statement(conn, items, starts, completions, values))
+            except DBAPIError as exc:
+                # Refused (what it checks did not hold), a unique or foreign key in the way, or a
+                # deadlock: nothing was written, and the general way below sorts it out.
+                if not (is_refusal(exc) or is_lock_race(exc) or isinstance(exc, IntegrityError)):
+                    raise
+                log.debug("one-statement group not taken; done again locked-first: %s", exc.orig)
+            return await self._write(self._locked_first(items, starts, completions), retry_on_integrity=bool(starts))
         try:
             return await self._write(
                 lambda conn: self._lock_last(conn, items, starts, completions), retry_on_integrity=bool(starts),
@@ -169,6 +160,12 @@ class WorkerPath(ImageOperations):
             # groups could keep colliding: a race test (4 processes, the same keys) once lost all
             # eight attempts so, on a loaded machine.
             log.debug("lock-last group lost a lock race; done again locked-first: %s", exc.orig)
+        return await self._write(self._locked_first(items, starts, completions), retry_on_integrity=bool(starts))
+
+    def _locked_first(
+        self, items: list[Start | Completion], starts: list[tuple[int, Start]], completions: list[tuple[int, Completion]]
+    ) -> Callable[[AsyncConnection], Awaitable[list[StartedImage | list[ProgressEvent] | Exception]]]:
+        """The general way to write a group: every batch concerned locked first, in id order."""
 
         async def op(conn: AsyncConnection) -> list[StartedImage | list[ProgressEvent] | Exception]:
             results: list[StartedImage | list[ProgressEvent] | Exception] = [[] for _ in items]
@@ -199,9 +196,30 @@ class WorkerPath(ImageOperations):
                     results[n] = outcome
             return results
 
-        return await self._write(op, retry_on_integrity=bool(starts))
+        return op
 
-    async def _start_one(self, conn: AsyncConnection, batch: BatchRecord, start: _Start, now: datetime) -> StartedImage:
+    async def _in_one_statement(
+        self, conn: AsyncConnection, items: list[Start | Completion], starts: list[tuple[int, Start]],
+        completions: list[tuple[int, Completion]], values: GroupValues,
+    ) -> list[StartedImage | list[ProgressEvent] | Exception]:
+        """A group of the common kind, all of one batch, as one statement in a transaction of its
+        own (:data:`~db.statements.WRITE_GROUP`, which checks what :meth:`_lock_last` checks and
+        refuses itself where it does not hold). The batch is locked for that statement's end and
+        its commit only, and the group costs one round trip."""
+        batch, images = group_rows((await conn.execute(sql.WRITE_GROUP, values.parameters)).all())
+        self._remember(batch)
+        results: list[StartedImage | list[ProgressEvent] | Exception] = [[] for _ in items]
+        # The batch as the starts left it, before the completions counted.
+        done = len(completions)
+        started = replace(batch, completed=batch.completed - done, last_seq=batch.last_seq - done)
+        for (n, start), candidates in zip(starts, values.candidates, strict=True):
+            image = images[(start.version.bucket, start.version.key)]
+            results[n] = StartedImage(started, image, image, candidates, image.output_key)
+        for (n, _), event in zip(completions, _numbered_events(values.events, started), strict=True):
+            results[n] = [event]
+        return results
+
+    async def _start_one(self, conn: AsyncConnection, batch: BatchRecord, start: Start, now: datetime) -> StartedImage:
         """One start, its batch locked by the caller's transaction."""
         version, owner = start.version, start.owner
         candidates = tuple(start.candidates_for(batch))
@@ -278,12 +296,15 @@ class WorkerPath(ImageOperations):
         output_key: str,
         report: dict[str, Any] | None = None,
         batch_id: str | None = None,
+        name: str | None = None,
     ) -> list[ProgressEvent]:
         """Record a stored result; returns the events appended (none if the claim was lost).
 
         Counts only if this owner still holds the image, so a duplicate or late completion is a
-        no-op. May also complete the batch (a ``batch.completed`` event follows). ``batch_id``:
-        the image's batch, if the caller knows it (an image of another batch does not count).
+        no-op. May also complete the batch (a ``batch.completed`` event follows). ``batch_id`` and
+        ``name``: the image's batch and name, if the caller knows them (an image of another batch,
+        or of another name, does not count); with both, on PostgreSQL, the completion can share
+        the one statement of a group (:data:`~db.statements.WRITE_GROUP`).
 
         Completions (and starts) that arrive while another is being committed share the next
         transaction (:meth:`_write_group`): each returns once that transaction has ended,
@@ -291,7 +312,7 @@ class WorkerPath(ImageOperations):
         ``CancelledError`` only after the transaction it joined has ended.
         """
         events = await finish_then_cancel(
-            self._grouped().submit(Completion(image_id, owner, output_key, report or {}, batch_id))
+            self._grouped().submit(Completion(image_id, owner, output_key, report or {}, batch_id, name))
         )
         assert isinstance(events, list)
         return events
@@ -335,6 +356,7 @@ class WorkerPath(ImageOperations):
                         {
                             "image_id": item.image_id,
                             "image_batch": batch_id,
+                            "image_name": item.name,
                             "owner": item.owner,
                             "output_key": item.output_key,
                             "report": item.report,
@@ -355,8 +377,8 @@ class WorkerPath(ImageOperations):
         return results
 
     async def _lock_last(
-        self, conn: AsyncConnection, items: list[_Start | Completion],
-        starts: list[tuple[int, _Start]], completions: list[tuple[int, Completion]],
+        self, conn: AsyncConnection, items: list[Start | Completion],
+        starts: list[tuple[int, Start]], completions: list[tuple[int, Completion]],
     ) -> list[StartedImage | list[ProgressEvent] | Exception]:
         """The common case of a group with its batches locked last, so that the batch lock is
         held for the fewest statements: every start a key the store has not announced before
@@ -397,25 +419,11 @@ class WorkerPath(ImageOperations):
         if unread:
             for row in (await conn.execute(sql.BATCHES, {"batch_ids": unread})).all():
                 found[row.id] = batch_record(row)
-        inserted: dict[str, list[tuple[int, _Start, tuple[str, ...], ImageRecord]]] = {}
-        planned: list[tuple[int, _Start, tuple[str, ...]]] = []
-        rows: list[dict[str, Any]] = []
-        names: set[tuple[str, str]] = set()
-        keys: set[str] = set()
-        for n, start in starts:
-            version = start.version
-            batch = found.get(version.batch_id)
-            if batch is None or batch.state in _ENDED or (start.level_holds is not None and not start.level_holds(batch)):
-                raise _LockFirst
-            candidates = tuple(start.candidates_for(batch))
-            key = candidates[0] if candidates else None
-            if (version.bucket, version.key) in names or (key is not None and key in keys):
-                raise _LockFirst  # two starts of this group would meet in the unique indexes
-            names.add((version.bucket, version.key))
-            if key is not None:
-                keys.add(key)
-            planned.append((n, start, candidates))
-            rows.append(_new_version_row(start, key, now))
+        inserted: dict[str, list[tuple[int, Start, tuple[str, ...], ImageRecord]]] = {}
+        planned = planned_starts(found, starts)
+        if planned is None:
+            raise _LockFirst
+        rows = [_new_version_row(start, candidates[0] if candidates else None, now) for _, start, candidates in planned]
         if rows:
             # A row the unique indexes refused is missing from what comes back (see the docstring).
             result = await conn.execute(sql.INSERT_IMAGES_IF_FREE[conn.dialect.name], rows)
@@ -434,7 +442,7 @@ class WorkerPath(ImageOperations):
             row = (
                 await conn.execute(
                     sql.COMPLETE_IMAGE,
-                    {"image_id": item.image_id, "image_batch": batch_id, "owner": item.owner,
+                    {"image_id": item.image_id, "image_batch": batch_id, "image_name": item.name, "owner": item.owner,
                      "output_key": item.output_key, "report": item.report, "now": now},
                 )
             ).one_or_none()
@@ -514,19 +522,25 @@ def _numbered(
     events: list[tuple[ImageRecord, ProgressEvent]], before: BatchRecord
 ) -> list[tuple[ImageRecord, ProgressEvent]]:
     """``events`` numbered and counted after ``before``, the batch as it was before them."""
+    numbered = _numbered_events([event for _, event in events], before)
+    return [(image, event) for (image, _), event in zip(events, numbered, strict=True)]
+
+
+def _numbered_events(events: list[ProgressEvent], before: BatchRecord) -> list[ProgressEvent]:
+    """``image.completed`` events numbered and counted after ``before``, the batch as it was before them."""
     counts = before.counts
     return [
-        (image, replace(event, seq=before.last_seq + i, counts=replace(counts, completed=counts.completed + i)))
-        for i, (image, event) in enumerate(events, start=1)
+        replace(event, seq=before.last_seq + i, counts=replace(counts, completed=counts.completed + i))
+        for i, event in enumerate(events, start=1)
     ]
 
 
-def _starts_hold(batch: BatchRecord, new: list[tuple[int, _Start, tuple[str, ...], ImageRecord]]) -> bool:
+def _starts_hold(batch: BatchRecord, new: list[tuple[int, Start, tuple[str, ...], ImageRecord]]) -> bool:
     """Whether what the starts decided unlocked still holds for ``batch`` as locked: it takes
     uploads, and resolves each start to the level and the result keys it was started with. (That
     no other version of the key or holder of the result key appeared meanwhile, the database's
     unique indexes see to: migration 0007.)"""
-    return batch.state not in _ENDED and all(
+    return batch.state not in ENDED and all(
         (start.level_holds is None or start.level_holds(batch)) and tuple(start.candidates_for(batch)) == candidates
         for _, start, candidates, _image in new
     )
@@ -554,7 +568,7 @@ def _key_and_result_keys(batch_id: str, bucket: str, key: str, result_keys: Sequ
     return {"bucket": bucket, "key": key, "batch_id": batch_id, "first_key": first, "second_key": second}
 
 
-def _new_version_row(start: _Start, key: str | None, now: datetime) -> dict[str, Any]:
+def _new_version_row(start: Start, key: str | None, now: datetime) -> dict[str, Any]:
     """The row of a new current version, inserted claimed by ``start.owner`` with result key ``key``."""
     version = start.version
     return {

@@ -337,7 +337,8 @@ class ImagePipeline:
         }
         with self.metrics.step("commit"):
             events = await self.repository.complete_image(
-                image.id, self.worker_id, output_key=result_key, report=report, batch_id=image.batch_id
+                image.id, self.worker_id, output_key=result_key, report=report, batch_id=image.batch_id,
+                name=image.name,
             )
         if not events:
             return Outcome.LOST_CLAIM
