@@ -11,12 +11,14 @@ so what the process spends is everything but the engine; ``fast`` loads the real
 
 Counted inside the process (the tree's own code is wrapped, not changed):
 
-- write transactions: each ``Database.write()`` block that committed (and those that did not);
+- write transactions: each ``Database.write()`` block that committed (and those that did not), and
+  each ``Database.statement()`` block (a group written as one statement, its own transaction);
 - read transactions: each ``Database.read()`` block;
 - batch lock: from the moment a transaction's first batch-row lock statement returned (``_lock_batch``,
   or ``_lock_and_count`` where the tree locks the batch last) to the moment its COMMIT (or ROLLBACK)
   returned, one span per transaction; on SQLite, whose write lock is the whole database's, from
-  the moment the transaction had begun (``BEGIN IMMEDIATE``);
+  the moment the transaction had begun (``BEGIN IMMEDIATE``); for a one-statement group, its whole
+  round trip (an upper bound: ``--sample-locks`` gives the server's side);
 - codec CPU: the thread CPU time spent in ``decode_image`` and ``encode_image``;
 - statements: each one the dialect hands its driver (a multi-row insert is one; COMMIT and
   ROLLBACK are not counted, nor PostgreSQL's BEGIN, which the driver sends itself; SQLite's
@@ -56,7 +58,8 @@ class Counters:
         self.reads = 0
         self.write_s = 0.0
         self.lock_holds_s: list[float] = []
-        #: Of each hold (same order), the part from entering COMMIT (or ROLLBACK) to its return.
+        #: Of each transaction's hold (same order; a one-statement group's has none told apart),
+        #: the part from entering COMMIT (or ROLLBACK) to its return.
         self.lock_commits_s: list[float] = []
         self.codec_cpu_s = 0.0
         self.statements = 0
@@ -152,6 +155,30 @@ def instrument() -> None:
                     COUNTERS.lock_holds_s.append(max(0.0, lock_end - holder[0]))
                     COUNTERS.lock_commits_s.append(max(0.0, lock_end - max(commit_entered, holder[0])))
 
+    original_statement = getattr(connection.Database, "statement", None)
+
+    @asynccontextmanager
+    async def statement(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # A group written as one statement, its own transaction (trees from 2026-12-05 on): a write
+        # transaction, and its whole round trip counts as the batch lock's hold. That is more than
+        # the server holds it (the inserts before the lock, the reply after the commit), and its
+        # COMMIT, inside it, is not told apart.
+        started = time.perf_counter()
+        ok = False
+        try:
+            async with original_statement(self, *args, **kwargs) as conn:
+                yield conn
+            ok = True
+        finally:
+            spent = time.perf_counter() - started
+            with COUNTERS.lock:
+                COUNTERS.write_s += spent
+                if ok:
+                    COUNTERS.writes_committed += 1
+                else:
+                    COUNTERS.writes_failed += 1
+                COUNTERS.lock_holds_s.append(spent)
+
     @asynccontextmanager
     async def read(self: Any, *args: Any, **kwargs: Any) -> Any:
         with COUNTERS.lock:
@@ -172,6 +199,8 @@ def instrument() -> None:
         return locked
 
     connection.Database.write = write  # type: ignore[method-assign]
+    if original_statement is not None:
+        connection.Database.statement = statement  # type: ignore[method-assign]
     connection.Database.read = read  # type: ignore[method-assign]
     transactions.Transactions._lock_batch = marks_the_lock(original_lock)  # type: ignore[method-assign]
     if hasattr(transactions.Transactions, "_lock_and_count"):  # trees that lock the batch last (2026-12-03 on)
