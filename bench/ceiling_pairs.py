@@ -50,6 +50,8 @@ FIGURES: dict[str, Any] = {
     "write_transactions_per_image": lambda r: r["write_transactions_per_image"],
     "statements_per_image": lambda r: r.get("statements_per_image"),
     "lock_per_image_x_images_per_s": lambda r: r["lock_per_image_x_images_per_s"],
+    # The batch lock's share of the time as the server holds it (runs with --sample-locks only).
+    "server_locked_share": lambda r: r.get("server_locked_share"),
 }
 
 Config = tuple[str, int, int]
@@ -122,7 +124,8 @@ def table(summary: list[dict[str, Any]]) -> str:
         ("processor CPU ms/img", "processor_cpu_ms_per_image"), ("own (no codec)", "processor_own_cpu_ms_per_image"),
         ("radosgw ms/img", "radosgw_cpu_ms_per_image"), ("own/radosgw", "processor_own_over_radosgw"),
         ("statements/img", "statements_per_image"), ("writes/img", "write_transactions_per_image"),
-        ("lock×img/s", "lock_per_image_x_images_per_s"), ("images/s", "images_per_s"),
+        ("lock×img/s", "lock_per_image_x_images_per_s"), ("locked (server)", "server_locked_share"),
+        ("images/s", "images_per_s"),
     ]
     head = ("| db | workers | batches | pairs | " + " | ".join(t for t, _ in columns)
             + " | CPU pair ratio (min–max) | over radosgw's, pair ratio (min–max) |")

@@ -50,3 +50,12 @@ def test_the_ratio_over_radosgw_leaves_out_a_machine_that_slowed_within_the_pair
     [summary] = summarise(rows)
     assert summary["processor_cpu_pair_ratio"]["median"] == 1.2
     assert summary["processor_over_radosgw_pair_ratio"] == {"median": 1.0, "min": 1.0, "max": 1.0}
+
+
+def test_the_locks_share_as_the_server_holds_it_is_summarised_where_it_was_sampled() -> None:
+    # Runs taken with --sample-locks carry it; the median of each side goes in the table.
+    controls = [_result({**_run("postgresql", 4, 9.0), "server_locked_share": s}) for s in (0.7, 0.72)]
+    changes = [_result({**_run("postgresql", 4, 8.0), "server_locked_share": s}) for s in (0.2, 0.16)]
+    [summary] = summarise(pair_rows(controls, changes))
+    assert (summary["control"]["server_locked_share"], summary["change"]["server_locked_share"]) == (0.71, 0.18)
+    assert "| 0.71 → 0.18 |" in table([summary])
